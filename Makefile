@@ -1,0 +1,62 @@
+# The README's vocabulary. `make drill` and `make test` set themselves up on a fresh machine.
+
+VENV     := .venv
+SAM_VENV := .venv-sam
+BIN      := $(VENV)/bin
+# Lambda runs python3.12: test on it when the machine has it (directly or through pyenv).
+PYTHON   ?= $(shell for c in python3.12 "$$(pyenv prefix 3.12 2>/dev/null)/bin/python3.12" python3.13 python3; do \
+              $$c -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null && { echo $$c; break; }; done)
+STAMP    := $(VENV)/.installed
+
+.PHONY: setup drill test test-fast lint format typecheck validate build explain clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## The main job: the whole Detect. Nuke. Replace. drill on the embedded local AWS.
+drill: setup
+	$(BIN)/immutable-guard drill
+
+## The whole test suite.
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/cfn-lint template.yaml examples/*.yaml
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: setup
+	$(BIN)/mypy
+
+explain: setup
+	@for f in events/*.json; do echo "== $$f"; $(BIN)/immutable-guard explain $$f; done
+
+# aws-sam-cli lives in its own virtualenv (it pins older boto3 / cfn-lint).
+$(SAM_VENV)/.installed:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip aws-sam-cli
+	@touch $@
+
+validate: $(SAM_VENV)/.installed
+	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
+
+# No containers: sam build uses the python3.12 interpreter found on PATH.
+build: $(SAM_VENV)/.installed
+	PATH="$$(dirname $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""Notify: the remediation workflow's voice (contained, manual replacement, closed, failed)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from immutable_guard.clients import Clients
+from immutable_guard.notify import StageEvent, notify_stage
+from immutable_guard.settings import StepSettings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@cache
+def dependencies() -> tuple[StepSettings, Clients]:
+    return StepSettings.from_env(), Clients()
+
+
+@logger.inject_lambda_context(correlation_id_path="incident_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings, clients = dependencies()
+    return notify_stage(StageEvent.model_validate(event), settings, clients, metrics)

@@ -1,0 +1,205 @@
+"""The `immutable-guard` command: explain an event offline, run the drill, list and release incidents."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from immutable_guard.errors import GuardError, InvalidEvent
+
+EXIT_USAGE = 2
+
+
+def explain_event(
+    raw: object,
+    template: dict[str, Any],
+    *,
+    mode: str | None = None,
+    scope_tag: tuple[str, str] | None = None,
+    allowed_principals: tuple[str, ...] | None = None,
+    account: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate one event against the template's EventBridge rules and the detector's policy, offline.
+
+    Policy options default to the template's parameter defaults, as a fresh `sam deploy` would set them.
+    """
+    # Imported here so `immutable-guard --help` stays fast.
+    from immutable_guard.detection.normalise import normalise
+    from immutable_guard.detection.events import parse_event
+    from immutable_guard.detection.policy import Policy, judge
+    from immutable_guard.detection.scope import OfflineInstanceDirectory, ScopeRule
+    from immutable_guard.model import Mode
+    from immutable_guard.patterns import matches
+    from immutable_guard.template import event_rules, parameter_defaults
+
+    if not isinstance(raw, dict) or "detail-type" not in raw or "detail" not in raw:
+        raise InvalidEvent("not an EventBridge event: expected an object with 'detail-type' and 'detail'")
+    defaults = parameter_defaults(template)
+    matched = [rule.logical_id for rule in event_rules(template) if matches(rule.pattern, raw)]
+    finding = normalise(parse_event(raw))
+    tag_key, tag_value = scope_tag or (defaults.get("ScopeTagKey", "immutable"), defaults.get("ScopeTagValue", "true"))
+    policy = Policy(
+        mode=Mode(mode or defaults.get("Mode", "dry-run")),
+        scope=ScopeRule(
+            tag_key=tag_key,
+            tag_value=tag_value,
+            stack_names=_csv(defaults.get("ScopeStackNames", "")),
+            asg_names=_csv(defaults.get("ScopeAutoScalingGroupNames", "")),
+        ),
+        allowed_principal_arns=(
+            allowed_principals
+            if allowed_principals is not None
+            else _csv(defaults.get("AllowedPrincipalArns", ""))
+        ),
+        own_role_arns=(),
+        expected_account=account,
+    )
+    directory = OfflineInstanceDirectory()
+    judgement = judge(finding, directory.resolve(finding), policy)
+    decision, reason = judgement.decision.value, judgement.reason
+    if not matched:
+        # No rule delivers it, so the Detect function never sees it, whatever the policy would say.
+        decision, reason = "ignore", "no_rule_matched"
+    return {
+        "matched_rules": matched,
+        "finding": finding.model_dump(mode="json"),
+        "decision": decision,
+        "reason": reason,
+        "detail": judgement.detail,
+        "mode": policy.mode.value,
+        "instances": [i.instance_id for i in judgement.instances_in_scope],
+    }
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from immutable_guard.template import find_template, load_template
+
+    path = Path(args.event_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"immutable-guard explain: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        print(f"immutable-guard explain: {path} is not JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    template = load_template(Path(args.template) if args.template else find_template())
+    scope_tag = None
+    if args.scope_tag:
+        key, _, value = args.scope_tag.partition("=")
+        scope_tag = (key, value)
+    try:
+        result = explain_event(
+            raw,
+            template,
+            mode=args.mode,
+            scope_tag=scope_tag,
+            allowed_principals=tuple(args.allow) if args.allow else None,
+            account=args.account,
+        )
+    except InvalidEvent as exc:
+        print(f"immutable-guard explain: {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_drill(args: argparse.Namespace) -> int:
+    from immutable_guard.drill import run_drill_command
+
+    return run_drill_command(args)
+
+
+def _stack_outputs(stack: str, region: str | None) -> tuple[dict[str, str], Any]:
+    from immutable_guard.clients import Clients
+
+    clients = Clients(region_name=region)
+    stacks = clients.cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    return outputs, clients
+
+
+def _cmd_incidents(args: argparse.Namespace) -> int:
+    from immutable_guard.ledger import IncidentLedger
+
+    outputs, clients = _stack_outputs(args.stack, args.region)
+    incidents = IncidentLedger(clients.dynamodb, outputs["IncidentLedgerName"]).list_incidents(args.limit)
+    if args.json:
+        print(json.dumps([i.model_dump(mode="json") for i in incidents], indent=2))
+        return 0
+    print(f"{'incident':<44} {'status':<28} {'kind':<20} {'mode':<12} stages")
+    for incident in incidents:
+        stages = " > ".join(s for s, _ in sorted(incident.timeline.items(), key=lambda kv: kv[1]))
+        print(f"{incident.incident_id:<44} {incident.status.value:<28} {incident.kind:<20} {incident.mode:<12} {stages}")
+    return 0
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    outputs, clients = _stack_outputs(args.stack, args.region)
+    response = clients.lambda_.invoke(
+        FunctionName=outputs["ReleaseFunctionName"],
+        Payload=json.dumps({"incident_id": args.incident_id}).encode(),
+    )
+    payload = json.loads(response["Payload"].read() or b"{}")
+    print(json.dumps(payload, indent=2))
+    return 1 if response.get("FunctionError") else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="immutable-guard",
+        description="Detect. Nuke. Replace. for immutable EC2 servers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    explain = sub.add_parser("explain", help="evaluate an event file offline against the rules and the policy")
+    explain.add_argument("event_file")
+    explain.add_argument("--template", help="template.yaml to read (default: the project's)")
+    explain.add_argument("--mode", choices=["enforce", "dry-run", "notify-only"])
+    explain.add_argument("--scope-tag", metavar="KEY=VALUE", help="the tag that marks immutable instances")
+    explain.add_argument("--allow", action="append", metavar="PRINCIPAL_ARN", help="an allow-listed principal")
+    explain.add_argument("--account", help="refuse events from other accounts")
+    explain.set_defaults(func=_cmd_explain)
+
+    drill = sub.add_parser("drill", help="run the Detect. Nuke. Replace. drill (default: on the embedded local AWS)")
+    drill.add_argument("--stack", help="run against this deployed stack in a sandbox account instead")
+    drill.add_argument("--region")
+    drill.add_argument("--json", action="store_true", help="print the report as JSON")
+    drill.add_argument("--scenario", action="append", help="run only these scenarios (repeatable)")
+    drill.set_defaults(func=_cmd_drill)
+
+    incidents = sub.add_parser("incidents", help="list incidents and their stages")
+    incidents.add_argument("--stack", required=True)
+    incidents.add_argument("--region")
+    incidents.add_argument("--limit", type=int, default=50)
+    incidents.add_argument("--json", action="store_true")
+    incidents.set_defaults(func=_cmd_incidents)
+
+    release = sub.add_parser("release", help="undo a false positive while the instance still exists")
+    release.add_argument("incident_id")
+    release.add_argument("--stack", required=True)
+    release.add_argument("--region")
+    release.set_defaults(func=_cmd_release)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GuardError as exc:
+        print(f"immutable-guard {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

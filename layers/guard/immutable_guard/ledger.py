@@ -1,0 +1,339 @@
+"""The incident ledger (DynamoDB): one open incident per instance, a timeline per incident, the state
+needed to undo a quarantine, and the blast-radius counter. Conditional writes make every step safe to
+run twice."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
+
+from immutable_guard.errors import AwsCallFailed, IncidentNotFound
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+# A lock outlives any remediation (hours) but not a forgotten one: a stale lock must not blind us forever.
+LOCK_TTL_SECONDS = 7 * 24 * 3600
+EVENT_TTL_SECONDS = 2 * 24 * 3600
+BREAKER_TTL_SECONDS = 2 * 3600
+INCIDENT_TTL_SECONDS = 400 * 24 * 3600
+
+
+class Status(StrEnum):
+    OPEN = "OPEN"
+    CONTAINED = "CONTAINED"
+    EVIDENCE_COMPLETE = "EVIDENCE_COMPLETE"
+    REPLACED = "REPLACED"
+    CLOSED = "CLOSED"
+    AWAITING_MANUAL_REPLACEMENT = "AWAITING_MANUAL_REPLACEMENT"
+    FAILED = "FAILED"
+    RELEASED = "RELEASED"
+    DRY_RUN = "DRY_RUN"
+    NOTIFIED = "NOTIFIED"
+
+
+class Incident(BaseModel):
+    """What the ledger holds about one incident (one instance, one compromise)."""
+
+    incident_id: str
+    instance_id: str
+    status: Status = Status.OPEN
+    mode: str
+    decision: str
+    kind: str
+    severity: str
+    account: str
+    region: str
+    created_at: str
+    finding: dict[str, Any] = Field(default_factory=dict)
+    timeline: dict[str, str] = Field(default_factory=dict)
+    prior_state: dict[str, Any] | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    related_event_ids: list[str] = Field(default_factory=list)
+
+
+class OpenResult(BaseModel):
+    opened: bool
+    incident_id: str
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _incident_key(incident_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"INCIDENT#{incident_id}"}}
+
+
+def _lock_key(instance_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"LOCK#{instance_id}"}}
+
+
+class IncidentLedger:
+    """Reads and writes incidents.
+
+    Parameters
+    ----------
+    dynamodb:
+        A DynamoDB client.
+    table_name:
+        The ledger table (template.yaml: IncidentLedger).
+    """
+
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    # ------------------------------------------------------------------ detection side
+    def first_sighting(self, event_id: str) -> bool:
+        """True the first time an event id is seen; EventBridge delivers at least once."""
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": f"EVENT#{event_id}"},
+                    "seen_at": {"S": now_iso()},
+                    "expires_at": {"N": str(int(time.time()) + EVENT_TTL_SECONDS)},
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise AwsCallFailed(f"ledger {self._table}: cannot record event {event_id}: {exc}") from exc
+        return True
+
+    def open_incident(self, incident: Incident, lock_seconds: int = LOCK_TTL_SECONDS) -> OpenResult:
+        """Open an incident unless the instance already has an open one (lock + record, atomically).
+
+        A dry-run or notify-only incident holds its lock briefly (`lock_seconds`): it only groups repeated
+        reports of one change; nothing is remediated that the lock would protect.
+        """
+        now = int(time.time())
+        item = _incident_item(incident)
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": {
+                                **_lock_key(incident.instance_id),
+                                "incident_id": {"S": incident.incident_id},
+                                "expires_at": {"N": str(now + lock_seconds)},
+                            },
+                            # TTL deletion lags by up to days: an expired lock counts as free.
+                            "ConditionExpression": "attribute_not_exists(pk) OR expires_at < :now",
+                            "ExpressionAttributeValues": {":now": {"N": str(now)}},
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise AwsCallFailed(
+                    f"ledger {self._table}: cannot open incident for {incident.instance_id}: {exc}"
+                ) from exc
+            holder = self.open_incident_for(incident.instance_id)
+            if holder is None:  # the lock vanished between our write and our read: try once more
+                return self.open_incident(incident, lock_seconds)
+            return OpenResult(opened=False, incident_id=holder)
+        return OpenResult(opened=True, incident_id=incident.incident_id)
+
+    def open_incident_for(self, instance_id: str) -> str | None:
+        """The id of the instance's open incident, if it has one."""
+        response = self._db.get_item(TableName=self._table, Key=_lock_key(instance_id), ConsistentRead=True)
+        item = response.get("Item")
+        if not item or int(item["expires_at"]["N"]) < int(time.time()):
+            return None
+        return item["incident_id"]["S"]
+
+    def add_related_event(self, incident_id: str, event_id: str) -> None:
+        """Remember a duplicate report (the same change seen again, or by Config after CloudTrail)."""
+        self._update(
+            incident_id,
+            "SET related_event_ids = list_append(if_not_exists(related_event_ids, :empty), :e)",
+            {":e": {"L": [{"S": event_id}]}, ":empty": {"L": []}},
+        )
+
+    def count_incident_this_hour(self) -> int:
+        """Count one more incident in the current hour and return the hour's total (atomic)."""
+        hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
+        try:
+            response = self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"BREAKER#{hour}"}},
+                UpdateExpression="ADD incidents :one SET expires_at = :exp",
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":exp": {"N": str(int(time.time()) + BREAKER_TTL_SECONDS)},
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            raise AwsCallFailed(f"ledger {self._table}: cannot count incidents: {exc}") from exc
+        return int(response["Attributes"]["incidents"]["N"])
+
+    def incidents_this_hour(self) -> int:
+        hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
+        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"BREAKER#{hour}"}}).get("Item")
+        return int(item["incidents"]["N"]) if item else 0
+
+    def mark_breaker_alerted(self) -> bool:
+        """True only for the first caller in this hour: one alert says the breaker is open."""
+        hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"BREAKER#{hour}"}},
+                UpdateExpression="SET breaker_alerted = :t",
+                ConditionExpression="attribute_not_exists(breaker_alerted)",
+                ExpressionAttributeValues={":t": {"S": now_iso()}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise AwsCallFailed(f"ledger {self._table}: cannot record breaker alert: {exc}") from exc
+        return True
+
+    # ------------------------------------------------------------------ remediation side
+    def get(self, incident_id: str) -> Incident:
+        response = self._db.get_item(
+            TableName=self._table, Key=_incident_key(incident_id), ConsistentRead=True
+        )
+        item = response.get("Item")
+        if not item:
+            raise IncidentNotFound(f"incident {incident_id} is not in ledger {self._table}")
+        return _incident_from_item(item)
+
+    def record_stage(
+        self,
+        incident_id: str,
+        stage: str,
+        status: Status | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Stamp a stage in the timeline (first time wins, so a retried step keeps its real time)."""
+        expression = "SET timeline.#stage = if_not_exists(timeline.#stage, :now)"
+        values: dict[str, Any] = {":now": {"S": now_iso()}}
+        names = {"#stage": stage}
+        if status is not None:
+            expression += ", #status = :status"
+            values[":status"] = {"S": status.value}
+            names["#status"] = "status"
+        if details is not None:
+            expression += ", details.#stage = :details"
+            values[":details"] = {"S": json.dumps(details, default=str)}
+        self._update(incident_id, expression, values, names)
+
+    def record_prior_state(self, incident_id: str, prior_state: dict[str, Any]) -> None:
+        """Keep what the instance looked like before we touched it; the first record is never overwritten."""
+        self._update(
+            incident_id,
+            "SET prior_state = if_not_exists(prior_state, :p)",
+            {":p": {"S": json.dumps(prior_state, default=str)}},
+        )
+
+    def release_lock(self, instance_id: str, incident_id: str) -> None:
+        """Free the instance for new incidents, only if this incident holds the lock."""
+        try:
+            self._db.delete_item(
+                TableName=self._table,
+                Key=_lock_key(instance_id),
+                ConditionExpression="incident_id = :i",
+                ExpressionAttributeValues={":i": {"S": incident_id}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return
+            raise AwsCallFailed(f"ledger {self._table}: cannot release lock of {instance_id}: {exc}") from exc
+
+    def list_incidents(self, limit: int = 100) -> list[Incident]:
+        """Newest first. A scan: the ledger holds few incidents, and this is an operator's command."""
+        incidents: list[Incident] = []
+        paginator = self._db.get_paginator("scan")
+        for page in paginator.paginate(
+            TableName=self._table,
+            FilterExpression="begins_with(pk, :p)",
+            ExpressionAttributeValues={":p": {"S": "INCIDENT#"}},
+        ):
+            incidents.extend(_incident_from_item(item) for item in page.get("Items", []))
+        incidents.sort(key=lambda i: i.created_at, reverse=True)
+        return incidents[:limit]
+
+    def _update(
+        self,
+        incident_id: str,
+        expression: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": _incident_key(incident_id),
+            "UpdateExpression": expression,
+            "ExpressionAttributeValues": values,
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        try:
+            self._db.update_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise IncidentNotFound(f"incident {incident_id} is not in ledger {self._table}") from exc
+            raise AwsCallFailed(f"ledger {self._table}: cannot update incident {incident_id}: {exc}") from exc
+
+
+def _incident_item(incident: Incident) -> dict[str, Any]:
+    return {
+        **_incident_key(incident.incident_id),
+        "incident_id": {"S": incident.incident_id},
+        "instance_id": {"S": incident.instance_id},
+        "status": {"S": incident.status.value},
+        "mode": {"S": incident.mode},
+        "decision": {"S": incident.decision},
+        "kind": {"S": incident.kind},
+        "severity": {"S": incident.severity},
+        "account": {"S": incident.account},
+        "region": {"S": incident.region},
+        "created_at": {"S": incident.created_at},
+        "finding": {"S": json.dumps(incident.finding, default=str)},
+        "timeline": {"M": {k: {"S": v} for k, v in incident.timeline.items()}},
+        "details": {"M": {k: {"S": json.dumps(v, default=str)} for k, v in incident.details.items()}},
+        "related_event_ids": {"L": [{"S": e} for e in incident.related_event_ids]},
+        "expires_at": {"N": str(int(time.time()) + INCIDENT_TTL_SECONDS)},
+    }
+
+
+def _incident_from_item(item: dict[str, Any]) -> Incident:
+    return Incident(
+        incident_id=item["incident_id"]["S"],
+        instance_id=item["instance_id"]["S"],
+        status=Status(item["status"]["S"]),
+        mode=item["mode"]["S"],
+        decision=item["decision"]["S"],
+        kind=item["kind"]["S"],
+        severity=item["severity"]["S"],
+        account=item["account"]["S"],
+        region=item["region"]["S"],
+        created_at=item["created_at"]["S"],
+        finding=json.loads(item["finding"]["S"]),
+        timeline={k: v["S"] for k, v in item.get("timeline", {}).get("M", {}).items()},
+        prior_state=json.loads(item["prior_state"]["S"]) if "prior_state" in item else None,
+        details={k: json.loads(v["S"]) for k, v in item.get("details", {}).get("M", {}).items()},
+        related_event_ids=[e["S"] for e in item.get("related_event_ids", {}).get("L", [])],
+    )

@@ -1,0 +1,100 @@
+"""Settings of each function, read from its environment once at cold start. A missing or malformed
+variable fails the cold start with a message naming it, instead of misbehaving later."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from immutable_guard.errors import SettingsError
+from immutable_guard.model import Mode, PostEvidenceAction
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class _EnvSettings(BaseModel):
+    """Maps each field to an environment variable named like it, upper-cased."""
+
+    model_config = ConfigDict(frozen=True)
+    optional_env: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            variable = name.upper()
+            if variable in environ:
+                values[name] = environ[variable]
+            elif name not in cls.optional_env:
+                raise SettingsError(f"environment variable {variable} is not set ({cls.__name__})")
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors() if err["loc"]
+            )
+            raise SettingsError(f"{cls.__name__}: malformed environment: {problems}") from exc
+
+
+class StepSettings(_EnvSettings):
+    """What every function of the pipeline needs."""
+
+    ledger_table: str
+    alert_topic_arn: str
+
+
+class DetectSettings(StepSettings):
+    mode: Mode
+    scope_tag_key: str
+    scope_tag_value: str
+    scope_stack_names: tuple[str, ...] = ()
+    scope_asg_names: tuple[str, ...] = ()
+    allowed_principal_arns: tuple[str, ...] = ()
+    own_role_arns: tuple[str, ...] = ()
+    max_incidents_per_hour: int
+    post_evidence_action: PostEvidenceAction
+    remediation_state_machine_arn: str
+    dead_letter_queue_url: str
+    expected_account: str | None = None
+
+    # Empty lists are legal; CloudFormation's !Join of an empty list still sets the variable.
+    optional_env: ClassVar[frozenset[str]] = frozenset(
+        {"scope_stack_names", "scope_asg_names", "allowed_principal_arns", "own_role_arns", "expected_account"}
+    )
+
+    _split_lists = field_validator(
+        "scope_stack_names", "scope_asg_names", "allowed_principal_arns", "own_role_arns", mode="before"
+    )(_split)
+
+    @field_validator("max_incidents_per_hour")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("expected_account", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return value or None
+
+
+class EvidenceSettings(StepSettings):
+    evidence_bucket: str
+    max_polls: int
+
+
+class ReplaceSettings(StepSettings):
+    max_polls: int
+
+
+class NukeSettings(StepSettings):
+    post_evidence_action: PostEvidenceAction
