@@ -30,8 +30,8 @@ def explain_event(
     from immutable_guard.detection.normalise import normalise
     from immutable_guard.detection.events import parse_event
     from immutable_guard.detection.policy import Policy, judge
-    from immutable_guard.detection.scope import OfflineInstanceDirectory, ScopeRule
-    from immutable_guard.model import Mode
+    from immutable_guard.detection.scope import InstanceInfo, OfflineInstanceDirectory, ScopeRule
+    from immutable_guard.model import Kind, Mode
     from immutable_guard.patterns import matches
     from immutable_guard.template import event_rules, parameter_defaults
 
@@ -57,8 +57,14 @@ def explain_event(
         own_role_arns=(),
         expected_account=account,
     )
-    directory = OfflineInstanceDirectory()
-    judgement = judge(finding, directory.resolve(finding), policy)
+    instances = OfflineInstanceDirectory().resolve(finding)
+    assumed = None
+    if not instances and finding.resource_ids and finding.kind is not Kind.KEY_PAIR_ADDED:
+        # Offline nothing says which instances use a group, an ACL or an interface: assume an immutable
+        # one does, and say so, rather than answer "out of scope" for what is unknown.
+        instances = [InstanceInfo(instance_id=f"instances-using-{rid}") for rid in finding.resource_ids]
+        assumed = "offline: assumed an immutable instance uses " + ", ".join(finding.resource_ids)
+    judgement = judge(finding, instances, policy)
     decision, reason = judgement.decision.value, judgement.reason
     if not matched:
         # No rule delivers it, so the Detect function never sees it, whatever the policy would say.
@@ -71,6 +77,7 @@ def explain_event(
         "detail": judgement.detail,
         "mode": policy.mode.value,
         "instances": [i.instance_id for i in judgement.instances_in_scope],
+        **({"assumption": assumed} if assumed else {}),
     }
 
 

@@ -58,3 +58,7 @@ class ReleaseRefused(GuardError):
 
 class AwsCallFailed(GuardError):
     """An AWS call failed in a way that no retry will fix; wraps the ClientError."""
+
+
+class ScopeResolutionFailed(GuardError):
+    """EC2 could not tell which instances a change reaches (describe call refused or failed)."""

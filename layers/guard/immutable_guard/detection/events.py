@@ -97,7 +97,9 @@ class ConfigurationItem(_AwsModel):
     relationships: list[dict[str, Any]] | None = None
     # Null when the resource was deleted.
     configuration: dict[str, Any] | None = None
-    supplementary_configuration: dict[str, Any] | None = Field(default=None, alias="supplementaryConfiguration")
+    supplementary_configuration: dict[str, Any] | None = Field(
+        default=None, alias="supplementaryConfiguration"
+    )
 
 
 class ConfigurationItemSummary(_AwsModel):

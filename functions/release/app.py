@@ -1,0 +1,43 @@
+"""Release: a person undoes a false-positive quarantine (`immutable-guard release INCIDENT_ID`).
+The logic is immutable_guard.remediation.release."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from immutable_guard.clients import Clients
+from immutable_guard.errors import InvalidEvent
+from immutable_guard.ledger import IncidentLedger
+from immutable_guard.remediation.release import ReleaseRequest, release_incident
+from immutable_guard.settings import StepSettings
+from pydantic import ValidationError
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@cache
+def dependencies() -> tuple[StepSettings, Clients]:
+    """Read at the first invocation, not at import: tests and moto must be in place first."""
+    return StepSettings.from_env(), Clients()
+
+
+@logger.inject_lambda_context(correlation_id_path="incident_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        request = ReleaseRequest.model_validate(event)
+    except ValidationError as exc:
+        raise InvalidEvent(f'not a Release request (expected {{"incident_id": ...}}): {exc}') from exc
+    settings, clients = dependencies()
+    ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
+    result = release_incident(clients, ledger, request.incident_id, alert_topic_arn=settings.alert_topic_arn)
+    metrics.add_metric(name="IncidentsReleased", unit=MetricUnit.Count, value=1)
+    logger.info("incident released", extra={"actions": result["actions"]})
+    return result

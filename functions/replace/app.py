@@ -1,0 +1,52 @@
+"""Replace: the instance's Auto Scaling group or CloudFormation stack rebuilds it; poll until healthy."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from immutable_guard.clients import Clients
+from immutable_guard.errors import InvalidEvent
+from immutable_guard.ledger import IncidentLedger
+from immutable_guard.remediation.replace import ReplaceRequest, check_replacement, start_replacement
+from immutable_guard.settings import ReplaceSettings
+from pydantic import ValidationError
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@cache
+def dependencies() -> tuple[ReplaceSettings, Clients, IncidentLedger]:
+    settings = ReplaceSettings.from_env()
+    clients = Clients()
+    return settings, clients, IncidentLedger(clients.dynamodb, settings.ledger_table)
+
+
+@logger.inject_lambda_context(correlation_id_path="incident_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        request = ReplaceRequest.model_validate(event)
+    except ValidationError as exc:
+        metrics.add_metric(name="InvalidRequests", unit=MetricUnit.Count, value=1)
+        raise InvalidEvent(f"replace request is malformed: {exc}") from exc
+    settings, clients, ledger = dependencies()
+    logger.append_keys(instance_id=request.instance_id, action=request.action)
+    if request.action == "start":
+        result = start_replacement(clients, ledger, request.incident_id, request.instance_id)
+        metrics.add_dimension(name="strategy", value=str(result["strategy"]))
+        metrics.add_metric(name="ReplacementsStarted", unit=MetricUnit.Count, value=1)
+    else:
+        max_polls = request.max_polls or settings.max_polls
+        result = check_replacement(
+            clients, ledger, request.incident_id, request.instance_id, request.replacement, max_polls
+        )
+        metrics.add_metric(name="ReplacementPolls", unit=MetricUnit.Count, value=1)
+    logger.info("replace step done", extra={"result": result})
+    return result

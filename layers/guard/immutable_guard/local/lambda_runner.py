@@ -1,0 +1,293 @@
+"""Runs our real Lambda handlers in this process whenever moto invokes a function (directly, from Step
+Functions, from SNS), because moto can only run Lambda code in Docker.
+
+Each invocation sees its function's environment through a per-thread view of ``os.environ``: Step
+Functions calls Lambda over HTTP from its own thread, and a handler may trigger another invocation
+synchronously (SNS publish, invoke), so a process-wide lock held for a whole call could deadlock.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_state_lock = threading.RLock()
+_install_count = 0
+_original_invoke: Callable[..., tuple[str, bool, str]] | None = None
+_repo_root: Path | None = None
+_code_dirs: dict[str, Path] = {}
+_handlers: dict[tuple[str, str, str], Callable[[Any, Any], Any]] = {}
+_extracted: dict[str, Path] = {}
+_local = threading.local()
+
+
+@dataclass
+class LambdaContext:
+    """The subset of the Lambda context object that handlers and Powertools read."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    timeout_seconds: float
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = ""
+    log_stream_name: str = ""
+    identity: Any = None
+    client_context: Any = None
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        elapsed = time.monotonic() - self._started
+        return max(0, int((self.timeout_seconds - elapsed) * 1000))
+
+
+class _ThreadEnviron(os._Environ):  # type: ignore[type-arg]
+    """os.environ, except that a thread running a handler reads and writes its own copy."""
+
+    def _view(self) -> dict[str, str] | None:
+        return getattr(_local, "environ", None)
+
+    def __getitem__(self, key: str) -> str:
+        view = self._view()
+        return view[key] if view is not None else super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: str) -> None:
+        view = self._view()
+        if view is None:
+            super().__setitem__(key, value)
+        else:
+            view[key] = str(value)
+
+    def __delitem__(self, key: str) -> None:
+        view = self._view()
+        if view is None:
+            super().__delitem__(key)
+        else:
+            del view[key]
+
+    def __iter__(self) -> Iterator[str]:
+        view = self._view()
+        return iter(list(view)) if view is not None else super().__iter__()
+
+    def __len__(self) -> int:
+        view = self._view()
+        return len(view) if view is not None else super().__len__()
+
+    def copy(self) -> dict[str, str]:
+        return dict(self)
+
+
+@contextmanager
+def function_environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Let this thread see the process environment plus ``variables`` until the block ends."""
+    previous = getattr(_local, "environ", None)
+    base = dict(previous) if previous is not None else dict(os.environ)
+    _local.environ = {**base, **{key: str(value) for key, value in variables.items()}}
+    try:
+        yield
+    finally:
+        _local.environ = previous
+
+
+def register(function_name: str, code_dir: Path) -> None:
+    """Run ``function_name`` from the source folder ``code_dir`` (its CodeUri), not from its zip."""
+    with _state_lock:
+        _code_dirs[function_name] = Path(code_dir).resolve()
+
+
+def install(repo_root: Path | None = None) -> None:
+    """Make moto run Lambda handlers in this process. Calls nest: each needs its own ``uninstall()``.
+
+    Parameters
+    ----------
+    repo_root:
+        Repository whose ``functions/<function name>/`` is used for functions nobody registered and
+        whose zip holds no handler.
+    """
+    global _install_count, _original_invoke, _repo_root
+    from moto.awslambda.models import LambdaFunction
+
+    with _state_lock:
+        if repo_root is not None:
+            _repo_root = Path(repo_root).resolve()
+        if _install_count == 0:
+            _original_invoke = LambdaFunction._invoke_lambda
+            LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
+            if not isinstance(os.environ, _ThreadEnviron):
+                os.environ.__class__ = _ThreadEnviron
+        _install_count += 1
+
+
+def uninstall() -> None:
+    """Undo one ``install()``; the last one restores moto and forgets loaded handlers."""
+    global _install_count, _original_invoke
+    from moto.awslambda.models import LambdaFunction
+
+    with _state_lock:
+        if _install_count == 0:
+            return
+        _install_count -= 1
+        if _install_count:
+            return
+        if _original_invoke is not None:
+            LambdaFunction._invoke_lambda = _original_invoke  # type: ignore[method-assign]
+            _original_invoke = None
+        if type(os.environ) is _ThreadEnviron:
+            os.environ.__class__ = os._Environ  # type: ignore[assignment]
+        _code_dirs.clear()
+        _handlers.clear()
+        _extracted.clear()
+
+
+def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
+    """Replacement for ``LambdaFunction._invoke_lambda``: (payload JSON, errored, log text)."""
+    if isinstance(event, str | bytes):
+        event = json.loads(event or "{}")
+    elif event is None:
+        event = {}
+    context = LambdaContext(
+        function_name=function.function_name,
+        invoked_function_arn=function.function_arn,
+        memory_limit_in_mb=int(function.memory_size),
+        timeout_seconds=float(function.timeout),
+        function_version=str(function.version),
+        log_group_name=f"/aws/lambda/{function.function_name}",
+        log_stream_name=f"local/[{function.version}]{uuid.uuid4().hex}",
+    )
+    started = f"START RequestId: {context.aws_request_id} Version: {context.function_version}\n"
+    try:
+        with function_environment(_lambda_environment(function, context)):
+            handler = _load_handler(function)
+            result = handler(event, context)
+        payload = json.dumps(result, default=str)
+    except Exception as exc:
+        error = {
+            "errorType": type(exc).__name__,
+            "errorMessage": str(exc),
+            "requestId": context.aws_request_id,
+            "stackTrace": traceback.format_tb(exc.__traceback__),
+        }
+        logger.info("%s raised %s: %s", function.function_name, error["errorType"], exc)
+        log = started + "".join(traceback.format_exception(exc)) + _end(context)
+        return json.dumps(error), True, log
+    return payload, False, started + _end(context)
+
+
+def _end(context: LambdaContext) -> str:
+    return f"END RequestId: {context.aws_request_id}\n"
+
+
+def _lambda_environment(function: Any, context: LambdaContext) -> dict[str, str]:
+    region = str(function.region)
+    variables = {
+        # No X-Ray daemon runs here; the function's own variables may still turn tracing on.
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "_HANDLER": str(function.handler),
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.run_time}",
+        "AWS_LAMBDA_FUNCTION_NAME": context.function_name,
+        "AWS_LAMBDA_FUNCTION_VERSION": context.function_version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(context.memory_limit_in_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": context.log_group_name,
+        "AWS_LAMBDA_LOG_STREAM_NAME": context.log_stream_name,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
+    variables.update({key: str(value) for key, value in (function.environment_vars or {}).items()})
+    return variables
+
+
+def _load_handler(function: Any) -> Callable[[Any, Any], Any]:
+    handler_spec = str(function.handler or "")
+    key = (str(function.function_arn), str(getattr(function, "code_sha_256", "")), handler_spec)
+    with _state_lock:
+        cached = _handlers.get(key)
+        if cached is not None:
+            return cached
+        module_path, _, attribute = handler_spec.rpartition(".")
+        if not module_path or not attribute:
+            raise ImportError(f"handler {handler_spec!r} of {function.function_name} is not module.function")
+        code_dir = _code_dir(function, module_path)
+        module = _import_module(function.function_name, code_dir, module_path)
+        handler = getattr(module, attribute, None)
+        if not callable(handler):
+            raise ImportError(f"{module_path}.{attribute} of {function.function_name} is not callable")
+        _handlers[key] = handler
+        return handler  # type: ignore[no-any-return]
+
+
+def _module_file(code_dir: Path, module_path: str) -> Path:
+    return code_dir / (module_path.replace(".", "/") + ".py")
+
+
+def _code_dir(function: Any, module_path: str) -> Path:
+    name = str(function.function_name)
+    registered = _code_dirs.get(name)
+    if registered is not None:
+        return registered
+    extracted = _extract_zip(function)
+    if extracted is not None and _module_file(extracted, module_path).is_file():
+        return extracted
+    if _repo_root is not None and (_repo_root / "functions" / name).is_dir():
+        return _repo_root / "functions" / name
+    raise ImportError(f"no code for {name}: register its folder, or deploy a zip that holds {module_path}.py")
+
+
+def _extract_zip(function: Any) -> Path | None:
+    code = getattr(function, "code_bytes", b"")
+    if not code:
+        return None
+    digest = str(getattr(function, "code_sha_256", "")) or uuid.uuid4().hex
+    if digest not in _extracted:
+        target = Path(tempfile.mkdtemp(prefix="immutable-guard-lambda-"))
+        with zipfile.ZipFile(io.BytesIO(code)) as archive:
+            archive.extractall(target)
+        _extracted[digest] = target
+    return _extracted[digest]
+
+
+def _import_module(function_name: str, code_dir: Path, module_path: str) -> ModuleType:
+    """Import the handler module under a unique name, so two functions' app.py never collide."""
+    path = _module_file(code_dir, module_path)
+    safe_name = re.sub(r"\W", "_", function_name)
+    unique = f"_immutable_guard_lambda_{safe_name}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(unique, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path} for {function_name}")
+    module = importlib.util.module_from_spec(spec)
+    before = set(sys.modules)
+    sys.path.insert(0, str(code_dir))
+    try:
+        sys.modules[unique] = module
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(unique, None)
+        raise
+    finally:
+        sys.path.remove(str(code_dir))
+        # Sibling modules (e.g. a function's own settings.py) stay bound inside the handler module but
+        # leave sys.modules, so another function's module of the same name is imported afresh.
+        for name in set(sys.modules) - before - {unique}:
+            origin = getattr(sys.modules[name], "__file__", None) or ""
+            if origin and Path(origin).resolve().is_relative_to(code_dir):
+                del sys.modules[name]
+    return module

@@ -1,0 +1,173 @@
+"""Starts moto's server on this machine and points boto3 at it, so the whole system runs without an AWS
+account: ``with LocalAws() as aws: deployment = aws.deploy({"Mode": "enforce"})``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import boto3
+
+from immutable_guard.clients import Clients
+from immutable_guard.local import lambda_runner
+from immutable_guard.local.deploy import Deployer, Deployment
+from immutable_guard.template import find_template
+
+logger = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+# Variables that would send calls to a real account or another endpoint; cleared while running.
+_CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SECURITY_TOKEN")
+
+
+class LocalAws:
+    """moto's server on 127.0.0.1 with Lambda handlers run in this process.
+
+    Parameters
+    ----------
+    template_path:
+        template.yaml to deploy; found with ``find_template()`` when omitted.
+    region:
+        Region of every client.
+    execute_state_machines:
+        Let moto run ASL definitions (Wait states sleep in real time: keep waits parameters).
+    """
+
+    def __init__(
+        self,
+        template_path: Path | None = None,
+        region: str = REGION,
+        execute_state_machines: bool = True,
+    ) -> None:
+        self.template_path = Path(template_path) if template_path else find_template()
+        self.repo_root = self.template_path.resolve().parent
+        self.region = region
+        self.execute_state_machines = execute_state_machines
+        self._server: Any = None
+        self._saved_environ: dict[str, str | None] = {}
+        self._saved_sfn_config: Any = None
+        self.port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> LocalAws:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from moto.core.config import default_user_config
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # Port 0: the OS picks a free port, so parallel runs never collide.
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        self.port = int(self._server.get_host_and_port()[1])
+        self._saved_sfn_config = default_user_config.get("stepfunctions")
+        environment = {
+            **_CREDENTIALS,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            # moto's Step Functions interpreter calls Lambda at localhost:$MOTO_PORT.
+            "MOTO_PORT": str(self.port),
+            # SAM attaches AWS managed policies (X-Ray, basic execution) to the roles it generates.
+            "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+        }
+        for name in (*environment, *_CLEARED):
+            self._saved_environ[name] = os.environ.get(name)
+        for name in _CLEARED:
+            os.environ.pop(name, None)
+        os.environ.update(environment)
+        lambda_runner.install(self.repo_root)
+        self._configure()
+        logger.info("local AWS listening on %s", self.endpoint_url)
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        lambda_runner.uninstall()
+        try:
+            self._post("/moto-api/config", {"stepfunctions": self._saved_sfn_config or {}})
+        finally:
+            self._server.stop()
+            self._server = None
+            for name, value in self._saved_environ.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            self._saved_environ.clear()
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset), keeping the server and its configuration."""
+        self._post("/moto-api/reset", {})
+        self._configure()
+
+    def _configure(self) -> None:
+        config = {"stepfunctions": {"execute_state_machine": self.execute_state_machines}}
+        self._post("/moto-api/config", config)
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> None:
+        request = urllib.request.Request(
+            self.endpoint_url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+
+    # ------------------------------------------------------------------ clients and deploy
+    def session(self) -> boto3.Session:
+        """A boto3 session for the local AWS (its clients use AWS_ENDPOINT_URL)."""
+        return boto3.Session(
+            aws_access_key_id=_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=_CREDENTIALS["AWS_SESSION_TOKEN"],
+            region_name=self.region,
+        )
+
+    def clients(self) -> Clients:
+        return Clients(self.session(), region_name=self.region)
+
+    def deploy(
+        self,
+        parameters: Mapping[str, str] | None = None,
+        stack_name: str = "immutable-guard",
+        template_path: Path | None = None,
+        allow_missing_code: bool = False,
+    ) -> Deployment:
+        """Create every resource of the template; ``parameters`` override the defaults."""
+        deployer = Deployer(
+            self.session(),
+            template_path or self.template_path,
+            stack_name=stack_name,
+            endpoint_url=self.endpoint_url,
+            allow_missing_code=allow_missing_code,
+        )
+        deployment = deployer.deploy(parameters)
+        for skipped in deployment.skipped:
+            logger.warning(
+                "not deployed locally: %s (%s) %s", skipped.logical_id, skipped.resource_type, skipped.reason
+            )
+        return deployment

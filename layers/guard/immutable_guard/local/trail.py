@@ -1,0 +1,300 @@
+"""Turns API calls made by a named actor into CloudTrail-shaped EventBridge events, because moto records
+no CloudTrail: the local runtime must produce what the detector reads in AWS.
+
+Request parameters follow CloudTrail, not boto3: EC2 (query API) keys are camelCase and lists are
+``{"items": [...]}``; newer EC2 APIs are wrapped as ``{"<Operation>Request": {...}}``; JSON-protocol
+services (SSM, EC2 Instance Connect) keep their lowerCamel request fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.model import ListShape, OperationModel, Shape, StructureShape
+
+DETAIL_TYPE = "AWS API Call via CloudTrail"
+SENSITIVE = "<sensitiveDataRemoved>"
+
+# EC2 operations CloudTrail records in the request-wrapper form.
+_WRAPPED_EC2 = frozenset(
+    {
+        "ModifySecurityGroupRules",
+        "AssociateIamInstanceProfile",
+        "ReplaceIamInstanceProfileAssociation",
+        "DisassociateIamInstanceProfile",
+        "CreateLaunchTemplate",
+        "CreateLaunchTemplateVersion",
+        "ModifyLaunchTemplate",
+        "ModifyInstanceMetadataOptions",
+    }
+)
+# CloudTrail records the new security groups of these as groupSet.items[].groupId.
+_GROUP_SET_OPERATIONS = frozenset({"ModifyInstanceAttribute", "ModifyNetworkInterfaceAttribute"})
+_SENSITIVE_MEMBERS = {"UserData", "Parameters"}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The principal whose calls are recorded (an assumed role by default, as most attackers are)."""
+
+    arn: str = "arn:aws:sts::123456789012:assumed-role/attacker/session"
+    source_ip: str = "203.0.113.66"
+    user_agent: str = "aws-cli/2.17.0 Python/3.12.0 Linux/6.1 exe/x86_64"
+    access_key_id: str = "ASIAEXAMPLELOCAL0001"
+
+    @property
+    def account_id(self) -> str:
+        return self.arn.split(":")[4]
+
+    def user_identity(self) -> dict[str, Any]:
+        """userIdentity as CloudTrail writes it: an assumed role names the role it was issued for."""
+        parts = self.arn.split(":", 5)
+        resource = parts[5] if len(parts) > 5 else ""
+        if resource.startswith("assumed-role/"):
+            _, role, session = [*resource.split("/", 2), ""][:3]
+            role_arn = f"arn:aws:iam::{self.account_id}:role/{role}"
+            return {
+                "type": "AssumedRole",
+                "principalId": f"AROAEXAMPLELOCAL:{session}",
+                "arn": self.arn,
+                "accountId": self.account_id,
+                "accessKeyId": self.access_key_id,
+                "sessionContext": {
+                    "sessionIssuer": {
+                        "type": "Role",
+                        "principalId": "AROAEXAMPLELOCAL",
+                        "arn": role_arn,
+                        "accountId": self.account_id,
+                        "userName": role,
+                    },
+                    "attributes": {"creationDate": _now(), "mfaAuthenticated": "false"},
+                },
+            }
+        kind = "Root" if resource == "root" else "IAMUser"
+        return {
+            "type": kind,
+            "principalId": "AIDAEXAMPLELOCAL",
+            "arn": self.arn,
+            "accountId": self.account_id,
+            "accessKeyId": self.access_key_id,
+            **({"userName": resource.split("/")[-1]} if kind == "IAMUser" else {}),
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _lower_camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def _ec2_query_shape(value: Any, shape: Shape | None) -> Any:
+    """boto3 value -> CloudTrail's EC2 query-API shape (camelCase keys, lists as {"items": [...]})."""
+    if isinstance(shape, StructureShape) and isinstance(value, dict):
+        converted = {}
+        for name, item in value.items():
+            member = shape.members.get(name)
+            key = str(member.serialization.get("name", name)) if member is not None else name
+            converted[_lower_camel(key)] = (
+                SENSITIVE if name in _SENSITIVE_MEMBERS else _ec2_query_shape(item, member)
+            )
+        return converted
+    if isinstance(shape, ListShape) and isinstance(value, list):
+        items = [_ec2_query_shape(item, shape.member) for item in value]
+        if shape.member.type_name != "structure":
+            # CloudTrail records scalar lists as items of a one-field structure named after the member.
+            field = _lower_camel(shape.member.serialization.get("name", "value"))
+            items = [{"value" if field == "item" else field: item} for item in items]
+        return {"items": items}
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def _wrapped_shape(value: Any, shape: Shape | None) -> Any:
+    """The request-wrapper form: query-API names kept in PascalCase; list items carry a 1-based tag."""
+    if isinstance(shape, StructureShape) and isinstance(value, dict):
+        converted = {}
+        for name, item in value.items():
+            member = shape.members.get(name)
+            key = str(member.serialization.get("name", name)) if member is not None else name
+            converted[key[:1].upper() + key[1:]] = _wrapped_shape(item, member)
+        return converted
+    if isinstance(shape, ListShape) and isinstance(value, list):
+        items = []
+        for index, item in enumerate(value, start=1):
+            converted_item = _wrapped_shape(item, shape.member)
+            items.append(
+                {**converted_item, "tag": index} if isinstance(converted_item, dict) else converted_item
+            )
+        return items[0] if len(items) == 1 else items
+    return value
+
+
+def _json_shape(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            _lower_camel(k): SENSITIVE if k in _SENSITIVE_MEMBERS else _json_shape(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_json_shape(item) for item in value]
+    return value
+
+
+def request_parameters(operation: OperationModel, params: dict[str, Any]) -> dict[str, Any]:
+    """CloudTrail's requestParameters for a boto3 call of ``operation`` with ``params``."""
+    params = {k: v for k, v in params.items() if k != "DryRun"}
+    name = operation.name
+    protocol = operation.metadata.get("protocol")
+    if protocol == "ec2":
+        if name in _WRAPPED_EC2:
+            return {f"{name}Request": _wrapped_shape(params, operation.input_shape)}
+        groups = params.pop("Groups", None) if name in _GROUP_SET_OPERATIONS else None
+        converted: dict[str, Any] = _ec2_query_shape(params, operation.input_shape)
+        if groups is not None:
+            converted["groupSet"] = {"items": [{"groupId": group} for group in groups]}
+        return converted
+    result: dict[str, Any] = _json_shape(params)
+    return result
+
+
+class CloudTrailEmitter:
+    """Builds CloudTrail-shaped EventBridge events and hands each to ``deliver`` (e.g. ``router.put``).
+
+    Parameters
+    ----------
+    deliver:
+        Called with each event; the EventRouter's ``put`` in the local runtime.
+    region:
+        awsRegion of the records.
+    """
+
+    def __init__(self, deliver: Callable[[dict[str, Any]], Any], region: str = "us-east-1") -> None:
+        self.deliver = deliver
+        self.region = region
+        self.events: list[dict[str, Any]] = []
+
+    def record(
+        self,
+        actor: Actor,
+        event_source: str,
+        event_name: str,
+        request_parameters: dict[str, Any] | None,
+        response_elements: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, Any]:
+        """The EventBridge event for one API call, without delivering it."""
+        detail: dict[str, Any] = {
+            "eventVersion": "1.09",
+            "userIdentity": actor.user_identity(),
+            "eventTime": _now(),
+            "eventSource": event_source,
+            "eventName": event_name,
+            "awsRegion": self.region,
+            "sourceIPAddress": actor.source_ip,
+            "userAgent": actor.user_agent,
+            "requestParameters": request_parameters,
+            "responseElements": response_elements,
+            "requestID": str(uuid.uuid4()),
+            "eventID": str(uuid.uuid4()),
+            "readOnly": False,
+            "eventType": "AwsApiCall",
+            "managementEvent": True,
+            "recipientAccountId": actor.account_id,
+            "eventCategory": "Management",
+        }
+        if error_code:
+            detail["errorCode"] = error_code
+            detail["errorMessage"] = error_message or ""
+        service = event_source.split(".", 1)[0]
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": DETAIL_TYPE,
+            "source": f"aws.{service}",
+            "account": actor.account_id,
+            "time": detail["eventTime"],
+            "region": self.region,
+            "resources": [],
+            "detail": detail,
+        }
+
+    def emit(
+        self,
+        actor: Actor,
+        event_source: str,
+        event_name: str,
+        request_parameters: dict[str, Any] | None,
+        response_elements: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, Any]:
+        """Record and deliver a call that was not (or cannot be) made against moto, e.g. SSM StartSession
+        ``{"target": "i-..."}`` or EC2 Instance Connect SendSSHPublicKey."""
+        event = self.record(
+            actor, event_source, event_name, request_parameters, response_elements, error_code, error_message
+        )
+        self.events.append(event)
+        self.deliver(event)
+        return event
+
+    def session(self, actor: Actor, region: str | None = None) -> boto3.Session:
+        """A boto3 session whose every call (successful or failed) is emitted as the actor's."""
+        session = boto3.Session(
+            aws_access_key_id=actor.access_key_id,
+            aws_secret_access_key="local-actor-secret",
+            region_name=region or self.region,
+        )
+        session.events.register("before-parameter-build.*.*", _remember_params)
+        session.events.register("after-call.*.*", lambda **kwargs: self._after_call(actor, **kwargs))
+        return session
+
+    def _after_call(
+        self,
+        actor: Actor,
+        http_response: Any,
+        parsed: dict[str, Any],
+        model: OperationModel,
+        context: Any,
+        **_: Any,
+    ) -> None:
+        params = (context or {}).get("immutable_guard_params") or {}
+        endpoint_prefix = model.service_model.endpoint_prefix
+        source = f"{endpoint_prefix}.amazonaws.com"
+        error = (parsed or {}).get("Error") or {}
+        failed = getattr(http_response, "status_code", 200) >= 300
+        response = None if failed else {k: v for k, v in (parsed or {}).items() if k != "ResponseMetadata"}
+        self.emit(
+            actor,
+            source,
+            model.name,
+            request_parameters(model, params),
+            response_elements=_json_safe(response),
+            error_code=error.get("Code", "Error") if failed else None,
+            error_message=error.get("Message") if failed else None,
+        )
+
+
+def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    context["immutable_guard_params"] = dict(params)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value

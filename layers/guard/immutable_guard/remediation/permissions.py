@@ -1,0 +1,99 @@
+"""The IAM actions each remediation function needs, keyed by its logical id in template.yaml. A test holds
+the template to exactly these: a grant nobody uses is attack surface, a missing one an outage."""
+
+from __future__ import annotations
+
+_LEDGER_STEP = frozenset({"dynamodb:GetItem", "dynamodb:UpdateItem"})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "QuarantineFunction": frozenset(
+        {
+            # Reading the prior state (and finding our isolation groups) before anything changes.
+            "ec2:DescribeInstances",
+            "ec2:DescribeInstanceAttribute",
+            "ec2:DescribeIamInstanceProfileAssociations",
+            "ec2:DescribeSecurityGroups",
+            "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeTargetHealth",
+            # Isolation groups: get-or-create per VPC, kept free of rules we did not put there.
+            "ec2:CreateSecurityGroup",
+            "ec2:CreateTags",
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:AuthorizeSecurityGroupEgress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupEgress",
+            # Isolating every ENI, then reading them back.
+            "ec2:ModifyNetworkInterfaceAttribute",
+            "ec2:DescribeNetworkInterfaces",
+            # The offending rule's direction when the finding names it by rule id only.
+            "ec2:DescribeSecurityGroupRules",
+            # Evidence protection, leaving service, dropping the instance's credentials.
+            "ec2:ModifyInstanceAttribute",
+            "autoscaling:DetachInstances",
+            "elasticloadbalancing:DeregisterTargets",
+            "ec2:DisassociateIamInstanceProfile",
+            *_LEDGER_STEP,
+        }
+    ),
+    "ReleaseFunction": frozenset(
+        {
+            "ec2:DescribeInstances",
+            "ec2:DescribeIamInstanceProfileAssociations",
+            "ec2:ModifyNetworkInterfaceAttribute",
+            "ec2:ModifyInstanceAttribute",
+            "ec2:AssociateIamInstanceProfile",
+            # AssociateIamInstanceProfile passes the profile's role to EC2.
+            "iam:PassRole",
+            "ec2:DeleteTags",
+            "elasticloadbalancing:RegisterTargets",
+            *_LEDGER_STEP,
+            # The instance's lock is deleted so a later mutation can open a new incident.
+            "dynamodb:DeleteItem",
+            # The "released" alert, on the KMS-encrypted topic.
+            "sns:Publish",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+        }
+    ),
+    "EvidenceFunction": frozenset(
+        {
+            "ec2:DescribeInstances",
+            # Re-runs find the incident's snapshots by tag instead of creating new ones.
+            "ec2:DescribeSnapshots",
+            "ec2:CreateSnapshots",
+            # Tag-on-create, then the volume and device of each snapshot.
+            "ec2:CreateTags",
+            "ec2:GetConsoleOutput",
+            "s3:PutObject",
+            *_LEDGER_STEP,
+        }
+    ),
+    "ReplaceFunction": frozenset(
+        {
+            "ec2:DescribeInstances",
+            "autoscaling:DescribeAutoScalingGroups",
+            "autoscaling:DescribeAutoScalingInstances",
+            "cloudformation:DescribeStacks",
+            "cloudformation:DescribeStackResource",
+            "cloudformation:UpdateStack",
+            # UpdateStack hands the stack's own service role back to CloudFormation.
+            "iam:PassRole",
+            *_LEDGER_STEP,
+        }
+    ),
+    "NukeFunction": frozenset(
+        {
+            "ec2:DescribeInstances",
+            "ec2:DescribeSnapshots",
+            # Re-reading the replacement's health from its owner.
+            "autoscaling:DescribeAutoScalingGroups",
+            "cloudformation:DescribeStacks",
+            "cloudformation:DescribeStackResource",
+            # Lifting our own termination / stop protection, then acting.
+            "ec2:ModifyInstanceAttribute",
+            "ec2:TerminateInstances",
+            "ec2:StopInstances",
+            *_LEDGER_STEP,
+        }
+    ),
+}

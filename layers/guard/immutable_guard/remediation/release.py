@@ -1,0 +1,274 @@
+"""Release: undo a quarantine that was a false positive, from the prior state Contain recorded, while the
+instance still exists. A person invokes it; nothing in the pipeline does."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from immutable_guard.alerts import Alert, console_links, publish_alert
+from immutable_guard.errors import InstanceNotFound, ReleaseRefused
+from immutable_guard.ledger import Incident, IncidentLedger, Status
+from immutable_guard.remediation.quarantine import (
+    STAGE_CONTAINED,
+    TAG_INCIDENT,
+    TAG_STATE,
+    call_aws,
+    call_on_instance,
+    describe_instance,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+
+    from immutable_guard.clients import Clients
+
+STAGE_RELEASED = "released"
+
+
+class ReleaseRequest(BaseModel):
+    """What a person (through `immutable-guard release`) sends the Release function."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incident_id: str = Field(min_length=1)
+
+
+def _restore_network_interfaces(
+    ec2: EC2Client, instance: Mapping[str, Any], prior: Mapping[str, Any], actions: list[str]
+) -> list[dict[str, Any]]:
+    attached = {eni["NetworkInterfaceId"]: eni for eni in instance.get("NetworkInterfaces", [])}
+    restored = []
+    for eni in prior.get("network_interfaces", []):
+        eni_id, groups = eni["eni"], list(eni["groups"])
+        current = attached.get(eni_id)
+        if current is None:
+            actions.append(f"{eni_id} is no longer attached; its groups were not restored")
+            continue
+        if [g["GroupId"] for g in current.get("Groups", [])] != groups:
+            call_aws(
+                ec2.modify_network_interface_attribute,
+                f"network interface {eni_id}: restore groups {groups}",
+                NetworkInterfaceId=eni_id,
+                Groups=groups,
+            )
+            actions.append(f"{eni_id} back in {', '.join(groups)}")
+        restored.append({"eni": eni_id, "groups": groups})
+    return restored
+
+
+def _restore_profile(
+    ec2: EC2Client, instance_id: str, prior: Mapping[str, Any], actions: list[str]
+) -> str | None:
+    profile = prior.get("iam_instance_profile")
+    if not profile:
+        return None
+    response = call_aws(
+        ec2.describe_iam_instance_profile_associations,
+        f"instance {instance_id}: read instance profile association",
+        Filters=[
+            {"Name": "instance-id", "Values": [instance_id]},
+            {"Name": "state", "Values": ["associated", "associating"]},
+        ],
+    )
+    current = [a["IamInstanceProfile"]["Arn"] for a in response.get("IamInstanceProfileAssociations", [])]
+    if profile["arn"] in current:
+        return str(profile["arn"])
+    if current:
+        # Someone attached another profile to a quarantined instance: that is for a person to judge.
+        actions.append(f"profile {profile['arn']} not restored: {current[0]} is attached now")
+        return None
+    call_on_instance(
+        ec2.associate_iam_instance_profile,
+        instance_id,
+        f"re-associate profile {profile['arn']}",
+        InstanceId=instance_id,
+        IamInstanceProfile={"Arn": profile["arn"]},
+    )
+    actions.append(f"instance profile {profile['arn']} re-associated")
+    return str(profile["arn"])
+
+
+def _restore_protection(
+    ec2: EC2Client, instance: Mapping[str, Any], prior: Mapping[str, Any], actions: list[str]
+) -> dict[str, Any]:
+    instance_id = instance["InstanceId"]
+    termination = bool(prior.get("disable_api_termination", False))
+    shutdown = str(prior.get("instance_initiated_shutdown_behavior") or "stop")
+    # Setting a value it may already have is cheaper than reading it first, and idempotent.
+    call_aws(
+        ec2.modify_instance_attribute,
+        f"instance {instance_id}: restore termination protection {termination}",
+        InstanceId=instance_id,
+        DisableApiTermination={"Value": termination},
+    )
+    call_aws(
+        ec2.modify_instance_attribute,
+        f"instance {instance_id}: restore shutdown behaviour {shutdown}",
+        InstanceId=instance_id,
+        # The Attribute/Value form: as valid in EC2, and the one the local runtime implements.
+        Attribute="instanceInitiatedShutdownBehavior",
+        Value=shutdown,
+    )
+    current = {
+        m["DeviceName"]: bool(m["Ebs"].get("DeleteOnTermination", False))
+        for m in instance.get("BlockDeviceMappings", [])
+        if "Ebs" in m
+    }
+    changes = [
+        {"DeviceName": v["device_name"], "Ebs": {"DeleteOnTermination": bool(v["delete_on_termination"])}}
+        for v in prior.get("volumes", [])
+        if v["device_name"] in current and current[v["device_name"]] != bool(v["delete_on_termination"])
+    ]
+    if changes:
+        call_aws(
+            ec2.modify_instance_attribute,
+            f"instance {instance_id}: restore DeleteOnTermination",
+            InstanceId=instance_id,
+            BlockDeviceMappings=changes,
+        )
+    actions.append(f"termination protection {termination}, shutdown behaviour {shutdown} restored")
+    return {
+        "disable_api_termination": termination,
+        "instance_initiated_shutdown_behavior": shutdown,
+        "delete_on_termination": {
+            v["device_name"]: v["delete_on_termination"] for v in prior.get("volumes", [])
+        },
+    }
+
+
+def _reregister(
+    clients: Clients, instance: Mapping[str, Any], prior: Mapping[str, Any], actions: list[str]
+) -> list[str]:
+    target_groups = prior.get("target_groups", [])
+    state = instance.get("State", {}).get("Name")
+    if target_groups and state != "running":
+        # Load balancers refuse targets that are not running; start it and register by hand.
+        actions.append(f"not re-registered in {len(target_groups)} target group(s): instance is {state}")
+        return []
+    for tg in target_groups:
+        call_aws(
+            clients.elbv2.register_targets,
+            f"instance {instance['InstanceId']}: re-register in {tg['arn']}",
+            TargetGroupArn=tg["arn"],
+            Targets=tg["targets"],
+        )
+        actions.append(f"re-registered in {tg['arn']}")
+    return [tg["arn"] for tg in target_groups]
+
+
+def _released_alert(incident: Incident, result: Mapping[str, Any]) -> Alert:
+    finding = incident.finding
+    return Alert(
+        stage=STAGE_RELEASED,
+        incident_id=incident.incident_id,
+        kind=incident.kind,
+        severity=incident.severity,
+        decision=incident.decision,
+        mode=incident.mode,
+        account=incident.account,
+        region=incident.region,
+        instance_ids=[incident.instance_id],
+        actor=finding.get("actor", {}),
+        event={
+            "source": finding.get("event_source"),
+            "name": finding.get("event_name"),
+            "id": finding.get("event_id"),
+            "time": finding.get("event_time"),
+        },
+        summary="A person declared this incident a false positive; the quarantine was undone.",
+        actions=list(result["actions"]),
+        details=dict(result),
+        console_links=console_links(incident.region, [incident.instance_id], incident.incident_id),
+    )
+
+
+def release_incident(
+    clients: Clients, ledger: IncidentLedger, incident_id: str, *, alert_topic_arn: str | None = None
+) -> dict[str, Any]:
+    """Restore a quarantined instance to its state before the incident and close the incident.
+
+    Parameters
+    ----------
+    clients:
+        boto3 clients (ec2, elbv2).
+    ledger:
+        The incident ledger holding the prior state.
+    incident_id:
+        The incident to release.
+    alert_topic_arn:
+        When given, the security team is told: undoing a quarantine is itself worth an alert.
+
+    Returns
+    -------
+    dict
+        instance_id, restored network_interfaces, profile_restored, protection, reregistered_in,
+        auto_scaling_group_not_restored, revoked_rules_not_restored, actions.
+
+    Raises
+    ------
+    IncidentNotFound
+        No such incident.
+    ReleaseRefused
+        Nothing was ever changed (no prior state), the instance is gone, or another incident holds it.
+    """
+    incident = ledger.get(incident_id)
+    prior = incident.prior_state
+    instance_id = incident.instance_id
+    if prior is None:
+        # Contain records the prior state before its first change: without it, nothing was changed.
+        raise ReleaseRefused(f"incident {incident_id}: instance {instance_id} was never contained")
+    ec2 = clients.ec2
+    try:
+        instance = describe_instance(ec2, instance_id)
+    except InstanceNotFound as exc:
+        raise ReleaseRefused(f"incident {incident_id}: instance {instance_id} is gone ({exc})") from exc
+    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    holder = tags.get(TAG_INCIDENT)
+    if holder not in (None, incident_id):
+        raise ReleaseRefused(
+            f"incident {incident_id}: instance {instance_id} is quarantined by incident {holder}"
+        )
+
+    actions: list[str] = []
+    # Credentials before traffic: an instance that serves without its profile fails its requests.
+    protection = _restore_protection(ec2, instance, prior, actions)
+    profile = _restore_profile(ec2, instance_id, prior, actions)
+    interfaces = _restore_network_interfaces(ec2, instance, prior, actions)
+    reregistered = _reregister(clients, instance, prior, actions)
+    call_aws(
+        ec2.delete_tags,
+        f"instance {instance_id}: remove quarantine tags",
+        Resources=[instance_id],
+        Tags=[{"Key": TAG_INCIDENT}, {"Key": TAG_STATE}],
+    )
+    group = prior.get("auto_scaling_group")
+    if group:
+        actions.append(
+            f"not re-attached to Auto Scaling group {group}: it has launched a replacement; attaching "
+            "this instance by hand raises the group's desired capacity"
+        )
+    revoked = (incident.details.get(STAGE_CONTAINED) or {}).get("revoked_rules", [])
+    if revoked:
+        actions.append(
+            f"{len(revoked)} revoked security group rule(s) not restored: re-add them deliberately"
+        )
+
+    result: dict[str, Any] = {
+        "incident_id": incident_id,
+        "instance_id": instance_id,
+        "network_interfaces": interfaces,
+        "profile_restored": profile,
+        "protection": protection,
+        "reregistered_in": reregistered,
+        "auto_scaling_group_not_restored": group,
+        "revoked_rules_not_restored": revoked,
+        "actions": actions,
+    }
+    ledger.record_stage(incident_id, STAGE_RELEASED, status=Status.RELEASED, details=result)
+    ledger.release_lock(instance_id, incident_id)
+    if alert_topic_arn:
+        publish_alert(clients.sns, alert_topic_arn, _released_alert(incident, result))
+    return result

@@ -1,0 +1,153 @@
+"""One embedded local AWS per test session, with template.yaml deployed as in production (enforce mode,
+no polling delays) and a small throwaway SAM app beside it for the runtime's own checks."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from immutable_guard.local import Deployment, EventRouter, LocalAws
+
+ENFORCE_FAST = {"Mode": "enforce", "SnapshotPollSeconds": "0", "ReplacementPollSeconds": "0"}
+
+PROBE_TEMPLATE = """
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Globals:
+  Function:
+    Runtime: python3.12
+    Handler: app.handler
+    Timeout: 10
+Resources:
+  ProbeDeadLetterQueue:
+    Type: AWS::SQS::Queue
+  ProbeInbox:
+    Type: AWS::SQS::Queue
+  EchoFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/echo/
+      Environment:
+        Variables:
+          INBOX_URL: !Ref ProbeInbox
+          GREETING: !Sub "hello from ${AWS::Region}"
+      DeadLetterQueue: { Type: SQS, TargetArn: !GetAtt ProbeDeadLetterQueue.Arn }
+      Events:
+        Echoed:
+          Type: EventBridgeRule
+          Properties:
+            Pattern:
+              source: [probe.echo]
+              detail: { items: { kind: [wanted] } }
+  BoomFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/boom/
+      DeadLetterQueue: { Type: SQS, TargetArn: !GetAtt ProbeDeadLetterQueue.Arn }
+      Events:
+        Exploded:
+          Type: EventBridgeRule
+          Properties:
+            Pattern: { source: [probe.boom] }
+  ProbeStateMachine:
+    Type: AWS::Serverless::StateMachine
+    Properties:
+      DefinitionUri: statemachines/probe.asl.json
+      DefinitionSubstitutions:
+        EchoFunctionArn: !GetAtt EchoFunction.Arn
+        BoomFunctionArn: !GetAtt BoomFunction.Arn
+      Policies:
+        - LambdaInvokePolicy: { FunctionName: !Ref EchoFunction }
+        - LambdaInvokePolicy: { FunctionName: !Ref BoomFunction }
+Outputs:
+  InboxUrl: { Value: !Ref ProbeInbox }
+  DeadLetterQueueUrl: { Value: !Ref ProbeDeadLetterQueue }
+  StateMachineArn: { Value: !Ref ProbeStateMachine }
+"""
+
+ECHO_APP = '''
+"""Forwards what it receives to the inbox queue, proving env vars and in-handler AWS calls work."""
+import json
+import os
+
+import boto3
+
+
+def handler(event, context):
+    body = {"event": event, "greeting": os.environ["GREETING"], "function_name": context.function_name}
+    boto3.client("sqs").send_message(QueueUrl=os.environ["INBOX_URL"], MessageBody=json.dumps(body))
+    return {"greeting": os.environ["GREETING"], "echo": event}
+'''
+
+BOOM_APP = '''
+"""Always fails with a typed error, as a remediation step does when it must be retried or caught."""
+
+
+class SnapshotNotReady(Exception):
+    pass
+
+
+def handler(event, context):
+    raise SnapshotNotReady(f"still pending for {event.get('instance_id', 'nothing')}")
+'''
+
+PROBE_ASL = """{
+  "StartAt": "Echo",
+  "States": {
+    "Echo": {
+      "Type": "Task",
+      "Resource": "arn:aws:states:::lambda:invoke",
+      "Parameters": {"FunctionName": "${EchoFunctionArn}", "Payload": {"instance_id.$": "$.instance_id"}},
+      "ResultSelector": {"result.$": "$.Payload"},
+      "ResultPath": "$.echo",
+      "Next": "Boom"
+    },
+    "Boom": {
+      "Type": "Task",
+      "Resource": "arn:aws:states:::lambda:invoke",
+      "Parameters": {"FunctionName": "${BoomFunctionArn}", "Payload": {"instance_id.$": "$.instance_id"}},
+      "Catch": [{"ErrorEquals": ["SnapshotNotReady"], "ResultPath": "$.error", "Next": "Caught"}],
+      "End": true
+    },
+    "Caught": {"Type": "Pass", "End": true}
+  }
+}
+"""
+
+
+def write_probe_app(root: Path) -> Path:
+    """A minimal SAM repository: template.yaml, functions/<name>/app.py, statemachines/."""
+    (root / "functions" / "echo").mkdir(parents=True)
+    (root / "functions" / "boom").mkdir(parents=True)
+    (root / "statemachines").mkdir()
+    (root / "functions" / "echo" / "app.py").write_text(textwrap.dedent(ECHO_APP), encoding="utf-8")
+    (root / "functions" / "boom" / "app.py").write_text(textwrap.dedent(BOOM_APP), encoding="utf-8")
+    (root / "statemachines" / "probe.asl.json").write_text(PROBE_ASL, encoding="utf-8")
+    template = root / "template.yaml"
+    template.write_text(PROBE_TEMPLATE, encoding="utf-8")
+    return template
+
+
+@pytest.fixture(scope="session")
+def local_aws() -> Iterator[LocalAws]:
+    with LocalAws() as aws:
+        yield aws
+
+
+@pytest.fixture(scope="session")
+def deployment(local_aws: LocalAws) -> Deployment:
+    # Functions still being written are deployed without code and reported, not silently dropped.
+    return local_aws.deploy(ENFORCE_FAST, allow_missing_code=True)
+
+
+@pytest.fixture(scope="session")
+def probe(local_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    template = write_probe_app(tmp_path_factory.mktemp("probe-app"))
+    return local_aws.deploy(stack_name="probe", template_path=template)
+
+
+@pytest.fixture
+def probe_router(local_aws: LocalAws, probe: Deployment) -> EventRouter:
+    return EventRouter(probe, local_aws.session())

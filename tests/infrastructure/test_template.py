@@ -1,0 +1,156 @@
+"""template.yaml is the one description of the system: lint-clean, its wiring complete, its rules
+delivering exactly the events we mean to see."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from immutable_guard.patterns import matches
+from immutable_guard.template import event_rules, load_template
+
+REPO = Path(__file__).resolve().parents[2]
+EVENTS = REPO / "events"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(REPO / "template.yaml")
+
+
+def resources_of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def test_cfn_lint_is_clean() -> None:
+    targets = [str(REPO / "template.yaml"), *map(str, sorted((REPO / "examples").glob("*.yaml")))]
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")  # installed beside the interpreter running us
+    run = subprocess.run([str(cfn_lint), *targets], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_function_has_its_handler_file(template: dict[str, Any]) -> None:
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    assert functions, "the template declares no function"
+    for name, resource in functions.items():
+        code = REPO / resource["Properties"]["CodeUri"] / "app.py"
+        assert code.is_file(), f"{name}: {code.relative_to(REPO)} is missing"
+        assert "def handler(" in code.read_text(), f"{name}: app.py has no handler"
+        assert template["Globals"]["Function"]["Runtime"] >= "python3.12"
+
+
+def test_state_machine_substitutions_are_complete(template: dict[str, Any]) -> None:
+    for name, resource in resources_of_type(template, "AWS::Serverless::StateMachine").items():
+        properties = resource["Properties"]
+        text = (REPO / properties["DefinitionUri"]).read_text()
+        placeholders = set(re.findall(r"\$\{(\w+)\}", text))
+        substitutions = set(properties.get("DefinitionSubstitutions", {}))
+        assert placeholders == substitutions, f"{name}: unmatched {placeholders ^ substitutions}"
+        definition = json.loads(re.sub(r"\$\{\w+\}", "1", text))
+        assert definition["States"][definition["StartAt"]]
+        for state_name, state in definition["States"].items():
+            for key in ("Next", "Default"):
+                if key in state:
+                    assert state[key] in definition["States"], f"{state_name}.{key} -> {state[key]}"
+
+
+def test_every_remediation_task_failure_reaches_the_failure_alert() -> None:
+    text = (REPO / "statemachines" / "remediation.asl.json").read_text()
+    states = json.loads(re.sub(r"\$\{\w+\}", "1", text))["States"]
+    tasks = {n: s for n, s in states.items() if s["Type"] == "Task" and n != "AlertFailed"}
+    for name, state in tasks.items():
+        if name == "AlertContained":  # an alert that fails must not stop the remediation itself
+            continue
+        catch = state.get("Catch", [])
+        assert catch and catch[0]["ErrorEquals"] == ["States.ALL"], f"{name} has no catch-all"
+        handler = states[catch[0]["Next"]]
+        assert handler.get("Next") == "AlertFailed", f"{name}'s failure does not alert"
+    assert states["AlertFailed"]["Next"] == "RemediationFailed"
+
+
+def test_nuke_is_reachable_only_after_evidence_and_a_healthy_replacement() -> None:
+    text = (REPO / "statemachines" / "remediation.asl.json").read_text()
+    states = json.loads(re.sub(r"\$\{\w+\}", "1", text))["States"]
+    predecessors = [n for n, s in states.items() if s.get("Next") == "Nuke" or _choice_targets(s, "Nuke")]
+    assert predecessors == ["ReplacementHealthy?"]
+    choice = states["ReplacementHealthy?"]["Choices"][0]
+    assert choice == {"Variable": "$.replacement.result.healthy", "BooleanEquals": True, "Next": "Nuke"}
+    # and the replacement is started only once the manifest is written
+    assert states["WriteManifest"]["Next"] == "StartReplacement"
+
+
+def _choice_targets(state: dict[str, Any], target: str) -> bool:
+    return any(c.get("Next") == target for c in state.get("Choices", []))
+
+
+def test_cloudtrail_rules_never_match_failed_calls(template: dict[str, Any]) -> None:
+    for rule in event_rules(template):
+        if rule.pattern.get("detail-type") == ["AWS API Call via CloudTrail"]:
+            assert rule.pattern["detail"]["errorCode"] == [{"exists": False}], rule.logical_id
+
+
+def test_event_rules_keep_failed_deliveries(template: dict[str, Any]) -> None:
+    function = template["Resources"]["DetectFunction"]["Properties"]
+    for name, event in function["Events"].items():
+        assert "DeadLetterConfig" in event["Properties"], name
+    assert "DeadLetterQueue" in function
+
+
+DETECTION_SAMPLES = sorted(p.name for p in EVENTS.glob("cloudtrail-*.json")) + sorted(
+    p.name for p in EVENTS.glob("config-*.json")
+)
+
+
+@pytest.mark.parametrize("sample", DETECTION_SAMPLES)
+def test_every_detection_sample_is_delivered_by_exactly_one_rule(template: dict[str, Any], sample: str) -> None:
+    event = json.loads((EVENTS / sample).read_text())
+    matched = [rule.logical_id for rule in event_rules(template) if matches(rule.pattern, event)]
+    assert len(matched) == 1, f"{sample}: {matched}"
+
+
+def test_a_failed_call_is_delivered_by_no_rule(template: dict[str, Any]) -> None:
+    event = json.loads((EVENTS / "benign-failed-call.json").read_text())
+    assert [r.logical_id for r in event_rules(template) if matches(r.pattern, event)] == []
+
+
+def test_a_custom_event_posing_as_cloudtrail_is_not_delivered(template: dict[str, Any]) -> None:
+    # PutEvents cannot use an "aws." source, so a forged event carries another one.
+    event = json.loads((EVENTS / "cloudtrail-authorize-sg-ingress-ssh-world.json").read_text())
+    event["source"] = "custom.attacker"
+    assert [r.logical_id for r in event_rules(template) if matches(r.pattern, event)] == []
+
+
+def test_every_store_is_encrypted_and_the_evidence_bucket_locked(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    assert resources["AlertTopic"]["Properties"]["KmsMasterKeyId"]
+    assert resources["DetectDeadLetterQueue"]["Properties"]["KmsMasterKeyId"]
+    assert resources["IncidentLedger"]["Properties"]["SSESpecification"]["SSEEnabled"] is True
+    ledger = resources["IncidentLedger"]["Properties"]
+    assert ledger["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert ledger["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    bucket = resources["EvidenceBucket"]["Properties"]
+    assert bucket["ObjectLockEnabled"] is True
+    assert bucket["ObjectLockConfiguration"]["ObjectLockEnabled"] == "Enabled"
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+
+
+def test_no_policy_grants_a_wildcard_action(template: dict[str, Any]) -> None:
+    for name, resource in template["Resources"].items():
+        for policy in resource.get("Properties", {}).get("Policies", []):
+            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                assert not any(a == "*" or a.endswith(":*") for a in actions), f"{name}: {actions}"
+
+
+def test_detect_knows_every_remediation_role_as_our_own(template: dict[str, Any]) -> None:
+    own = template["Resources"]["DetectFunction"]["Properties"]["Environment"]["Variables"]["OWN_ROLE_ARNS"]
+    roles = {item["Fn::GetAtt"][0] for item in own["Fn::Join"][1]}
+    functions = set(resources_of_type(template, "AWS::Serverless::Function")) - {"DetectFunction"}
+    assert roles == {f"{f}Role" for f in functions}

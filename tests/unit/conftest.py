@@ -1,0 +1,32 @@
+"""Fixtures for unit tests of the shared package: moto-backed clients and the ledger table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from immutable_guard.clients import Clients
+from immutable_guard.ledger import IncidentLedger
+
+LEDGER_TABLE = "immutable-guard-ledger"
+
+
+@pytest.fixture
+def aws() -> Iterator[Clients]:
+    with mock_aws():
+        yield Clients(boto3.Session(region_name="us-east-1"))
+
+
+@pytest.fixture
+def ledger(aws: Clients) -> IncidentLedger:
+    # The key schema of template.yaml's IncidentLedger.
+    aws.dynamodb.create_table(
+        TableName=LEDGER_TABLE,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return IncidentLedger(aws.dynamodb, LEDGER_TABLE)

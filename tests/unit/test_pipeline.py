@@ -1,0 +1,256 @@
+"""The Detect function end to end on moto: judge, one incident per instance, the detected alert, the
+remediation started (or not, by mode and breaker), and malformed events parked, never lost."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_lambda_powertools import Metrics
+
+from immutable_guard.clients import Clients
+from immutable_guard.ledger import IncidentLedger, Status
+from immutable_guard.model import Mode
+from immutable_guard.pipeline import process_event
+from immutable_guard.settings import DetectSettings
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+ACCOUNT = "111122223333"
+SAMPLE_INSTANCE = "i-0abc1234def567890"
+SAMPLE_GROUP = "sg-0a1b2c3d4e5f67890"
+PASS_MACHINE = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+
+
+@dataclass
+class World:
+    aws: Clients
+    ledger: IncidentLedger
+    settings: DetectSettings
+    subscriber_url: str
+    group_id: str
+    immutable_ids: list[str]
+    mutable_id: str
+
+    def event(self, name: str, instance_id: str | None = None) -> dict[str, Any]:
+        text = (EVENTS / name).read_text()
+        text = text.replace(SAMPLE_INSTANCE, instance_id or self.immutable_ids[0]).replace(SAMPLE_GROUP, self.group_id)
+        event: dict[str, Any] = json.loads(text)
+        return event
+
+    def process(self, event: object, **overrides: Any) -> dict[str, Any]:
+        settings = self.settings.model_copy(update=overrides)
+        metrics = Metrics(namespace="ImmutableGuardTest")
+        result = process_event(event, settings, self.aws, metrics, expected_account=ACCOUNT)
+        return result.model_dump(mode="json")
+
+    def alerts(self) -> list[dict[str, Any]]:
+        messages = self.aws.sqs.receive_message(QueueUrl=self.subscriber_url, MaxNumberOfMessages=10)
+        return [json.loads(json.loads(m["Body"])["Message"]) for m in messages.get("Messages", [])]
+
+    def executions(self) -> list[str]:
+        arn = self.settings.remediation_state_machine_arn
+        return [e["name"] for e in self.aws.stepfunctions.list_executions(stateMachineArn=arn)["executions"]]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        messages = self.aws.sqs.receive_message(QueueUrl=self.settings.dead_letter_queue_url, MaxNumberOfMessages=10)
+        return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+@pytest.fixture
+def world(aws: Clients, ledger: IncidentLedger) -> World:
+    ec2 = aws.ec2
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="web", Description="web tier", VpcId=vpc)["GroupId"]
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+    def launch(tags: dict[str, str]) -> str:
+        return ec2.run_instances(
+            ImageId=image,
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=subnet,
+            SecurityGroupIds=[group],
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )["Instances"][0]["InstanceId"]
+
+    immutable = [launch({"immutable": "true"}), launch({"immutable": "true"})]
+    mutable = launch({"team": "pets"})
+    topic = aws.sns.create_topic(Name="alerts")["TopicArn"]
+    subscriber = aws.sqs.create_queue(QueueName="subscriber")["QueueUrl"]
+    subscriber_arn = aws.sqs.get_queue_attributes(QueueUrl=subscriber, AttributeNames=["QueueArn"])
+    aws.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=subscriber_arn["Attributes"]["QueueArn"])
+    dlq = aws.sqs.create_queue(QueueName="detect-dlq")["QueueUrl"]
+    iam = aws._session.client("iam")
+    role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    machine = aws.stepfunctions.create_state_machine(name="remediation", definition=PASS_MACHINE, roleArn=role)
+    settings = DetectSettings(
+        ledger_table="immutable-guard-ledger",
+        alert_topic_arn=topic,
+        mode=Mode.ENFORCE,
+        scope_tag_key="immutable",
+        scope_tag_value="true",
+        allowed_principal_arns=("arn:aws:iam::111122223333:role/deploy-pipeline",),
+        own_role_arns=("arn:aws:iam::111122223333:role/immutable-guard-QuarantineFunctionRole-ABC",),
+        max_incidents_per_hour=5,
+        post_evidence_action="terminate",
+        remediation_state_machine_arn=machine["stateMachineArn"],
+        dead_letter_queue_url=dlq,
+    )
+    return World(aws, ledger, settings, subscriber, group, immutable, mutable)
+
+
+def test_a_port_opened_on_a_shared_group_opens_one_incident_per_immutable_instance(world: World) -> None:
+    # Given port 22 opened to the world on the group used by two immutable instances and one mutable one
+    event = world.event("cloudtrail-authorize-sg-ingress-ssh-world.json")
+    # When
+    result = world.process(event)
+    # Then
+    assert result["decision"] == "remediate"
+    assert sorted(i["instance_id"] for i in result["instances"]) == sorted(world.immutable_ids)
+    assert all(i["outcome"] == "opened" for i in result["instances"])
+    incidents = {i["incident_id"] for i in result["instances"]}
+    assert set(world.executions()) == incidents  # execution name = incident id
+    for incident_id in incidents:
+        assert world.ledger.get(incident_id).status is Status.OPEN
+    alerts = world.alerts()
+    assert sorted(a["instance_ids"][0] for a in alerts) == sorted(world.immutable_ids)
+    assert {(a["stage"], a["kind"], a["severity"], a["mode"]) for a in alerts} == {
+        ("detected", "port_opened", "critical", "enforce")
+    }
+
+
+def test_the_same_event_delivered_twice_opens_one_incident(world: World) -> None:
+    event = world.event("cloudtrail-send-ssh-public-key.json")
+    first = world.process(event)
+    second = world.process(event)
+    assert [i["outcome"] for i in first["instances"]] == ["opened"]
+    assert [i["outcome"] for i in second["instances"]] == ["resumed"]
+    assert first["instances"][0]["incident_id"] == second["instances"][0]["incident_id"]
+    assert len(world.executions()) == 1
+    assert len(world.alerts()) == 1
+
+
+def test_cloudtrail_and_config_reporting_the_same_change_open_one_incident(world: World) -> None:
+    # Given CloudTrail reported an opened port, then Config reports the changed group
+    trail = world.process(world.event("cloudtrail-authorize-sg-ingress-ssh-world.json"))
+    # When
+    config = world.process(world.event("config-security-group-changed.json"))
+    # Then the Config report joins the open incidents
+    assert {i["outcome"] for i in config["instances"]} == {"duplicate"}
+    assert {i["incident_id"] for i in config["instances"]} == {i["incident_id"] for i in trail["instances"]}
+    assert len(world.executions()) == 2
+    incident = world.ledger.get(trail["instances"][0]["incident_id"])
+    assert config["event_id"] in incident.related_event_ids
+
+
+def test_dry_run_records_and_alerts_but_starts_nothing(world: World) -> None:
+    result = world.process(world.event("cloudtrail-ssm-start-session.json"), mode=Mode.DRY_RUN)
+    incident = world.ledger.get(result["instances"][0]["incident_id"])
+    assert incident.status is Status.DRY_RUN
+    assert incident.details["would_do"]
+    assert world.executions() == []
+    [alert] = world.alerts()
+    assert alert["mode"] == "dry-run" and "DRY RUN" in alert["actions"][0]
+    groups = world.aws.ec2.describe_instances(InstanceIds=[world.immutable_ids[0]])["Reservations"][0]
+    assert groups["Instances"][0]["SecurityGroups"][0]["GroupId"] == world.group_id  # untouched
+
+
+def test_notify_only_alerts_only(world: World) -> None:
+    result = world.process(world.event("cloudtrail-ssm-start-session.json"), mode=Mode.NOTIFY_ONLY)
+    assert world.ledger.get(result["instances"][0]["incident_id"]).status is Status.NOTIFIED
+    assert world.executions() == []
+    assert [a["mode"] for a in world.alerts()] == ["notify-only"]
+
+
+def test_the_breaker_drops_to_notify_only_and_says_so_once(world: World) -> None:
+    # Given a cap of one incident per hour, and a change reaching two immutable instances
+    result = world.process(world.event("cloudtrail-authorize-sg-ingress-ssh-world.json"), max_incidents_per_hour=1)
+    # Then one is remediated, the other only alerted, and one alert says the breaker is open
+    assert sorted(i["mode"] for i in result["instances"]) == ["enforce", "notify-only"]
+    assert result["breaker_open"] is True
+    assert len(world.executions()) == 1
+    stages = [a["stage"] for a in world.alerts()]
+    assert stages.count("breaker_open") == 1
+    # and a later incident in the same hour does not repeat the breaker alert
+    world.process(world.event("cloudtrail-send-ssh-public-key.json", world.mutable_id), max_incidents_per_hour=1)
+    world.process(world.event("config-inventory-file-changed.json", world.immutable_ids[0]), max_incidents_per_hour=1)
+    assert [a["stage"] for a in world.alerts()].count("breaker_open") == 0
+
+
+@pytest.mark.parametrize(
+    ("sample", "reason"),
+    [
+        ("benign-allow-listed-principal.json", "allow_listed_principal"),
+        ("benign-cloudformation-change.json", "cloudformation_change"),
+        ("benign-failed-call.json", "failed_call"),
+        ("benign-out-of-scope-instance.json", "out_of_scope"),
+    ],
+)
+def test_benign_changes_open_nothing(world: World, sample: str, reason: str) -> None:
+    result = world.process(world.event(sample))
+    assert (result["decision"], result["reason"]) == ("ignore", reason)
+    assert world.executions() == [] and world.alerts() == []
+
+
+def test_our_own_changes_open_nothing(world: World) -> None:
+    event = world.event("cloudtrail-authorize-sg-ingress-ssh-world.json")
+    own = "arn:aws:sts::111122223333:assumed-role/immutable-guard-QuarantineFunctionRole-ABC/session"
+    event["detail"]["userIdentity"]["arn"] = own
+    event["detail"]["userIdentity"].get("sessionContext", {}).get("sessionIssuer", {})["arn"] = (
+        "arn:aws:iam::111122223333:role/immutable-guard-QuarantineFunctionRole-ABC"
+    )
+    assert world.process(event)["reason"] == "own_change"
+    assert world.executions() == []
+
+
+def test_an_event_from_another_account_is_refused(world: World) -> None:
+    event = world.event("cloudtrail-send-ssh-public-key.json")
+    event["account"] = event["detail"]["recipientAccountId"] = "999999999999"
+    assert world.process(event)["reason"] == "wrong_account"
+    assert world.executions() == []
+
+
+def test_a_key_pair_is_alerted_once_and_remediates_nothing(world: World) -> None:
+    event = world.event("cloudtrail-import-key-pair.json")
+    assert world.process(event)["decision"] == "alert"
+    world.process(event)  # delivered again
+    assert [(a["kind"], a["decision"]) for a in world.alerts()] == [("key_pair_added", "alert")]
+    assert world.executions() == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        "not even a dict",
+        {"detail-type": "AWS API Call via CloudTrail"},
+        {"version": "0", "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2", "detail": "x"},
+        {"version": "0", "detail-type": "Nothing we know", "source": "aws.ec2", "detail": {}},
+    ],
+)
+def test_a_malformed_event_is_parked_with_its_reason_not_lost(world: World, event: object) -> None:
+    # When
+    result = world.process(event)
+    # Then it is rejected clearly, nothing is started, and the event waits in the dead-letter queue
+    assert result["decision"] == "reject" and result["reason"] == "invalid_event" and result["detail"]
+    [parked] = world.dead_letters()
+    assert parked["reason"] == "invalid_event"
+    assert parked["error"] == result["detail"]
+    assert json.loads(parked["event"]) == event
+    assert world.executions() == []
+
+
+def test_config_reporting_our_own_quarantine_opens_nothing(world: World) -> None:
+    # Given an instance we quarantined (Config reports the group swap later, with no actor)
+    instance = world.immutable_ids[0]
+    world.aws.ec2.create_tags(Resources=[instance], Tags=[{"Key": "immutable-guard:state", "Value": "quarantined"}])
+    # When
+    result = world.process(world.event("config-instance-changed.json", instance))
+    # Then
+    assert (result["decision"], result["reason"]) == ("ignore", "already_quarantined")
+    assert world.executions() == []
