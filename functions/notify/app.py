@@ -7,7 +7,6 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from immutable_guard.clients import Clients
 from immutable_guard.notify import StageEvent, notify_stage
 from immutable_guard.settings import StepSettings

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from immutable_guard.patterns import matches
 from immutable_guard.template import event_rules, load_template
 
@@ -108,7 +107,9 @@ DETECTION_SAMPLES = sorted(p.name for p in EVENTS.glob("cloudtrail-*.json")) + s
 
 
 @pytest.mark.parametrize("sample", DETECTION_SAMPLES)
-def test_every_detection_sample_is_delivered_by_exactly_one_rule(template: dict[str, Any], sample: str) -> None:
+def test_every_detection_sample_is_delivered_by_exactly_one_rule(
+    template: dict[str, Any], sample: str
+) -> None:
     event = json.loads((EVENTS / sample).read_text())
     matched = [rule.logical_id for rule in event_rules(template) if matches(rule.pattern, event)]
     assert len(matched) == 1, f"{sample}: {matched}"
@@ -145,7 +146,9 @@ def test_no_policy_grants_a_wildcard_action(template: dict[str, Any]) -> None:
     for name, resource in template["Resources"].items():
         for policy in resource.get("Properties", {}).get("Policies", []):
             for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                actions = (
+                    statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                )
                 assert not any(a == "*" or a.endswith(":*") for a in actions), f"{name}: {actions}"
 
 

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import IncidentLedger
+from moto import mock_aws
 
 LEDGER_TABLE = "immutable-guard-ledger"
 

@@ -19,8 +19,16 @@ def sample_alert(**overrides: object) -> Alert:
         "account": "111122223333",
         "region": "us-east-1",
         "instance_ids": ["i-0abc"],
-        "actor": {"principal_arn": "arn:aws:sts::111122223333:assumed-role/attacker/s", "source_ip": "203.0.113.7"},
-        "event": {"source": "ec2.amazonaws.com", "name": "AuthorizeSecurityGroupIngress", "id": "e1", "time": "t"},
+        "actor": {
+            "principal_arn": "arn:aws:sts::111122223333:assumed-role/attacker/s",
+            "source_ip": "203.0.113.7",
+        },
+        "event": {
+            "source": "ec2.amazonaws.com",
+            "name": "AuthorizeSecurityGroupIngress",
+            "id": "e1",
+            "time": "t",
+        },
         "summary": "Port 22 opened to 0.0.0.0/0 on sg-1.",
         "actions": ["isolate"],
     }

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from immutable_guard.cli import main
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -43,7 +42,9 @@ def test_explain_gives_the_right_decision_for_every_sample(
     # Then
     assert code == 0
     result = json.loads(out)
-    expected = EXPECTED.get(sample, ("ignore", "allow_listed_principal") if "allow-listed" in sample else REMEDIATE)
+    expected = EXPECTED.get(
+        sample, ("ignore", "allow_listed_principal") if "allow-listed" in sample else REMEDIATE
+    )
     assert (result["decision"], result["reason"]) == expected
     assert set(result) >= {"matched_rules", "finding", "decision", "reason"}
     if expected[1] != "no_rule_matched":
@@ -74,7 +75,9 @@ def test_a_scope_tag_option_changes_the_verdict(capsys: pytest.CaptureFixture[st
 
 
 def test_an_event_from_another_account_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    _, out, _ = explain(capsys, str(EVENTS / "cloudtrail-send-ssh-public-key.json"), "--account", "999999999999")
+    _, out, _ = explain(
+        capsys, str(EVENTS / "cloudtrail-send-ssh-public-key.json"), "--account", "999999999999"
+    )
     assert (json.loads(out)["decision"], json.loads(out)["reason"]) == ("ignore", "wrong_account")
 
 

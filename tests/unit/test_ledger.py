@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from immutable_guard.errors import IncidentNotFound
 from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso
 

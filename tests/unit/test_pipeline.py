@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools import Metrics
-
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.model import Mode
@@ -36,7 +35,9 @@ class World:
 
     def event(self, name: str, instance_id: str | None = None) -> dict[str, Any]:
         text = (EVENTS / name).read_text()
-        text = text.replace(SAMPLE_INSTANCE, instance_id or self.immutable_ids[0]).replace(SAMPLE_GROUP, self.group_id)
+        text = text.replace(SAMPLE_INSTANCE, instance_id or self.immutable_ids[0]).replace(
+            SAMPLE_GROUP, self.group_id
+        )
         event: dict[str, Any] = json.loads(text)
         return event
 
@@ -55,7 +56,9 @@ class World:
         return [e["name"] for e in self.aws.stepfunctions.list_executions(stateMachineArn=arn)["executions"]]
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        messages = self.aws.sqs.receive_message(QueueUrl=self.settings.dead_letter_queue_url, MaxNumberOfMessages=10)
+        messages = self.aws.sqs.receive_message(
+            QueueUrl=self.settings.dead_letter_queue_url, MaxNumberOfMessages=10
+        )
         return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
 
 
@@ -88,7 +91,9 @@ def world(aws: Clients, ledger: IncidentLedger) -> World:
     dlq = aws.sqs.create_queue(QueueName="detect-dlq")["QueueUrl"]
     iam = aws._session.client("iam")
     role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    machine = aws.stepfunctions.create_state_machine(name="remediation", definition=PASS_MACHINE, roleArn=role)
+    machine = aws.stepfunctions.create_state_machine(
+        name="remediation", definition=PASS_MACHINE, roleArn=role
+    )
     settings = DetectSettings(
         ledger_table="immutable-guard-ledger",
         alert_topic_arn=topic,
@@ -170,7 +175,9 @@ def test_notify_only_alerts_only(world: World) -> None:
 
 def test_the_breaker_drops_to_notify_only_and_says_so_once(world: World) -> None:
     # Given a cap of one incident per hour, and a change reaching two immutable instances
-    result = world.process(world.event("cloudtrail-authorize-sg-ingress-ssh-world.json"), max_incidents_per_hour=1)
+    result = world.process(
+        world.event("cloudtrail-authorize-sg-ingress-ssh-world.json"), max_incidents_per_hour=1
+    )
     # Then one is remediated, the other only alerted, and one alert says the breaker is open
     assert sorted(i["mode"] for i in result["instances"]) == ["enforce", "notify-only"]
     assert result["breaker_open"] is True
@@ -178,8 +185,12 @@ def test_the_breaker_drops_to_notify_only_and_says_so_once(world: World) -> None
     stages = [a["stage"] for a in world.alerts()]
     assert stages.count("breaker_open") == 1
     # and a later incident in the same hour does not repeat the breaker alert
-    world.process(world.event("cloudtrail-send-ssh-public-key.json", world.mutable_id), max_incidents_per_hour=1)
-    world.process(world.event("config-inventory-file-changed.json", world.immutable_ids[0]), max_incidents_per_hour=1)
+    world.process(
+        world.event("cloudtrail-send-ssh-public-key.json", world.mutable_id), max_incidents_per_hour=1
+    )
+    world.process(
+        world.event("config-inventory-file-changed.json", world.immutable_ids[0]), max_incidents_per_hour=1
+    )
     assert [a["stage"] for a in world.alerts()].count("breaker_open") == 0
 
 
@@ -248,7 +259,9 @@ def test_a_malformed_event_is_parked_with_its_reason_not_lost(world: World, even
 def test_config_reporting_our_own_quarantine_opens_nothing(world: World) -> None:
     # Given an instance we quarantined (Config reports the group swap later, with no actor)
     instance = world.immutable_ids[0]
-    world.aws.ec2.create_tags(Resources=[instance], Tags=[{"Key": "immutable-guard:state", "Value": "quarantined"}])
+    world.aws.ec2.create_tags(
+        Resources=[instance], Tags=[{"Key": "immutable-guard:state", "Value": "quarantined"}]
+    )
     # When
     result = world.process(world.event("config-instance-changed.json", instance))
     # Then

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from immutable_guard.errors import SettingsError
 from immutable_guard.model import Mode
 from immutable_guard.settings import DetectSettings

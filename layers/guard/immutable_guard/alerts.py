@@ -120,7 +120,14 @@ def publish_alert(sns: SNSClient, topic_arn: str, alert: Alert) -> str:
     text = alert.text()
     machine = json.dumps(body)
     # Per-protocol bodies: people get the text, programs get the versioned JSON.
-    message = {"default": text, "email": text, "sqs": machine, "lambda": machine, "https": machine, "http": machine}
+    message = {
+        "default": text,
+        "email": text,
+        "sqs": machine,
+        "lambda": machine,
+        "https": machine,
+        "http": machine,
+    }
     try:
         response = sns.publish(
             TopicArn=topic_arn,

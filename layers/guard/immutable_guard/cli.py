@@ -27,8 +27,8 @@ def explain_event(
     Policy options default to the template's parameter defaults, as a fresh `sam deploy` would set them.
     """
     # Imported here so `immutable-guard --help` stays fast.
-    from immutable_guard.detection.normalise import normalise
     from immutable_guard.detection.events import parse_event
+    from immutable_guard.detection.normalise import normalise
     from immutable_guard.detection.policy import Policy, judge
     from immutable_guard.detection.scope import InstanceInfo, OfflineInstanceDirectory, ScopeRule
     from immutable_guard.model import Kind, Mode
@@ -40,7 +40,10 @@ def explain_event(
     defaults = parameter_defaults(template)
     matched = [rule.logical_id for rule in event_rules(template) if matches(rule.pattern, raw)]
     finding = normalise(parse_event(raw))
-    tag_key, tag_value = scope_tag or (defaults.get("ScopeTagKey", "immutable"), defaults.get("ScopeTagValue", "true"))
+    tag_key, tag_value = scope_tag or (
+        defaults.get("ScopeTagKey", "immutable"),
+        defaults.get("ScopeTagValue", "true"),
+    )
     policy = Policy(
         mode=Mode(mode or defaults.get("Mode", "dry-run")),
         scope=ScopeRule(
@@ -146,7 +149,10 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
     print(f"{'incident':<44} {'status':<28} {'kind':<20} {'mode':<12} stages")
     for incident in incidents:
         stages = " > ".join(s for s, _ in sorted(incident.timeline.items(), key=lambda kv: kv[1]))
-        print(f"{incident.incident_id:<44} {incident.status.value:<28} {incident.kind:<20} {incident.mode:<12} {stages}")
+        print(
+            f"{incident.incident_id:<44} {incident.status.value:<28} {incident.kind:<20} "
+            f"{incident.mode:<12} {stages}"
+        )
     return 0
 
 
@@ -168,16 +174,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    explain = sub.add_parser("explain", help="evaluate an event file offline against the rules and the policy")
+    explain = sub.add_parser(
+        "explain", help="evaluate an event file offline against the rules and the policy"
+    )
     explain.add_argument("event_file")
     explain.add_argument("--template", help="template.yaml to read (default: the project's)")
     explain.add_argument("--mode", choices=["enforce", "dry-run", "notify-only"])
     explain.add_argument("--scope-tag", metavar="KEY=VALUE", help="the tag that marks immutable instances")
-    explain.add_argument("--allow", action="append", metavar="PRINCIPAL_ARN", help="an allow-listed principal")
+    explain.add_argument(
+        "--allow", action="append", metavar="PRINCIPAL_ARN", help="an allow-listed principal"
+    )
     explain.add_argument("--account", help="refuse events from other accounts")
     explain.set_defaults(func=_cmd_explain)
 
-    drill = sub.add_parser("drill", help="run the Detect. Nuke. Replace. drill (default: on the embedded local AWS)")
+    drill = sub.add_parser(
+        "drill", help="run the Detect. Nuke. Replace. drill (default: on the embedded local AWS)"
+    )
     drill.add_argument("--stack", help="run against this deployed stack in a sandbox account instead")
     drill.add_argument("--region")
     drill.add_argument("--json", action="store_true", help="print the report as JSON")

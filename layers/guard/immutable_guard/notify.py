@@ -31,7 +31,9 @@ class StageEvent(BaseModel):
     failed_step: str | None = None
 
 
-def notify_stage(event: StageEvent, settings: StepSettings, clients: Clients, metrics: Metrics) -> dict[str, Any]:
+def notify_stage(
+    event: StageEvent, settings: StepSettings, clients: Clients, metrics: Metrics
+) -> dict[str, Any]:
     """Record the milestone and tell the team; returns what was recorded."""
     if event.stage not in STAGES:
         raise InvalidEvent(f"unknown remediation stage {event.stage!r}; expected one of {', '.join(STAGES)}")
@@ -44,9 +46,12 @@ def notify_stage(event: StageEvent, settings: StepSettings, clients: Clients, me
         actions = list(detail.get("actions", []))
         summary = "The server is cut off from the network, its evidence protected, and it is out of service."
     elif event.stage == "manual_replacement":
-        ledger.record_stage(event.incident_id, "manual_replacement", Status.AWAITING_MANUAL_REPLACEMENT, detail)
+        ledger.record_stage(
+            event.incident_id, "manual_replacement", Status.AWAITING_MANUAL_REPLACEMENT, detail
+        )
         summary = (
-            "No Auto Scaling group or CloudFormation stack owns this server, so nothing can rebuild it from its "
+            "No Auto Scaling group or CloudFormation stack owns this server, so nothing can rebuild it "
+            "from its "
             "golden image. It stays isolated and is NOT terminated: replace it, then terminate it by hand."
         )
         actions = ["evidence preserved (snapshots completed, manifest stored)", "instance left isolated"]
@@ -60,13 +65,20 @@ def notify_stage(event: StageEvent, settings: StepSettings, clients: Clients, me
                 metrics.add_metric(name=metric, unit=MetricUnit.Milliseconds, value=durations[stage])
         detail = {**detail, "timeline": incident.timeline, "milliseconds_since_detected": durations}
         took = durations.get("contained")
-        summary = "Detect. Nuke. Replace. complete." + (f" Time to contain: {took / 1000:.1f} s." if took else "")
+        summary = "Detect. Nuke. Replace. complete." + (
+            f" Time to contain: {took / 1000:.1f} s." if took else ""
+        )
         actions = [f"{stage}: {at}" for stage, at in sorted(incident.timeline.items(), key=lambda kv: kv[1])]
     else:  # failed
         error = event.error or {}
         incident = ledger.get(event.incident_id)
         contained = "contained" in incident.timeline
-        detail = {**detail, "failed_step": event.failed_step, "error": error.get("Error"), "cause": _cause(error)}
+        detail = {
+            **detail,
+            "failed_step": event.failed_step,
+            "error": error.get("Error"),
+            "cause": _cause(error),
+        }
         ledger.record_stage(event.incident_id, "failed", Status.FAILED, detail)
         metrics.add_metric(name="RemediationFailures", unit=MetricUnit.Count, value=1)
         summary = (
@@ -78,13 +90,21 @@ def notify_stage(event: StageEvent, settings: StepSettings, clients: Clients, me
                 else "Isolation was NOT confirmed: isolate the server by hand now."
             )
         )
-        actions = ["nothing terminated", "instance stays quarantined" if contained else "isolation NOT confirmed"]
+        actions = [
+            "nothing terminated",
+            "instance stays quarantined" if contained else "isolation NOT confirmed",
+        ]
 
     incident = ledger.get(event.incident_id)
     alert = _alert_for(incident, event.stage, summary, actions, detail)
     message_id = publish_alert(clients.sns, settings.alert_topic_arn, alert)
     logger.info("stage alert sent", extra={"stage": event.stage, "message_id": message_id})
-    return {"stage": event.stage, "incident_id": event.incident_id, "message_id": message_id, "status": incident.status}
+    return {
+        "stage": event.stage,
+        "incident_id": event.incident_id,
+        "message_id": message_id,
+        "status": incident.status,
+    }
 
 
 def _alert_for(

@@ -61,7 +61,9 @@ def process_event(
 
     ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
     result = Triage(settings, ledger, clients.sns, clients.stepfunctions).handle(judgement)
-    metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[result.decision]
+    metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
+        result.decision
+    ]
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     opened = sum(1 for i in result.instances if i.outcome == "opened")
     if opened:

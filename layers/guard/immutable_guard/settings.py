@@ -67,7 +67,13 @@ class DetectSettings(StepSettings):
 
     # Empty lists are legal; CloudFormation's !Join of an empty list still sets the variable.
     optional_env: ClassVar[frozenset[str]] = frozenset(
-        {"scope_stack_names", "scope_asg_names", "allowed_principal_arns", "own_role_arns", "expected_account"}
+        {
+            "scope_stack_names",
+            "scope_asg_names",
+            "allowed_principal_arns",
+            "own_role_arns",
+            "expected_account",
+        }
     )
 
     _split_lists = field_validator(

@@ -18,7 +18,6 @@ from immutable_guard.model import Decision, Finding, Mode
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
-    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
 
     from immutable_guard.detection.policy import Judgement
@@ -144,7 +143,9 @@ class Triage:
                 if self._ledger.mark_breaker_alerted():
                     self._breaker_alert(finding, count)
 
-        status = {Mode.ENFORCE: Status.OPEN, Mode.DRY_RUN: Status.DRY_RUN, Mode.NOTIFY_ONLY: Status.NOTIFIED}[mode]
+        status = {Mode.ENFORCE: Status.OPEN, Mode.DRY_RUN: Status.DRY_RUN, Mode.NOTIFY_ONLY: Status.NOTIFIED}[
+            mode
+        ]
         incident = Incident(
             incident_id=incident_id,
             instance_id=instance_id,
@@ -168,7 +169,9 @@ class Triage:
                 instance_id=instance_id, incident_id=opened.incident_id, outcome="duplicate", mode=mode.value
             )
 
-        alert = self._alert(finding, "detected", incident_id, [instance_id], Decision.REMEDIATE.value, mode.value)
+        alert = self._alert(
+            finding, "detected", incident_id, [instance_id], Decision.REMEDIATE.value, mode.value
+        )
         alert.reason = "breaker_open" if result.breaker_open else result.reason
         alert.actions = {
             Mode.ENFORCE: ["remediation started: " + "; ".join(PLANNED_ACTIONS)],
@@ -178,16 +181,24 @@ class Triage:
         publish_alert(self._sns, self._settings.alert_topic_arn, alert)
         result.alerted = True
 
-        outcome = InstanceOutcome(instance_id=instance_id, incident_id=incident_id, outcome="opened", mode=mode.value)
+        outcome = InstanceOutcome(
+            instance_id=instance_id, incident_id=incident_id, outcome="opened", mode=mode.value
+        )
         if mode is Mode.ENFORCE:
             outcome.execution_arn = self._start_remediation(finding, instance_id, incident_id)
         return outcome
 
     def _start_remediation(self, finding: Finding, instance_id: str, incident_id: str) -> str:
-        payload = {"incident_id": incident_id, "instance_id": instance_id, "finding": finding.model_dump(mode="json")}
+        payload = {
+            "incident_id": incident_id,
+            "instance_id": instance_id,
+            "finding": finding.model_dump(mode="json"),
+        }
         arn = self._settings.remediation_state_machine_arn
         try:
-            response = self._sfn.start_execution(stateMachineArn=arn, name=incident_id, input=json.dumps(payload))
+            response = self._sfn.start_execution(
+                stateMachineArn=arn, name=incident_id, input=json.dumps(payload)
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
                 return f"{arn.replace(':stateMachine:', ':execution:')}:{incident_id}"
@@ -233,7 +244,8 @@ class Triage:
         alert.reason = "breaker_open"
         alert.summary = (
             f"{count} incidents this hour, more than the cap of {self._settings.max_incidents_per_hour}. "
-            "Until the hour ends, new incidents are alerted but not remediated. This can be an attack on many "
+            "Until the hour ends, new incidents are alerted but not remediated. "
+            "This can be an attack on many "
             "servers at once, or a change that Immutable Guard should not treat as a compromise."
         )
         alert.actions = ["nothing more is remediated automatically this hour"]
