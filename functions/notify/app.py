@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
+from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.notify import StageEvent, notify_stage
 from immutable_guard.settings import StepSettings
 
@@ -24,6 +25,7 @@ def dependencies() -> tuple[StepSettings, Clients]:
 @logger.inject_lambda_context(correlation_id_path="incident_id")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, clients = dependencies()
     return notify_stage(StageEvent.model_validate(event), settings, clients, metrics)

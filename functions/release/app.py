@@ -13,7 +13,7 @@ from immutable_guard.clients import Clients
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.remediation.release import ReleaseRequest, release_incident
-from immutable_guard.settings import StepSettings
+from immutable_guard.settings import ReleaseSettings
 from pydantic import ValidationError
 
 logger = Logger()
@@ -22,9 +22,9 @@ metrics = Metrics()
 
 
 @cache
-def dependencies() -> tuple[StepSettings, Clients]:
+def dependencies() -> tuple[ReleaseSettings, Clients]:
     """Read at the first invocation, not at import: tests and moto must be in place first."""
-    return StepSettings.from_env(), Clients()
+    return ReleaseSettings.from_env(), Clients()
 
 
 @logger.inject_lambda_context(correlation_id_path="incident_id")
@@ -37,7 +37,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raise InvalidEvent(f'not a Release request (expected {{"incident_id": ...}}): {exc}') from exc
     settings, clients = dependencies()
     ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
-    result = release_incident(clients, ledger, request.incident_id, alert_topic_arn=settings.alert_topic_arn)
+    result = release_incident(
+        clients,
+        ledger,
+        request.incident_id,
+        alert_topic_arn=settings.alert_topic_arn,
+        state_machine_arn=settings.remediation_state_machine_arn,
+    )
     metrics.add_metric(name="IncidentsReleased", unit=MetricUnit.Count, value=1)
     logger.info("incident released", extra={"actions": result["actions"]})
     return result

@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
-from immutable_guard.errors import InvalidEvent
+from immutable_guard.errors import InvalidEvent, retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.remediation.replace import ReplaceRequest, check_replacement, start_replacement
 from immutable_guard.settings import ReplaceSettings
@@ -30,6 +30,7 @@ def dependencies() -> tuple[ReplaceSettings, Clients, IncidentLedger]:
 @logger.inject_lambda_context(correlation_id_path="incident_id")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         request = ReplaceRequest.model_validate(event)

@@ -1,16 +1,27 @@
 """One embedded local AWS per test session, with template.yaml deployed as in production (enforce mode,
-no polling delays) and a small throwaway SAM app beside it for the runtime's own checks."""
+short polling) and a small throwaway SAM app beside it for the runtime's own checks.
+
+The server runs in this process and serves moto's in-process backends, so a unit test that starts
+``mock_aws()`` resets them and every deployed resource is gone. Deployments are therefore not session
+fixtures but entries of `LocalSession`, which checks the runtime's marker before handing one out and,
+after such a reset, resets the runtime and deploys again: the e2e tests pass in any order, interleaved
+with unit tests or not (a subprocess per scenario would also isolate them, but would hide their
+assertions and cost a deploy each).
+"""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from immutable_guard.local import Deployment, EventRouter, LocalAws
 
-ENFORCE_FAST = {"Mode": "enforce", "SnapshotPollSeconds": "0", "ReplacementPollSeconds": "0"}
+ENFORCE_FAST = {"Mode": "enforce", "SnapshotPollSeconds": "0", "ReplacementPollSeconds": "1", "MaxPolls": "30"}
+
+_T = TypeVar("_T")
 
 PROBE_TEMPLATE = """
 AWSTemplateFormatVersion: "2010-09-09"
@@ -130,6 +141,22 @@ def write_probe_app(root: Path) -> Path:
     return template
 
 
+class LocalSession:
+    """What the e2e tests deployed on the session's local AWS, deployed again after a moto reset."""
+
+    def __init__(self, aws: LocalAws) -> None:
+        self.aws = aws
+        self._built: dict[str, Any] = {}
+
+    def get(self, key: str, build: Callable[[], _T]) -> _T:
+        if self._built and not self.aws.intact():
+            self.aws.reset()
+            self._built.clear()
+        if key not in self._built:
+            self._built[key] = build()
+        return self._built[key]  # type: ignore[no-any-return]
+
+
 @pytest.fixture(scope="session")
 def local_aws() -> Iterator[LocalAws]:
     with LocalAws() as aws:
@@ -137,15 +164,24 @@ def local_aws() -> Iterator[LocalAws]:
 
 
 @pytest.fixture(scope="session")
-def deployment(local_aws: LocalAws) -> Deployment:
+def local_session(local_aws: LocalAws) -> LocalSession:
+    return LocalSession(local_aws)
+
+
+@pytest.fixture
+def deployment(local_aws: LocalAws, local_session: LocalSession) -> Deployment:
     # Functions still being written are deployed without code and reported, not silently dropped.
-    return local_aws.deploy(ENFORCE_FAST, allow_missing_code=True)
+    return local_session.get("guard", lambda: local_aws.deploy(ENFORCE_FAST, allow_missing_code=True))
 
 
 @pytest.fixture(scope="session")
-def probe(local_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
-    template = write_probe_app(tmp_path_factory.mktemp("probe-app"))
-    return local_aws.deploy(stack_name="probe", template_path=template)
+def probe_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_probe_app(tmp_path_factory.mktemp("probe-app"))
+
+
+@pytest.fixture
+def probe(local_aws: LocalAws, local_session: LocalSession, probe_template: Path) -> Deployment:
+    return local_session.get("probe", lambda: local_aws.deploy(stack_name="probe", template_path=probe_template))
 
 
 @pytest.fixture

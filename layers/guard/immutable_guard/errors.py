@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
 
 class GuardError(Exception):
     """Base of every error Immutable Guard raises on purpose."""
@@ -62,3 +68,69 @@ class AwsCallFailed(GuardError):
 
 class ScopeResolutionFailed(GuardError):
     """EC2 could not tell which instances a change reaches (describe call refused or failed)."""
+
+
+class AwsCallThrottled(AwsCallFailed):
+    """An AWS call failed for a passing reason (throttling, a 5xx, a timeout) after boto3's own retries.
+    The state machines retry this one with back-off; every other AwsCallFailed goes to the failure path."""
+
+
+# Error codes that say "try again later", not "you may not" or "that does not exist".
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "SlowDown",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "Unavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """True for an AWS failure that a later retry may fix."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in TRANSIENT_ERROR_CODES or status >= 500
+    return isinstance(error, ConnectionError | HTTPClientError)
+
+
+def retry_transient_aws_errors(handler: _Handler) -> _Handler:
+    """Let the state machine tell passing AWS failures from lasting ones by the error's class name.
+
+    A step raises AwsCallFailed (or lets a ClientError escape); this re-raises a transient one as
+    AwsCallThrottled, which the ASL retries with back-off, and a lasting one as AwsCallFailed.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except AwsCallThrottled:
+            raise
+        except AwsCallFailed as exc:
+            if is_transient(exc.__cause__):
+                raise AwsCallThrottled(str(exc)) from exc.__cause__
+            raise
+        except (ClientError, BotoCoreError) as exc:
+            kind = AwsCallThrottled if is_transient(exc) else AwsCallFailed
+            raise kind(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]

@@ -93,6 +93,10 @@ class DetectSettings(StepSettings):
         return value or None
 
 
+class ReleaseSettings(StepSettings):
+    remediation_state_machine_arn: str
+
+
 class EvidenceSettings(StepSettings):
     evidence_bucket: str
     max_polls: int

@@ -183,6 +183,14 @@ def test_the_handler_releases_and_tells_the_security_team(
     # Given the alert topic has a queue subscribed
     topic_arn = aws.sns.create_topic(Name="alerts")["TopicArn"]
     step_environment.setenv("ALERT_TOPIC_ARN", topic_arn)
+    # and the remediation is still running when a person releases the incident
+    machine = aws.stepfunctions.create_state_machine(
+        name="remediation",
+        definition=json.dumps({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}}),
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+    execution = aws.stepfunctions.start_execution(stateMachineArn=machine, name=contained_member)
+    step_environment.setenv("REMEDIATION_STATE_MACHINE_ARN", machine)
     sqs = aws._session.client("sqs", region_name="us-east-1")
     queue_url = sqs.create_queue(QueueName="alerts")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -202,5 +210,8 @@ def test_the_handler_releases_and_tells_the_security_team(
     alert = json.loads(messages[0]["Body"])
     assert alert["stage"] == "released"
     assert alert["incident_id"] == contained_member
+    # and the remediation was stopped, so it cannot nuke what was given back
+    status = aws.stepfunctions.describe_execution(executionArn=execution["executionArn"])["status"]
+    assert status == "ABORTED"
     with pytest.raises(InvalidEvent):
         app.handler({"incident": contained_member}, lambda_context)

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -17,6 +18,7 @@ import boto3
 from immutable_guard.clients import Clients
 from immutable_guard.local import lambda_runner
 from immutable_guard.local.deploy import Deployer, Deployment
+from immutable_guard.local.moto_fixes import apply_moto_fixes, revert_moto_fixes
 from immutable_guard.template import find_template
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ _CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
+# An SSM parameter only this runtime writes: gone means moto's backends were reset under us.
+_MARKER = "/immutable-guard/local-runtime/marker"
 # Variables that would send calls to a real account or another endpoint; cleared while running.
 _CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SECURITY_TOKEN")
 
@@ -57,6 +61,7 @@ class LocalAws:
         self._server: Any = None
         self._saved_environ: dict[str, str | None] = {}
         self._saved_sfn_config: Any = None
+        self._marker = ""
         self.port = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -99,6 +104,8 @@ class LocalAws:
             os.environ.pop(name, None)
         os.environ.update(environment)
         lambda_runner.install(self.repo_root)
+        # The server runs in this process: patching moto's classes here changes what it serves.
+        apply_moto_fixes()
         self._configure()
         logger.info("local AWS listening on %s", self.endpoint_url)
 
@@ -106,6 +113,7 @@ class LocalAws:
         if self._server is None:
             return
         lambda_runner.uninstall()
+        revert_moto_fixes()
         try:
             self._post("/moto-api/config", {"stepfunctions": self._saved_sfn_config or {}})
         finally:
@@ -123,9 +131,24 @@ class LocalAws:
         self._post("/moto-api/reset", {})
         self._configure()
 
+    def intact(self) -> bool:
+        """False once moto's backends were reset by someone else (e.g. ``mock_aws()`` started in this
+        process, which resets the same in-process backends the server serves): every deployed resource
+        is gone then. ``reset()`` makes the runtime usable again."""
+        ssm = self.session().client("ssm", endpoint_url=self.endpoint_url)
+        try:
+            value = ssm.get_parameter(Name=_MARKER)["Parameter"]["Value"]
+        except ssm.exceptions.ParameterNotFound:
+            return False
+        return bool(value == self._marker)
+
     def _configure(self) -> None:
         config = {"stepfunctions": {"execute_state_machine": self.execute_state_machines}}
         self._post("/moto-api/config", config)
+        self._marker = uuid.uuid4().hex
+        self.session().client("ssm", endpoint_url=self.endpoint_url).put_parameter(
+            Name=_MARKER, Value=self._marker, Type="String", Overwrite=True
+        )
 
     def _post(self, path: str, body: Mapping[str, Any]) -> None:
         request = urllib.request.Request(

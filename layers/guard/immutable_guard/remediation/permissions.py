@@ -47,6 +47,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "ec2:DeleteTags",
             "elasticloadbalancing:RegisterTargets",
             *_LEDGER_STEP,
+            # The running remediation is stopped first, so it cannot nuke what is being given back.
+            "states:DescribeExecution",
+            "states:StopExecution",
             # The instance's lock is deleted so a later mutation can open a new incident.
             "dynamodb:DeleteItem",
             # The "released" alert, on the KMS-encrypted topic.

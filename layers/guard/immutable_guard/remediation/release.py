@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from immutable_guard.alerts import Alert, console_links, publish_alert
-from immutable_guard.errors import InstanceNotFound, ReleaseRefused
+from immutable_guard.errors import AwsCallFailed, InstanceNotFound, ReleaseRefused
 from immutable_guard.ledger import Incident, IncidentLedger, Status
 from immutable_guard.remediation.quarantine import (
     STAGE_CONTAINED,
@@ -18,6 +19,7 @@ from immutable_guard.remediation.quarantine import (
     call_aws,
     call_on_instance,
     describe_instance,
+    error_code,
 )
 
 if TYPE_CHECKING:
@@ -186,7 +188,12 @@ def _released_alert(incident: Incident, result: Mapping[str, Any]) -> Alert:
 
 
 def release_incident(
-    clients: Clients, ledger: IncidentLedger, incident_id: str, *, alert_topic_arn: str | None = None
+    clients: Clients,
+    ledger: IncidentLedger,
+    incident_id: str,
+    *,
+    alert_topic_arn: str | None = None,
+    state_machine_arn: str | None = None,
 ) -> dict[str, Any]:
     """Restore a quarantined instance to its state before the incident and close the incident.
 
@@ -200,6 +207,9 @@ def release_incident(
         The incident to release.
     alert_topic_arn:
         When given, the security team is told: undoing a quarantine is itself worth an alert.
+    state_machine_arn:
+        The remediation state machine: its execution for this incident is stopped first, so it cannot
+        go on to nuke (or fail and re-mark) an instance that is being given back.
 
     Returns
     -------
@@ -233,6 +243,8 @@ def release_incident(
         )
 
     actions: list[str] = []
+    if state_machine_arn:
+        _stop_remediation(clients, state_machine_arn, incident_id, actions)
     # Credentials before traffic: an instance that serves without its profile fails its requests.
     protection = _restore_protection(ec2, instance, prior, actions)
     profile = _restore_profile(ec2, instance_id, prior, actions)
@@ -272,3 +284,18 @@ def release_incident(
     if alert_topic_arn:
         publish_alert(clients.sns, alert_topic_arn, _released_alert(incident, result))
     return result
+
+
+def _stop_remediation(clients: Clients, state_machine_arn: str, incident_id: str, actions: list[str]) -> None:
+    """Stop the incident's execution (named by the incident id); one that already ended is fine."""
+    execution_arn = f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{incident_id}"
+    try:
+        execution = clients.stepfunctions.describe_execution(executionArn=execution_arn)
+        if execution["status"] == "RUNNING":
+            clients.stepfunctions.stop_execution(
+                executionArn=execution_arn, error="Released", cause=f"incident {incident_id} released by a person"
+            )
+            actions.append(f"stopped remediation execution {incident_id}")
+    except ClientError as exc:
+        if error_code(exc) != "ExecutionDoesNotExist":
+            raise AwsCallFailed(f"incident {incident_id}: cannot stop its remediation: {exc}") from exc

@@ -1,0 +1,200 @@
+"""The canary's input schema and the rollout plan built from it. The input is validated field by field so a
+bad rollout fails at once, before any traffic moves, with a message naming what to fix."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from immutable_guard.canary.errors import InvalidCanaryInput
+
+MAX_STEP_PERCENT = 10.0
+DEFAULT_STEPS: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+_EXECUTION_NAME_LIMIT = 80
+_FUNCTION_ARN = re.compile(r"^arn:aws[\w-]*:lambda:[\w-]+:\d{12}:function:(?P<name>[\w-]+)$")
+_FUNCTION_NAME = re.compile(r"^[\w-]{1,64}$")
+_ALIAS_NAME = re.compile(r"^(?!^\d+$)[\w-]{1,128}$")
+
+
+class CanaryRequest(BaseModel):
+    """One rollout: the state machine's execution input.
+
+    Attributes
+    ----------
+    function:
+        Name or unqualified ARN of the Lambda function.
+    alias:
+        The alias whose traffic moves (it must exist and route nothing yet).
+    target_version:
+        The published version to roll out; not the alias's current one.
+    steps:
+        Cumulative percent of the alias's traffic on the new version at each step. Each step, and the final
+        promotion to 100 %, raises the share by at most 10 points.
+    bake_seconds:
+        Wait after each shift before the health gate looks.
+    alarms:
+        CloudWatch alarm names (metric or composite); every one must exist. Any in ALARM fails the gate.
+    min_invocations:
+        Invocations of the new version needed in a step before it can be judged healthy.
+    error_rate_tolerance:
+        Percentage points by which the new version's error rate may exceed the stable version's.
+    hold_seconds, max_holds:
+        With too little data the gate holds: it re-checks after ``hold_seconds``, at most ``max_holds``
+        times, then fails the step.
+    pre_traffic_hook, post_traffic_hook:
+        Functions invoked synchronously before the first shift and after promotion; they return
+        ``{"status": "Succeeded"}`` or the rollout is rolled back.
+    hook_timeout_seconds:
+        A hook that has not answered by then has failed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    function: str
+    alias: str
+    target_version: str
+    steps: tuple[float, ...] = DEFAULT_STEPS
+    bake_seconds: int = Field(default=300, ge=0, le=86_400)
+    alarms: tuple[str, ...] = ()
+    min_invocations: int = Field(default=100, ge=1)
+    error_rate_tolerance: float = Field(default=1.0, ge=0, le=100)
+    hold_seconds: int = Field(default=60, ge=0, le=3_600)
+    max_holds: int = Field(default=5, ge=0, le=100)
+    pre_traffic_hook: str | None = None
+    post_traffic_hook: str | None = None
+    hook_timeout_seconds: int = Field(default=300, ge=1, le=900)
+
+    @field_validator("function", "pre_traffic_hook", "post_traffic_hook")
+    @classmethod
+    def _function_name_or_arn(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not (_FUNCTION_NAME.match(value) or _FUNCTION_ARN.match(value)):
+            raise ValueError(
+                f"{value!r} is not a function name or an unqualified function ARN (no version or alias)"
+            )
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _alias_name(cls, value: str) -> str:
+        if not _ALIAS_NAME.match(value):
+            raise ValueError(f"{value!r} is not an alias name")
+        return value
+
+    @field_validator("target_version", mode="before")
+    @classmethod
+    def _published_version(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a published version number")
+        text = str(value).strip() if isinstance(value, int | str) else value
+        if not isinstance(text, str) or not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{value!r} is not a published version number ($LATEST cannot be rolled out)")
+        return str(int(text))
+
+    @field_validator("alarms")
+    @classmethod
+    def _alarm_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not name.strip() for name in value):
+            raise ValueError("an alarm name is empty")
+        if len(set(value)) != len(value):
+            raise ValueError("an alarm is listed twice")
+        if len(value) > 100:
+            raise ValueError("at most 100 alarms")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _small_steps(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        steps = list(value)
+        if steps and steps[-1] == 100:
+            steps.pop()  # 100 % is the promotion, which always follows the last step
+        if not steps:
+            raise ValueError("the plan needs at least one step below 100 %")
+        previous = 0.0
+        for number, percent in enumerate(steps, start=1):
+            if not 0 < percent < 100:
+                raise ValueError(f"step {number} is {percent} %: each step must be above 0 and below 100")
+            if percent <= previous:
+                raise ValueError(f"step {number} ({percent} %) does not raise the share of step {number - 1}")
+            if percent - previous > MAX_STEP_PERCENT:
+                raise ValueError(
+                    f"step {number} raises traffic from {previous:g} % to {percent:g} % "
+                    f"(+{percent - previous:g}); no single step may exceed {MAX_STEP_PERCENT:g} %"
+                )
+            previous = percent
+        if 100 - previous > MAX_STEP_PERCENT:
+            raise ValueError(
+                f"the last step is {previous:g} %, so promotion would move {100 - previous:g} % at once; "
+                f"end the plan at {100 - MAX_STEP_PERCENT:g} % or above"
+            )
+        return tuple(steps)
+
+    @model_validator(mode="after")
+    def _distinct_hooks(self) -> CanaryRequest:
+        if self.function_name in {_name(self.pre_traffic_hook), _name(self.post_traffic_hook)}:
+            raise ValueError("a hook cannot be the function being rolled out")
+        return self
+
+    @property
+    def function_name(self) -> str:
+        return _name(self.function) or self.function
+
+
+def _name(function: str | None) -> str | None:
+    if function is None:
+        return None
+    match = _FUNCTION_ARN.match(function)
+    return match.group("name") if match else function
+
+
+def parse_request(document: Any) -> CanaryRequest:
+    """Validate an execution input; the error names every bad field.
+
+    Raises
+    ------
+    InvalidCanaryInput
+        The input is not an object, has unknown fields, or a field is missing or malformed.
+    """
+    if not isinstance(document, dict):
+        raise InvalidCanaryInput(f"canary input must be a JSON object, not {type(document).__name__}")
+    try:
+        return CanaryRequest.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidCanaryInput(f"invalid canary input: {describe_errors(exc)}") from exc
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """pydantic's errors as `field: problem` phrases a person can act on."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "input"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling)"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        problems.append(f"{field}: {message}")
+    return "; ".join(problems)
+
+
+def weight(percent: float) -> float:
+    """A percent as the fraction Lambda's routing configuration takes."""
+    return round(percent / 100, 5)
+
+
+def execution_name(function: str, alias: str, version: str, attempt: int = 1) -> str:
+    """One name per rollout of a version to an alias, so Step Functions refuses a second concurrent start.
+
+    Execution names are unique per state machine for 90 days, so retrying the same version after a
+    rollback takes the next ``attempt``.
+    """
+    base = f"{_name(function) or function}-{alias}-v{version}" + (f"-attempt{attempt}" if attempt > 1 else "")
+    base = re.sub(r"[^\w-]", "-", base)
+    if len(base) <= _EXECUTION_NAME_LIMIT:
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:10]
+    return f"{base[: _EXECUTION_NAME_LIMIT - 11]}-{digest}"
