@@ -3,7 +3,7 @@ short polling) and a small throwaway SAM app beside it for the runtime's own che
 
 The server runs in this process and serves moto's in-process backends, so a unit test that starts
 ``mock_aws()`` resets them and every deployed resource is gone. Deployments are therefore not session
-fixtures but entries of `LocalSession`, which checks the runtime's marker before handing one out and,
+fixtures but entries of a `LocalSession`, which checks the runtime's marker before handing one out and,
 after such a reset, resets the runtime and deploys again: the e2e tests pass in any order, interleaved
 with unit tests or not (a subprocess per scenario would also isolate them, but would hide their
 assertions and cost a deploy each).
@@ -12,16 +12,18 @@ assertions and cost a deploy each).
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-from immutable_guard.local import Deployment, EventRouter, LocalAws
+from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 
-ENFORCE_FAST = {"Mode": "enforce", "SnapshotPollSeconds": "0", "ReplacementPollSeconds": "1", "MaxPolls": "30"}
-
-_T = TypeVar("_T")
+ENFORCE_FAST = {
+    "Mode": "enforce",
+    "SnapshotPollSeconds": "0",
+    "ReplacementPollSeconds": "1",
+    "MaxPolls": "30",
+}
 
 PROBE_TEMPLATE = """
 AWSTemplateFormatVersion: "2010-09-09"
@@ -141,22 +143,6 @@ def write_probe_app(root: Path) -> Path:
     return template
 
 
-class LocalSession:
-    """What the e2e tests deployed on the session's local AWS, deployed again after a moto reset."""
-
-    def __init__(self, aws: LocalAws) -> None:
-        self.aws = aws
-        self._built: dict[str, Any] = {}
-
-    def get(self, key: str, build: Callable[[], _T]) -> _T:
-        if self._built and not self.aws.intact():
-            self.aws.reset()
-            self._built.clear()
-        if key not in self._built:
-            self._built[key] = build()
-        return self._built[key]  # type: ignore[no-any-return]
-
-
 @pytest.fixture(scope="session")
 def local_aws() -> Iterator[LocalAws]:
     with LocalAws() as aws:
@@ -181,7 +167,9 @@ def probe_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def probe(local_aws: LocalAws, local_session: LocalSession, probe_template: Path) -> Deployment:
-    return local_session.get("probe", lambda: local_aws.deploy(stack_name="probe", template_path=probe_template))
+    return local_session.get(
+        "probe", lambda: local_aws.deploy(stack_name="probe", template_path=probe_template)
+    )
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def _receive_all(local_aws: LocalAws, queue_url: str) -> list[dict[str, Any]]:
     response = sqs.receive_message(
         QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
     )
-    return list(response.get("Messages", []))
+    return [dict(message) for message in response.get("Messages", [])]
 
 
 def _finished_execution(local_aws: LocalAws, arn: str, document: dict[str, Any]) -> dict[str, Any]:

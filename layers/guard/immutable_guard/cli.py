@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--stack", required=True)
     release.add_argument("--region")
     release.set_defaults(func=_cmd_release)
+
+    from immutable_guard.canary.cli import add_canary_parser
+
+    add_canary_parser(sub)
     return parser
 
 

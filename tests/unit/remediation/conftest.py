@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso
+from immutable_guard.local.moto_fixes import eni_groups_as_in_aws as eni_groups_fix
 from immutable_guard.model import Finding, Kind, Severity, Source
-from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 
 GOLDEN_AMI = "ami-12c6146b"  # one of moto's built-in images
 
@@ -44,8 +44,9 @@ def _profile(aws: Clients) -> str:
 @pytest.fixture
 def eni_groups_as_in_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     """moto reports an attached ENI's groups as its own plus the instance's launch groups, so no ENI could
-    ever be isolated; in EC2 an ENI's groups are exactly its own."""
-    monkeypatch.setattr(NetworkInterface, "group_set", property(lambda eni: eni._group_set))
+    ever be isolated; in EC2 an ENI's groups are exactly its own (the local runtime's fix, undone after
+    the test)."""
+    eni_groups_fix(monkeypatch.setattr)
 
 
 @pytest.fixture

@@ -79,7 +79,8 @@ def preflight(lambda_: LambdaClient, cloudwatch: CloudWatchClient, request: Cana
     stable = str(alias["FunctionVersion"])
     if stable == request.target_version:
         raise CanaryRefused(
-            f"target_version: {function}:{request.alias} already points to version {stable}; nothing to roll out"
+            f"target_version: {function}:{request.alias} already points to version {stable}; "
+            "nothing to roll out"
         )
     if not stable.isdigit():
         raise CanaryRefused(
@@ -198,7 +199,11 @@ def _same_routing(found: dict[str, float], expected: dict[str, float]) -> bool:
 
 
 def _expect(
-    alias: dict[str, Any], plan: dict[str, Any], version: str, routing: dict[str, float], revision_id: str | None
+    alias: dict[str, Any],
+    plan: dict[str, Any],
+    version: str,
+    routing: dict[str, float],
+    revision_id: str | None,
 ) -> None:
     """Raise AliasChanged unless the alias is exactly as the previous step left it."""
     expected = f"version {version}" + (
@@ -256,7 +261,9 @@ def promote(lambda_: LambdaClient, plan: dict[str, Any], revision_id: str | None
         revision = alias.get("RevisionId")
     else:
         _expect(alias, plan, stable, {target: weight(float(plan["steps"][-1]))}, revision_id)
-        revision = _update(lambda_, plan, target, {}, alias.get("RevisionId") or revision_id).get("RevisionId")
+        revision = _update(lambda_, plan, target, {}, alias.get("RevisionId") or revision_id).get(
+            "RevisionId"
+        )
     return {
         "promoted_version": target,
         "previous_version": stable,
@@ -296,7 +303,8 @@ def rollback(lambda_: LambdaClient, plan: dict[str, Any], failure: dict[str, Any
     confirmed = _get_alias(lambda_, function, alias_name)
     if str(confirmed.get("FunctionVersion")) != stable or _routing(confirmed):
         raise RollbackFailed(
-            f"alias {function}:{alias_name} is on {_describe(confirmed)} after the rollback, not version {stable}"
+            f"alias {function}:{alias_name} is on {_describe(confirmed)} after the rollback, "
+            f"not version {stable}"
         )
     return {
         "rolled_back_to": stable,
@@ -314,7 +322,10 @@ def failure_reason(failure: dict[str, Any] | None) -> str:
     if not failure:
         return "unknown failure"
     if failure.get("reason"):
-        return str(failure["reason"])
+        reason = str(failure["reason"])
+        if "verdict" in failure:
+            reason += f"; it returned {json.dumps(failure['verdict'])}"
+        return reason
     error = failure.get("error") or {}
     name = str(error.get("Error") or "error")
     cause = error.get("Cause") or ""

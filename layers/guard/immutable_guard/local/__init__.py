@@ -3,6 +3,6 @@ handlers run in-process, events routed by the template's rules, and CloudTrail /
 
 from immutable_guard.local.deploy import Deployment, SkippedResource
 from immutable_guard.local.router import EventRouter
-from immutable_guard.local.runtime import LocalAws
+from immutable_guard.local.runtime import LocalAws, LocalSession
 
-__all__ = ["Deployment", "EventRouter", "LocalAws", "SkippedResource"]
+__all__ = ["Deployment", "EventRouter", "LocalAws", "LocalSession", "SkippedResource"]

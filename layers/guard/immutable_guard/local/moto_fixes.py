@@ -84,6 +84,7 @@ def stack_instances_use_their_launch_template(set_attribute: Setter = setattr) -
 
     def create_from_cloudformation_json(
         cls: Any,
+        /,
         resource_name: str,
         cloudformation_json: Any,
         account_id: str,
@@ -196,6 +197,68 @@ def _sub_names(value: Any) -> list[str]:
     return names
 
 
+# ---------------------------------------------------------------------- (c) S3 bucket policies
+
+
+def conditional_statements_apply_only_when_met(set_attribute: Setter = setattr) -> None:
+    """A policy statement whose Condition does not match does not apply; requests arrive over TLS.
+
+    In IAM's evaluation a statement with an unmet condition is simply not applicable: a conditional Deny
+    such as the evidence bucket's ``DenyInsecureTransport`` (Bool aws:SecureTransport "false") refuses
+    only plain-HTTP requests, and every AWS SDK call (Lambda included) uses HTTPS. moto returns DENIED
+    for any statement whose condition it cannot match, whatever its effect, treats an operator it does
+    not implement (Bool among them) as matched, and knows no request context: that bucket refused every
+    PutObject (HTTP 403). The local runtime's plain HTTP to 127.0.0.1 stands for the TLS connection a
+    client has in AWS, so requests count as secure.
+    """
+    from moto.iam.access_control import IAMPolicyStatement, PermissionResult
+
+    original = IAMPolicyStatement.is_action_permitted
+    check_conditions = IAMPolicyStatement._check_conditions
+    if getattr(original, "_conditions_as_in_aws", False):
+        return
+
+    def is_action_permitted(
+        self: Any,
+        action: str,
+        resource: str = "*",
+        principal: str | None = None,
+        incoming_condition_values: dict[str, str] | None = None,
+    ) -> Any:
+        values = {"aws:SecureTransport": "true", **(incoming_condition_values or {})}
+        condition = self._statement.get("Condition")
+        if condition and not _conditions_met(self, condition, values, check_conditions):
+            return PermissionResult.NEUTRAL
+        return original(self, action, resource, principal, values)
+
+    is_action_permitted._conditions_as_in_aws = True  # type: ignore[attr-defined]
+    set_attribute(IAMPolicyStatement, "is_action_permitted", is_action_permitted)
+
+
+def _conditions_met(
+    statement: Any, condition: dict[str, Any], values: dict[str, str], check: Callable[..., bool]
+) -> bool:
+    """IAM's Bool operator (moto lacks it); every other operator as moto evaluates it."""
+    for operator, entries in condition.items():
+        if_exists = operator.endswith("IfExists")
+        base = operator[: -len("IfExists")] if if_exists else operator
+        if base != "Bool":
+            probe = type(statement)({**statement._statement, "Condition": {operator: entries}})
+            if not check(probe, values):
+                return False
+            continue
+        for key, expected in entries.items():
+            actual = values.get(key)
+            if actual is None:
+                if if_exists:
+                    continue
+                return False
+            wanted = expected if isinstance(expected, list) else [expected]
+            if str(actual).lower() not in {str(item).lower() for item in wanted}:
+                return False
+    return True
+
+
 # ---------------------------------------------------------------------- all of them
 
 
@@ -208,6 +271,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         previous_parameter_values_as_in_aws,
         sub_references_count_as_references,
         replace_stack_instances_on_update,
+        conditional_statements_apply_only_when_met,
     ]
 
 

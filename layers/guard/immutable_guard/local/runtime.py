@@ -8,10 +8,10 @@ import logging
 import os
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 
@@ -22,6 +22,8 @@ from immutable_guard.local.moto_fixes import apply_moto_fixes, revert_moto_fixes
 from immutable_guard.template import find_template
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 REGION = "us-east-1"
 _CREDENTIALS = {
@@ -194,3 +196,25 @@ class LocalAws:
                 "not deployed locally: %s (%s) %s", skipped.logical_id, skipped.resource_type, skipped.reason
             )
         return deployment
+
+
+class LocalSession:
+    """What was built on a LocalAws (deployments, workloads), built again after moto's backends were reset.
+
+    ``mock_aws()`` started anywhere in this process resets the backends the server serves; whoever keeps
+    resources across tests asks for them here, and gets them rebuilt on a fresh runtime after a reset.
+    """
+
+    def __init__(self, aws: LocalAws) -> None:
+        self.aws = aws
+        self._built: dict[str, Any] = {}
+
+    def get(self, key: str, build: Callable[[], _T]) -> _T:
+        """The thing built under ``key``; ``build()`` runs the first time and after every reset."""
+        if self._built and not self.aws.intact():
+            logger.warning("moto's backends were reset: resetting the local AWS and building again")
+            self.aws.reset()
+            self._built.clear()
+        if key not in self._built:
+            self._built[key] = build()
+        return self._built[key]  # type: ignore[no-any-return]

@@ -169,6 +169,8 @@ def _replace_changed_instances(stack: Any, before: dict[str, tuple[Any, dict[str
         new = parse_and_create_resource(
             logical_id, resource_json, resource_map, stack.account_id, stack.region_name
         )
+        if new is None:  # its Condition turned false: AWS would delete it; moto has no such update
+            continue
         stack_tags = {
             "aws:cloudformation:stack-name": stack.name,
             "aws:cloudformation:stack-id": stack.stack_id,
@@ -176,10 +178,14 @@ def _replace_changed_instances(stack: Any, before: dict[str, tuple[Any, dict[str
         }
         ec2_backends[stack.account_id][stack.region_name].create_tags([new.physical_resource_id], stack_tags)
         resource_map._parsed_resources[logical_id] = new
-        _event(stack, logical_id, new.physical_resource_id, "UPDATE_IN_PROGRESS", "Resource creation Initiated")
+        _event(
+            stack, logical_id, new.physical_resource_id, "UPDATE_IN_PROGRESS", "Resource creation Initiated"
+        )
         _event(stack, logical_id, new.physical_resource_id, "UPDATE_COMPLETE")
         replaced.append((logical_id, old))
     if not replaced:
+        if final is not None:
+            stack.events.append(final)
         return
 
     stack.output_map = stack._create_output_map()

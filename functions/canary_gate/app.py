@@ -1,0 +1,34 @@
+"""Canary health gate: alarms, and the new version's own errors against the stable version's."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from immutable_guard.canary.gate import evaluate
+from immutable_guard.canary.steps import GateRequest, correlation, parse_step
+from immutable_guard.clients import Clients
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@cache
+def clients() -> Clients:
+    return Clients()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse_step(GateRequest, event)
+    logger.append_keys(**correlation(request.plan))
+    result = evaluate(clients().cloudwatch, request.plan, request.step, request.checks)
+    metrics.add_metric(name=f"CanaryGate{result['verdict'].capitalize()}", unit=MetricUnit.Count, value=1)
+    logger.info("health gate", extra={"result": result})
+    return result

@@ -1,0 +1,133 @@
+"""`immutable-guard canary`: start a rollout of a Lambda version to an alias and follow it, printing each
+step's weight and gate verdict from the execution history; `--demo` runs it on the embedded local AWS."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from immutable_guard.canary.errors import CanaryRefused
+from immutable_guard.canary.plan import execution_name, parse_request
+
+
+def _steps(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--steps takes comma-separated percentages, not {text!r}") from exc
+
+
+def add_canary_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `canary` subcommand to the `immutable-guard` parser."""
+    canary = subparsers.add_parser(
+        "canary",
+        help="roll a new Lambda version out to an alias in checked steps of at most 10 %",
+        description="Start a canary rollout and follow it until it is promoted or rolled back.",
+    )
+    canary.add_argument("function", nargs="?", help="function name or ARN")
+    canary.add_argument("--alias", help="the alias whose traffic moves")
+    canary.add_argument("--to-version", dest="target_version", help="the published version to roll out")
+    canary.add_argument(
+        "--steps", type=_steps, help="cumulative percentages, e.g. 10,20,...,90 (the default)"
+    )
+    canary.add_argument(
+        "--bake-seconds", type=int, help="wait after each shift before checking (default 300)"
+    )
+    canary.add_argument(
+        "--alarm", dest="alarms", action="append", metavar="NAME", help="alarm to watch (repeatable)"
+    )
+    canary.add_argument("--min-invocations", type=int, help="invocations of the new version needed per step")
+    canary.add_argument(
+        "--error-rate-tolerance", type=float, help="percentage points above the stable version"
+    )
+    canary.add_argument("--hold-seconds", type=int, help="wait before re-checking a step short of data")
+    canary.add_argument("--max-holds", type=int, help="re-checks of a step short of data before it fails")
+    canary.add_argument("--pre-hook", dest="pre_traffic_hook", metavar="FUNCTION", help="pre-traffic hook")
+    canary.add_argument("--post-hook", dest="post_traffic_hook", metavar="FUNCTION", help="post-traffic hook")
+    canary.add_argument("--hook-timeout", dest="hook_timeout_seconds", type=int, help="seconds (default 300)")
+    canary.add_argument("--attempt", type=int, default=1, help="retry a version that was rolled back before")
+    canary.add_argument("--stack", default="immutable-guard", help="the deployed Immutable Guard stack")
+    canary.add_argument("--region")
+    canary.add_argument("--state-machine-arn", help="use this canary state machine instead of the stack's")
+    canary.add_argument("--poll-seconds", type=float, default=2.0, help="how often to read the history")
+    canary.add_argument("--demo", action="store_true", help="run the demonstration on the embedded local AWS")
+    canary.set_defaults(func=run_canary_command)
+    parser: argparse.ArgumentParser = canary
+    return parser
+
+
+_OPTIONS = (
+    "steps",
+    "bake_seconds",
+    "alarms",
+    "min_invocations",
+    "error_rate_tolerance",
+    "hold_seconds",
+    "max_holds",
+    "pre_traffic_hook",
+    "post_traffic_hook",
+    "hook_timeout_seconds",
+)
+
+
+def request_document(args: argparse.Namespace) -> dict[str, Any]:
+    """The execution input from the command line; options not given keep the schema's defaults."""
+    document: dict[str, Any] = {
+        "function": args.function,
+        "alias": args.alias,
+        "target_version": args.target_version,
+    }
+    document.update({name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None})
+    return {key: value for key, value in document.items() if value is not None}
+
+
+def run_canary_command(args: argparse.Namespace) -> int:
+    from immutable_guard.canary.history import follow
+    from immutable_guard.clients import Clients
+
+    if args.demo:
+        from immutable_guard.canary.demo import run_demo
+
+        return run_demo()
+    document = request_document(args)
+    request = parse_request(document)  # a bad input fails here, before any AWS call
+    clients = Clients(region_name=args.region)
+    state_machine = args.state_machine_arn or _state_machine_from_stack(clients, args.stack)
+    prefix = execution_name(request.function, request.alias, "")[:-1]
+    running = clients.stepfunctions.get_paginator("list_executions").paginate(
+        stateMachineArn=state_machine, statusFilter="RUNNING"
+    )
+    for page in running:
+        for execution in page["executions"]:
+            if execution["name"].startswith(prefix + "v"):
+                raise CanaryRefused(
+                    f"a rollout of {request.function_name}:{request.alias} is already running: "
+                    f"{execution['executionArn']}"
+                )
+    name = execution_name(request.function, request.alias, request.target_version, args.attempt)
+    try:
+        arn = clients.stepfunctions.start_execution(
+            stateMachineArn=state_machine, name=name, input=json.dumps(document)
+        )["executionArn"]
+    except clients.stepfunctions.exceptions.ExecutionAlreadyExists as exc:
+        raise CanaryRefused(
+            f"execution {name} already exists: this version was rolled out to this alias before; "
+            f"pass --attempt {args.attempt + 1} to try it again"
+        ) from exc
+    print(f"rollout {name} started: {arn}")
+    outcome = "failed"
+    for entry in follow(clients.stepfunctions, arn, poll_seconds=args.poll_seconds):
+        print(entry.text)
+        outcome = entry.kind if entry.kind in {"succeeded", "failed"} else outcome
+    return 0 if outcome == "succeeded" else 1
+
+
+def _state_machine_from_stack(clients: Any, stack: str) -> str:
+    stacks = clients.cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    if "CanaryStateMachineArn" not in outputs:
+        raise CanaryRefused(
+            f"stack {stack} has no CanaryStateMachineArn output; deploy a version with canaries"
+        )
+    return str(outputs["CanaryStateMachineArn"])

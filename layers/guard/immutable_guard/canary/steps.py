@@ -1,0 +1,51 @@
+"""The requests each canary function receives from canary.asl.json, validated so a wiring mistake fails
+with the field's name rather than a KeyError deep in the logic."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from immutable_guard.canary.plan import describe_errors
+from immutable_guard.errors import InvalidEvent
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    plan: dict[str, Any]
+
+
+class ShiftRequest(_Step):
+    action: Literal["shift", "promote"]
+    index: int = 0
+    revision_id: str | None = None
+
+
+class GateRequest(_Step):
+    step: dict[str, Any]
+    checks: int = 0
+
+
+class RollbackRequest(_Step):
+    failure: dict[str, Any] | None = None
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def parse_step(model: type[_Model], event: Any) -> _Model:
+    try:
+        return model.model_validate(event)
+    except ValidationError as exc:
+        raise InvalidEvent(f"{model.__name__} is malformed: {describe_errors(exc)}") from exc
+
+
+def correlation(plan: dict[str, Any]) -> dict[str, str]:
+    """Log keys that tie every line of one rollout together."""
+    return {
+        "canary": f"{plan.get('function')}:{plan.get('alias')}",
+        "stable_version": str(plan.get("stable_version")),
+        "target_version": str(plan.get("target_version")),
+    }

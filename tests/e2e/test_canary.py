@@ -1,0 +1,322 @@
+"""The canary state machine of template.yaml, executed on the embedded local AWS with our handlers and the
+sample target's hooks in-process: every outcome is read from the execution's own history."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from immutable_guard.canary.demo import (
+    DemoTarget,
+    TrafficSimulator,
+    deploy_target,
+    publish_version,
+    start_rollout,
+)
+from immutable_guard.canary.history import Entry, history_events, timeline
+from immutable_guard.canary.traffic import CANARY_TAG_KEY, CANARY_TAG_VALUE
+from immutable_guard.clients import Clients
+from immutable_guard.local import Deployment, LocalAws, LocalSession
+
+pytestmark = pytest.mark.slow
+
+FAST = {"bake_seconds": 1, "min_invocations": 2, "hold_seconds": 1, "max_holds": 10}
+
+
+@dataclass
+class Rollout:
+    target: DemoTarget
+    stable: str
+    new: str
+    clients: Clients
+    state_machine: str
+    alert_queue: str
+
+    def start(self, **options: Any) -> str:
+        document = {"function": self.target.function, "alias": self.target.alias, "target_version": self.new}
+        return start_rollout(self.clients.stepfunctions, self.state_machine, {**document, **FAST, **options})
+
+    def finish(self, arn: str) -> tuple[str, list[Entry]]:
+        for _ in range(1200):  # bounded wait for moto's executor thread; never an assertion on time
+            status = self.clients.stepfunctions.describe_execution(executionArn=arn)["status"]
+            if status != "RUNNING":
+                return status, timeline(history_events(self.clients.stepfunctions, arn))
+            time.sleep(0.1)
+        raise AssertionError(f"{arn} still running")
+
+    def alias(self) -> dict[str, Any]:
+        return dict(self.clients.lambda_.get_alias(FunctionName=self.target.function, Name=self.target.alias))
+
+    def traffic(self, **options: Any) -> TrafficSimulator:
+        return TrafficSimulator(
+            self.clients.lambda_, self.clients.cloudwatch, self.target.function, self.target.alias, **options
+        )
+
+    def alerts(self) -> list[dict[str, Any]]:
+        sqs = self.clients.sqs
+        found = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=self.alert_queue, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
+            if not messages:
+                return found
+            for message in messages:
+                body = json.loads(message["Body"])
+                alert = json.loads(body["Message"]) if "Message" in body else body
+                if alert.get("kind") == "canary" and alert["rollout"]["function"] == self.target.function:
+                    found.append(alert)
+
+
+@pytest.fixture
+def canary_machine(deployment: Deployment) -> str:
+    return str(deployment.physical_ids["CanaryStateMachine"])
+
+
+@pytest.fixture
+def alert_queue(local_aws: LocalAws, local_session: LocalSession, deployment: Deployment) -> str:
+    def subscribe() -> str:
+        clients = local_aws.clients()
+        url = clients.sqs.create_queue(QueueName=f"canary-alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        attributes = clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        topic = str(deployment.physical_ids["AlertTopic"])
+        clients.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=attributes["Attributes"]["QueueArn"])
+        return str(url)
+
+    return local_session.get("canary-alerts", subscribe)
+
+
+@pytest.fixture
+def rollout(local_aws: LocalAws, canary_machine: str, alert_queue: str) -> Iterator[Rollout]:
+    """A fresh sample target: version 1 behind `live`, version 2 published (improved)."""
+    target = deploy_target(local_aws, stack_name=f"canary-{uuid.uuid4().hex[:6]}")
+    clients = local_aws.clients()
+    new = publish_version(clients.lambda_, target.function, "improved")
+    yield Rollout(target, "1", new, clients, canary_machine, alert_queue)
+
+
+def _hook(clients: Clients, source: str) -> str:
+    """A tagged hook function with this handler source."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("hook.py", source)
+    role = clients._session.client("iam").create_role(
+        RoleName=f"hook-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    name = f"hook-{uuid.uuid4().hex[:8]}"
+    clients.lambda_.create_function(
+        FunctionName=name,
+        Role=role,
+        Runtime="python3.12",
+        Handler="hook.handler",
+        Code={"ZipFile": buffer.getvalue()},
+        Timeout=30,
+        Tags={CANARY_TAG_KEY: CANARY_TAG_VALUE},
+    )
+    return name
+
+
+def _kinds(entries: list[Entry]) -> list[str]:
+    return [entry.kind for entry in entries]
+
+
+def test_a_healthy_version_is_promoted_step_by_step_with_hooks_and_alerts(rollout: Rollout) -> None:
+    hook = rollout.target.smoke_test_hook
+    with rollout.traffic(alarm=rollout.target.alarm):
+        status, entries = rollout.finish(
+            rollout.start(alarms=[rollout.target.alarm], pre_traffic_hook=hook, post_traffic_hook=hook)
+        )
+
+    assert status == "SUCCEEDED", [e.text for e in entries]
+    shifts = [e.data["percent"] for e in entries if e.kind == "shift"]
+    assert shifts == [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    passed = [e.data for e in entries if e.kind == "gate" and e.data["verdict"] == "healthy"]
+    assert [g["step"] for g in passed] == list(range(1, 10))
+    assert all(g["new"]["invocations"] >= 2 and g["alarms"] == {rollout.target.alarm: "OK"} for g in passed)
+    hooks = [e.data["status"] for e in entries if e.kind == "hook"]
+    assert hooks == ["Succeeded", "Succeeded"]
+    assert _kinds(entries)[-3:] == ["promote", "hook", "succeeded"]
+    alias = rollout.alias()
+    assert alias["FunctionVersion"] == rollout.new
+    assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+    assert [a["stage"] for a in rollout.alerts()] == ["canary_started", "canary_promoted"]
+
+
+def test_an_alarm_tripping_at_step_three_rolls_back_to_the_stable_version(rollout: Rollout) -> None:
+    alarm = rollout.target.alarm
+    with rollout.traffic(alarm=alarm, trip_alarm_at_percent=30):
+        status, entries = rollout.finish(rollout.start(alarms=[alarm]))
+
+    assert status == "FAILED"
+    gates = [
+        (e.data["step"], e.data["verdict"])
+        for e in entries
+        if e.kind == "gate" and e.data["verdict"] != "hold"
+    ]
+    assert gates == [(1, "healthy"), (2, "healthy"), (3, "unhealthy")]
+    rolled = next(e.data for e in entries if e.kind == "rollback")
+    assert rolled["rolled_back_to"] == rollout.stable and f"alarm {alarm} in ALARM" in rolled["reason"]
+    assert rolled["found"] == f"version 1 with 30 % on version {rollout.new}"
+    alias = rollout.alias()
+    assert alias["FunctionVersion"] == rollout.stable
+    assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+    versions = rollout.clients.lambda_.list_versions_by_function(FunctionName=rollout.target.function)[
+        "Versions"
+    ]
+    assert rollout.new in {v["Version"] for v in versions}, "the new version must never be deleted"
+    alerts = rollout.alerts()
+    assert [a["stage"] for a in alerts] == ["canary_started", "canary_rolled_back"]
+    assert alarm in alerts[-1]["reason"] and alerts[-1]["severity"] == "high"
+
+
+def test_a_buggy_version_is_rolled_back_by_its_own_error_rate(rollout: Rollout) -> None:
+    buggy = publish_version(rollout.clients.lambda_, rollout.target.function, "buggy")
+    rollout.new = buggy
+    with rollout.traffic():
+        status, entries = rollout.finish(rollout.start())
+
+    assert status == "FAILED"
+    gate = next(e.data for e in entries if e.kind == "gate" and e.data["verdict"] == "unhealthy")
+    assert gate["new"]["version"] == buggy and gate["new"]["errors"] > 0
+    assert gate["stable"]["errors"] == 0
+    assert "above stable version 1's 0.0%" in gate["reason"]
+    assert rollout.alias()["FunctionVersion"] == rollout.stable
+
+
+def test_no_data_never_passes_the_gate(rollout: Rollout) -> None:
+    # No traffic at all: the gate holds, re-checks a bounded number of times, then fails the step.
+    status, entries = rollout.finish(rollout.start(bake_seconds=0, hold_seconds=0, max_holds=2))
+
+    assert status == "FAILED"
+    verdicts = [e.data["verdict"] for e in entries if e.kind == "gate"]
+    assert verdicts == ["hold", "hold", "unhealthy"]
+    assert "promote" not in _kinds(entries)
+    rolled = next(e.data for e in entries if e.kind == "rollback")
+    assert rolled["reason"].startswith("not enough data after 3 checks")
+    assert rollout.alias()["FunctionVersion"] == rollout.stable
+
+
+def test_a_failing_pre_traffic_hook_moves_no_traffic(rollout: Rollout) -> None:
+    hook = _hook(
+        rollout.clients, "def handler(event, context):\n    return {'status': 'Failed', 'reason': 'db'}\n"
+    )
+    status, entries = rollout.finish(rollout.start(pre_traffic_hook=hook))
+
+    assert status == "FAILED"
+    assert "shift" not in _kinds(entries)
+    failure = next(e for e in entries if e.kind == "failure")
+    assert failure.text.startswith("PreTrafficHookRejected: the pre-traffic hook did not return")
+    assert '"reason": "db"' in failure.text
+    assert next(e.data for e in entries if e.kind == "rollback")["action"] == "already on the stable version"
+    assert rollout.alias()["FunctionVersion"] == rollout.stable
+
+
+def test_a_hook_that_hangs_times_out_and_rolls_back(rollout: Rollout) -> None:
+    hook = _hook(
+        rollout.clients,
+        "import time\ndef handler(event, context):\n    time.sleep(4)\n    return {'status': 'Succeeded'}\n",
+    )
+    status, entries = rollout.finish(rollout.start(pre_traffic_hook=hook, hook_timeout_seconds=1))
+
+    assert status == "FAILED"
+    failure = next(e for e in entries if e.kind == "failure")
+    assert failure.text.startswith("PreTrafficHookFailed: PreTrafficHook: States.Timeout")
+    assert rollout.alias()["FunctionVersion"] == rollout.stable
+
+
+def test_a_failing_post_traffic_hook_rolls_back_a_promoted_version(rollout: Rollout) -> None:
+    hook = _hook(
+        rollout.clients,
+        "def handler(event, context):\n"
+        "    if event['phase'] == 'PostTraffic':\n"
+        "        raise RuntimeError('checkout smoke test failed through the alias')\n"
+        "    return {'status': 'Succeeded'}\n",
+    )
+    with rollout.traffic():
+        status, entries = rollout.finish(rollout.start(pre_traffic_hook=hook, post_traffic_hook=hook))
+
+    assert status == "FAILED"
+    kinds = _kinds(entries)
+    assert kinds.index("promote") < kinds.index("rollback")
+    rolled = next(e.data for e in entries if e.kind == "rollback")
+    assert rolled["action"] == f"moved from version {rollout.new} with no routing to version 1"
+    assert "RuntimeError: checkout smoke test failed" in rolled["reason"]
+    assert rollout.alias()["FunctionVersion"] == rollout.stable
+
+
+def test_a_concurrent_alias_change_fails_the_next_shift_and_rolls_back(rollout: Rollout) -> None:
+    lambda_ = rollout.clients.lambda_
+    with rollout.traffic():
+        arn = rollout.start(bake_seconds=3)
+        for _ in range(300):  # wait for step 1, then change the alias behind the rollout's back
+            weights = (rollout.alias().get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+            if weights:
+                break
+            time.sleep(0.05)
+        lambda_.update_alias(
+            FunctionName=rollout.target.function,
+            Name=rollout.target.alias,
+            RoutingConfig={"AdditionalVersionWeights": {rollout.new: 0.5}},
+        )
+        status, entries = rollout.finish(arn)
+
+    assert status == "FAILED"
+    failure = next(e for e in entries if e.kind == "failure")
+    assert failure.text.startswith("ShiftFailed: Shift: AliasChanged")
+    assert (
+        "expected version 1 with 10 % on version" in failure.text
+        and "found version 1 with 50 %" in failure.text
+    )
+    alias = rollout.alias()
+    assert alias["FunctionVersion"] == rollout.stable
+    assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+
+
+def test_a_missing_alarm_is_refused_before_any_traffic_moves(rollout: Rollout) -> None:
+    status, entries = rollout.finish(rollout.start(alarms=[rollout.target.alarm, "no-such-alarm"]))
+
+    assert status == "FAILED"
+    assert entries[-1].data["error"] == "CanaryRefused"
+    assert "alarms: no-such-alarm does not exist" in entries[-1].text
+    assert _kinds(entries) == ["failed"]
+    assert rollout.alias()["FunctionVersion"] == rollout.stable
+
+
+def test_a_step_above_ten_percent_is_refused_with_the_field_named(rollout: Rollout) -> None:
+    document = {
+        "function": rollout.target.function,
+        "alias": rollout.target.alias,
+        "target_version": rollout.new,
+        "steps": [10, 30, 40, 50, 60, 70, 80, 90],
+    }
+    # Straight to the state machine, past the client-side validation of start_rollout.
+    arn = rollout.clients.stepfunctions.start_execution(
+        stateMachineArn=rollout.state_machine, input=json.dumps(document)
+    )["executionArn"]
+    status, entries = rollout.finish(arn)
+
+    assert status == "FAILED"
+    assert entries[-1].data["error"] == "InvalidCanaryInput"
+    assert "steps: step 2 raises traffic from 10 % to 30 % (+20)" in entries[-1].text
+    assert rollout.alias()["FunctionVersion"] == rollout.stable
+
+
+def test_a_second_rollout_of_a_busy_alias_is_refused(rollout: Rollout) -> None:
+    lambda_ = rollout.clients.lambda_
+    lambda_.update_alias(
+        FunctionName=rollout.target.function,
+        Name=rollout.target.alias,
+        RoutingConfig={"AdditionalVersionWeights": {rollout.new: 0.2}},
+    )
+    status, entries = rollout.finish(rollout.start())
+
+    assert status == "FAILED"
+    assert "already routes traffic (version 1 with 20 % on version" in entries[-1].text
+    assert rollout.alias()["RoutingConfig"]["AdditionalVersionWeights"] == {rollout.new: 0.2}
