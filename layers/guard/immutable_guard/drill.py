@@ -104,6 +104,7 @@ class Guard:
     outputs: dict[str, str]
     deliver: Callable[[dict[str, Any]], Any]
     subscriber_url: str
+    received: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ledger(self) -> IncidentLedger:
@@ -122,17 +123,16 @@ class Guard:
         return [e["name"] for page in pages for e in page["executions"]]
 
     def alerts(self) -> list[dict[str, Any]]:
-        """Drain the subscriber queue: every alert the security team would have received."""
-        received: list[dict[str, Any]] = []
+        """Every alert the security team has received so far (drained from the subscriber queue)."""
         while True:
             response = self.clients.sqs.receive_message(
                 QueueUrl=self.subscriber_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
             )
             messages = response.get("Messages", [])
             if not messages:
-                return received
+                return list(self.received)
             for message in messages:
-                received.append(json.loads(json.loads(message["Body"])["Message"]))
+                self.received.append(json.loads(json.loads(message["Body"])["Message"]))
                 self.clients.sqs.delete_message(
                     QueueUrl=self.subscriber_url, ReceiptHandle=message["ReceiptHandle"]
                 )
@@ -245,6 +245,11 @@ class Drill:
                 return instance_id
         raise RuntimeError(f"no untouched in-service member left in {self.workload.group_name}")
 
+    def volumes(self, instance_id: str) -> list[str]:
+        """The instance's EBS volumes now, before the attack: what the evidence must cover."""
+        mappings = self.instance(instance_id).get("BlockDeviceMappings", [])
+        return [m["Ebs"]["VolumeId"] for m in mappings if "Ebs" in m]
+
     def instance(self, instance_id: str) -> dict[str, Any]:
         reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         return reservations[0]["Instances"][0]  # type: ignore[return-value]
@@ -265,6 +270,7 @@ class Drill:
         instance_id: str,
         attack_started: float,
         watch: IsolationWatch | None,
+        volumes: list[str],
         replaced_by: str = "auto_scaling_group",
     ) -> None:
         guard = self.guard
@@ -293,15 +299,11 @@ class Drill:
         snapshots = self.clients.ec2.describe_snapshots(
             OwnerIds=["self"], Filters=[{"Name": f"tag:{EVIDENCE_TAG}", "Values": [incident.incident_id]}]
         )["Snapshots"]
-        volumes = [
-            m["Ebs"]["VolumeId"]
-            for m in self.instance(instance_id).get("BlockDeviceMappings", [])
-            if "Ebs" in m
-        ]
         report.expect(
             "snapshots completed for every volume",
             bool(snapshots)
             and all(s["State"] == "completed" for s in snapshots)
+            and bool(volumes)
             and {s["VolumeId"] for s in snapshots} >= set(volumes),
             f"{len(snapshots)} snapshot(s) for {len(volumes)} volume(s)",
         )
@@ -359,6 +361,7 @@ class Drill:
     def port_opened(self, report: ScenarioReport) -> None:
         members = self.group_members()
         self.touched.update(members)
+        volumes = {i: self.volumes(i) for i in [*members, self.workload.standalone_instance_id]}
         started = time.time()
         ec2 = self.emitter.session(self.attacker).client("ec2")
         ec2.authorize_security_group_ingress(
@@ -377,17 +380,18 @@ class Drill:
         incident = self.guard.incidents_for(watch_target)
         watch = IsolationWatch(self.clients, watch_target, self.guard.execution_arn(incident[0].incident_id))
         with watch:
-            self.verify_remediation(report, watch_target, started, watch)
+            self.verify_remediation(report, watch_target, started, watch, volumes[watch_target])
         for other in members[1:]:
             sub = ScenarioReport("", "")
-            self.verify_remediation(sub, other, started, None)
+            self.verify_remediation(sub, other, started, None, volumes[other])
             report.expect(
                 f"{other} remediated too", sub.passed, "; ".join(c.name for c in sub.checks if not c.passed)
             )
             report.incidents += sub.incidents
         standalone = ScenarioReport("", "")
+        standalone_id = self.workload.standalone_instance_id
         self.verify_remediation(
-            standalone, self.workload.standalone_instance_id, started, None, "cloudformation"
+            standalone, standalone_id, started, None, volumes[standalone_id], "cloudformation"
         )
         report.checks += [Check(f"standalone: {c.name}", c.passed, c.detail) for c in standalone.checks]
         report.incidents += standalone.incidents
@@ -403,6 +407,7 @@ class Drill:
 
     def _instance_attack(self, report: ScenarioReport, attack: Callable[[str], None]) -> None:
         instance_id = self.fresh_member()
+        volumes = self.volumes(instance_id)
         started = time.time()
         attack(instance_id)
         incidents = self.guard.incidents_for(instance_id)
@@ -415,7 +420,7 @@ class Drill:
             report.expect("one incident opened", False, "no incident")
             return
         with watch:
-            self.verify_remediation(report, instance_id, started, watch)
+            self.verify_remediation(report, instance_id, started, watch, volumes)
 
     def ssh_key_pushed(self, report: ScenarioReport) -> None:
         def attack(instance_id: str) -> None:
@@ -446,6 +451,7 @@ class Drill:
 
     def allow_listed(self, report: ScenarioReport) -> None:
         members = self.group_members()
+        alerts_before = len(self.guard.alerts())
         executions_before = set(self.guard.executions())
         incidents_before = {i.incident_id for i in self.guard.ledger.list_incidents(limit=1000)}
         ec2 = self.emitter.session(self.pipeline).client("ec2")
@@ -472,22 +478,20 @@ class Drill:
         rules = self.clients.ec2.describe_security_groups(GroupIds=[self.workload.security_group_id])
         kept = any(p.get("FromPort") == 8443 for p in rules["SecurityGroups"][0]["IpPermissions"])
         report.expect("the pipeline's rule is kept", kept)
-        report.expect("no alert sent", self.guard.alerts() == [])
+        report.expect("no alert sent", len(self.guard.alerts()) == alerts_before)
 
     def delivered_twice(self, report: ScenarioReport) -> None:
         instance_id = self.fresh_member()
+        volumes = self.volumes(instance_id)
         started = time.time()
-        event = self.emitter.record(
-            self.attacker,
-            "ec2-instance-connect.amazonaws.com",
-            "SendSSHPublicKey",
-            {"instanceId": instance_id, "instanceOSUser": "root", "sshPublicKey": "ssh-rsa AAAA twice"},
-        )
-        self.guard.deliver(event)
-        self.guard.deliver(event)  # EventBridge delivers at least once
+        # The attacker lets the server route others' traffic (a real call, recorded by CloudTrail)...
+        ec2 = self.emitter.session(self.attacker).client("ec2")
+        ec2.modify_instance_attribute(InstanceId=instance_id, SourceDestCheck={"Value": False})
+        self.guard.deliver(self.emitter.events[-1])  # ...EventBridge delivers it a second time...
+        changed = {"Configuration.SourceDestCheck": {"changeType": "UPDATE"}}
         self.guard.deliver(
-            self.config_items.instance_changed(self.clients.ec2, instance_id)
-        )  # and Config reports it
+            self.config_items.instance_changed(self.instance(instance_id), changed)
+        )  # ...Config too
         incidents = self.guard.incidents_for(instance_id)
         report.expect("exactly one incident", len(incidents) == 1, f"{len(incidents)} incident(s)")
         if incidents:
@@ -497,7 +501,7 @@ class Drill:
             report.expect(
                 "the Config report joined the incident", len(related) >= 1, f"{len(related)} related"
             )
-            self.verify_remediation(report, instance_id, started, None)
+            self.verify_remediation(report, instance_id, started, None, volumes)
             report.checks = [c for c in report.checks if c.name != "one incident opened"]
 
     def dry_run(self, report: ScenarioReport) -> None:
@@ -721,8 +725,8 @@ class _ConfigItems:
     def file_changed(self, instance_id: str, path: str, size: int = 0) -> dict[str, Any]:
         return self._module.file_changed(instance_id, path, size=size)  # type: ignore[no-any-return]
 
-    def instance_changed(self, ec2: Any, instance_id: str) -> dict[str, Any]:
-        return self._module.instance_changed(ec2, instance_id)  # type: ignore[no-any-return]
+    def instance_changed(self, instance: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
+        return self._module.instance_changed(instance, changed)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------- command

@@ -4,7 +4,7 @@ counted and parked in the dead-letter queue; they never crash the function into 
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from immutable_guard.clients import Clients
 from immutable_guard.dead_letter import send_to_dead_letter
@@ -33,6 +33,17 @@ def policy_from_settings(settings: DetectSettings, expected_account: str | None 
     )
 
 
+def count_by_reason(metrics: Metrics, name: str, reason: str) -> None:
+    """One more datapoint of ``name`` with a ``reason`` dimension, beside the per-service total that the
+    alarms use: a dimension added to ``metrics`` would apply to every metric of the invocation."""
+    service = {"service": metrics.service} if metrics.service else {}
+    dimensions = {**service, **metrics.default_dimensions, "reason": reason}
+    with single_metric(
+        name=name, unit=MetricUnit.Count, value=1, namespace=metrics.namespace, default_dimensions=dimensions
+    ):
+        pass
+
+
 def process_event(
     raw_event: object,
     settings: DetectSettings,
@@ -56,6 +67,7 @@ def process_event(
     except InvalidEvent as exc:
         logger.error("event rejected", extra={"reason": "invalid_event", "error": str(exc)})
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+        count_by_reason(metrics, "EventsRejected", "invalid_event")
         send_to_dead_letter(clients.sqs, settings.dead_letter_queue_url, raw_event, "invalid_event", str(exc))
         return TriageResult(decision="reject", reason="invalid_event", detail=str(exc))
 
@@ -65,6 +77,8 @@ def process_event(
         result.decision
     ]
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    if result.decision == "ignore":
+        count_by_reason(metrics, "EventsIgnored", result.reason)
     opened = sum(1 for i in result.instances if i.outcome == "opened")
     if opened:
         metrics.add_metric(name="IncidentsOpened", unit=MetricUnit.Count, value=opened)
