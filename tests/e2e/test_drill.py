@@ -1,0 +1,86 @@
+"""The README's main command: the drill passes on a fresh runtime, and it fails when the remediation is
+broken. Each run is its own process: the drill owns its embedded AWS from start to finish."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCENARIOS = {
+    "port-opened",
+    "ssh-key-pushed",
+    "shell-opened",
+    "file-changed",
+    "allow-listed",
+    "delivered-twice",
+    "dry-run",
+}
+
+
+def run_drill(*args: str, prelude: str = "") -> tuple[int, dict[str, Any]]:
+    script = textwrap.dedent(prelude) + textwrap.dedent(
+        f"""
+        import sys
+        from immutable_guard.cli import main
+        sys.exit(main(["drill", "--json", *{list(args)!r}]))
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
+    )
+    return run.returncode, json.loads(run.stdout)
+
+
+def test_every_scenario_passes_on_the_embedded_local_aws() -> None:
+    # When
+    code, report = run_drill()
+    # Then
+    assert code == 0, json.dumps([s for s in report["scenarios"] if not s["passed"]], indent=1)
+    assert report["passed"] is True
+    assert {s["scenario"] for s in report["scenarios"]} == SCENARIOS
+    remediated = [s for s in report["scenarios"] if s["timeline_ms"].get("nuked") is not None]
+    assert len(remediated) == 5
+    for scenario in remediated:
+        times = [
+            scenario["timeline_ms"][stage]
+            for stage in ("detected", "contained", "evidence_complete", "nuked")
+        ]
+        assert times == sorted(times), f"{scenario['scenario']}: stages out of order {times}"
+
+
+def test_a_quarantine_that_does_nothing_fails_the_drill() -> None:
+    # Given a Contain step that isolates nothing and verifies nothing
+    sabotage = """
+        from immutable_guard.remediation import quarantine
+        quarantine.isolate_network_interfaces = lambda ec2, observed, actions: {}
+        quarantine.verify_isolated = lambda *args, **kwargs: None
+    """
+    # When
+    code, report = run_drill("--scenario", "ssh-key-pushed", prelude=sabotage)
+    # Then the drill notices from EC2 itself, not from our ledger
+    assert code == 1
+    [scenario] = report["scenarios"]
+    failed = {c["name"] for c in scenario["checks"] if not c["passed"]}
+    assert "isolated (every ENI read from EC2 while quarantined)" in failed
+
+
+def test_a_nuke_that_never_happens_fails_the_drill() -> None:
+    sabotage = """
+        from immutable_guard.remediation import nuke
+        original = nuke.nuke_instance
+        def keep_everything(clients, ledger, settings, *args, **kwargs):
+            keep = settings.model_copy(update={"post_evidence_action": "keep"})
+            return original(clients, ledger, keep, *args, **kwargs)
+        nuke.nuke_instance = keep_everything
+    """
+    code, report = run_drill("--scenario", "shell-opened", prelude=sabotage)
+    assert code == 1
+    failed = {c["name"] for c in report["scenarios"][0]["checks"] if not c["passed"]}
+    assert failed == {"old instance terminated"}
