@@ -132,8 +132,13 @@ def _cmd_drill(args: argparse.Namespace) -> int:
 def _stack_outputs(stack: str, region: str | None) -> tuple[dict[str, str], Any]:
     from immutable_guard.clients import Clients
 
+    from botocore.exceptions import BotoCoreError, ClientError
+
     clients = Clients(region_name=region)
-    stacks = clients.cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    try:
+        stacks = clients.cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    except (ClientError, BotoCoreError) as exc:
+        raise GuardError(f"cannot read stack {stack}: {exc}") from exc
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
     return outputs, clients
 

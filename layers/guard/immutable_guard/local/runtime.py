@@ -97,8 +97,6 @@ class LocalAws:
             "AWS_ENDPOINT_URL": self.endpoint_url,
             # moto's Step Functions interpreter calls Lambda at localhost:$MOTO_PORT.
             "MOTO_PORT": str(self.port),
-            # SAM attaches AWS managed policies (X-Ray, basic execution) to the roles it generates.
-            "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
         }
         for name in (*environment, *_CLEARED):
             self._saved_environ[name] = os.environ.get(name)
