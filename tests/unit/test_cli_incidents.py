@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from immutable_guard.cli import main
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso

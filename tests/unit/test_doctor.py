@@ -4,6 +4,7 @@ dead-letter queue, a failed remediation, an open breaker, a firing alarm) fails 
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import time
@@ -20,6 +21,7 @@ from immutable_guard.doctor import (
     DoctorClients,
     StackView,
     Verdict,
+    add_doctor_parser,
     exit_code,
     render,
     report,
@@ -28,11 +30,10 @@ from immutable_guard.doctor import (
 )
 from immutable_guard.ledger import IncidentLedger
 from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.sns import sns_backends
+from moto.sns.models import sns_backends
 
 REGION = "us-east-1"
-TAG = {"Key": "immutable", "Value": "true"}
+ACCOUNT = "123456789012"  # moto's default account
 FAILING_MACHINE = json.dumps({"StartAt": "Boom", "States": {"Boom": {"Type": "Fail", "Error": "Boom"}}})
 PASSING_MACHINE = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
 
@@ -187,7 +188,7 @@ def _run_instance(clients: DoctorClients) -> str:
             ImageId=image,
             MinCount=1,
             MaxCount=1,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [TAG]}],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "immutable", "Value": "true"}]}],
         )["Instances"][0]["InstanceId"]
     )
 
@@ -384,7 +385,7 @@ def test_an_unconfirmed_subscription_does_not_count(guard: Guard) -> None:
     # Given the only subscriber never confirmed (moto confirms everything: mark it as AWS would show it)
     topic = guard.stack.physical_ids["AlertTopic"]
     (subscription,) = guard.clients.sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
-    backend = sns_backends[DEFAULT_ACCOUNT_ID][REGION]
+    backend = sns_backends[ACCOUNT][REGION]
     backend.subscriptions[subscription["SubscriptionArn"]].attributes["PendingConfirmation"] = "true"
     # When the alert topic is checked
     result = guard.check("alerts")
@@ -549,5 +550,32 @@ def test_a_real_stack_is_read_from_cloudformation() -> None:
         assert stack.parameters == {"Mode": "enforce"}
         assert stack.resource_types == {"DetectDeadLetterQueue": "AWS::SQS::Queue"}
         (queue_url,) = boto3.client("sqs", region_name=REGION).list_queues()["QueueUrls"]
-        assert stack.physical_ids == {"DetectDeadLetterQueue": queue_url}
+        # (the host part of a queue URL depends on the endpoint; the name is the queue)
+        assert stack.physical_ids.keys() == {"DetectDeadLetterQueue"}
+        assert stack.physical_ids["DetectDeadLetterQueue"].rsplit("/", 1)[1] == queue_url.rsplit("/", 1)[1]
         assert not stack.local
+
+
+def test_the_command_reads_a_stack_prints_json_and_exits_non_zero_on_a_fail(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a stack that has an empty dead-letter queue and nothing else of the guard
+    with mock_aws():
+        body = {"Resources": {"DetectDeadLetterQueue": {"Type": "AWS::SQS::Queue"}}}
+        boto3.client("cloudformation", region_name=REGION).create_stack(
+            StackName="half-a-guard", TemplateBody=json.dumps(body)
+        )
+        parser = argparse.ArgumentParser(prog="immutable-guard")
+        add_doctor_parser(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["doctor", "--stack", "half-a-guard", "--region", REGION, "--json"])
+        # When `immutable-guard doctor --stack half-a-guard --json` runs
+        code = args.func(args)
+    document = json.loads(capsys.readouterr().out)
+    verdicts = {c["check"]: c["verdict"] for c in document["checks"]}
+    # Then it reports every check, fails what is missing, passes the queue, and exits 1
+    assert code == 1
+    assert document["ok"] is False
+    assert document["stack"] == "half-a-guard"
+    assert verdicts["dead_letter_queue"] == "pass"
+    assert verdicts["rules"] == "fail"
+    assert verdicts["trail"] == "fail"

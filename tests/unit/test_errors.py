@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-
 from immutable_guard.errors import AwsCallFailed, AwsCallThrottled, retry_transient_aws_errors
 
 ASL = Path(__file__).resolve().parents[2] / "statemachines" / "remediation.asl.json"

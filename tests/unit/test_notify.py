@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools import Metrics
-
 from immutable_guard.clients import Clients
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso

@@ -4,6 +4,7 @@ on stdout): their names, dimensions and values; and the incident id as correlati
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,16 +194,22 @@ def _load_handler(function: str) -> Any:
 
 @pytest.mark.filterwarnings("ignore:No application metrics")  # the contained stage emits none
 def test_every_step_log_line_carries_the_incident_id_as_correlation_id(
-    aws: Clients, team: Team, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    aws: Clients, team: Team, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the Notify step handler as Lambda runs it
     monkeypatch.setenv("LEDGER_TABLE", team.settings.ledger_table)
     monkeypatch.setenv("ALERT_TOPIC_ARN", team.settings.alert_topic_arn)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", SERVICE)
     app = _load_handler("notify")
+    # (Powertools keeps one handler per service, bound to the stdout of whoever created it first)
+    buffer = io.StringIO()
+    previous = app.logger.registered_handler.setStream(buffer)
     # When the workflow invokes it for an incident
-    app.handler({"incident_id": INCIDENT, "instance_id": "i-0abc", "stage": "contained"}, _Context())
-    out = capsys.readouterr().out
+    try:
+        app.handler({"incident_id": INCIDENT, "instance_id": "i-0abc", "stage": "contained"}, _Context())
+    finally:
+        app.logger.registered_handler.setStream(previous)
+    out = buffer.getvalue()
     # Then every log line is correlated by the incident id
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"level"' in line]
     assert lines, out

@@ -130,9 +130,9 @@ def _cmd_drill(args: argparse.Namespace) -> int:
 
 
 def _stack_outputs(stack: str, region: str | None) -> tuple[dict[str, str], Any]:
-    from immutable_guard.clients import Clients
-
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from immutable_guard.clients import Clients
 
     clients = Clients(region_name=region)
     try:
@@ -215,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     release.set_defaults(func=_cmd_release)
 
     from immutable_guard.canary.cli import add_canary_parser
+    from immutable_guard.doctor import add_doctor_parser
 
     add_canary_parser(sub)
+    add_doctor_parser(sub)
     return parser
 
 

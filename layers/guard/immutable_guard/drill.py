@@ -10,13 +10,11 @@ import argparse
 import hashlib
 import json
 import sys
-import tempfile
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -684,7 +682,16 @@ def local_drill(progress: Progress) -> Iterator[Drill]:
         account = clients.sts.get_caller_identity()["Account"]
         parameters = {**LOCAL_PARAMETERS, "AllowedPrincipalArns": PIPELINE_ROLE.format(account=account)}
         deployment = aws.deploy(parameters)
-        dry_deployment = aws.deploy({**parameters, "Mode": "dry-run"}, stack_name="immutable-guard-dry-run")
+        # A second stack in the same region, as a real one would be: it relies on the first one's trail
+        # and Config recorder (a region allows one recorder) and inventory association.
+        second_stack = {
+            "CreateTrail": "false",
+            "CreateConfigRecorder": "false",
+            "CreateInventoryAssociation": "false",
+        }
+        dry_deployment = aws.deploy(
+            {**parameters, **second_stack, "Mode": "dry-run"}, stack_name="immutable-guard-dry-run"
+        )
         progress.say(f"local AWS on {aws.endpoint_url}: template.yaml deployed twice (enforce, dry-run)")
         routers = [EventRouter(deployment, aws.session()), EventRouter(dry_deployment, aws.session())]
         guards = [
@@ -738,16 +745,13 @@ def run_drill_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    out = sys.stdout
-    progress = Progress(None if args.json else out)
+    from immutable_guard.local.lambda_logs import lambda_logs_to_file
+
     began = time.monotonic()
-    # Our Lambda handlers log to stdout, as in Lambda; here that is the drill's "CloudWatch Logs" file.
-    log_path = Path(tempfile.mkdtemp(prefix="immutable-guard-drill-")) / "lambda.log"
-    with log_path.open("w") as log, redirect_stdout(log), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with lambda_logs_to_file("drill") as (terminal, log_path):
+        progress = Progress(None if args.json else terminal)
         with local_drill(progress) as drill:
             reports = drill.run(args.scenario)
-    sys.stdout = out
     progress.say(f"Lambda logs: {log_path}")
     if args.json:
         print(

@@ -186,7 +186,9 @@ def test_the_handler_releases_and_tells_the_security_team(
     # and the remediation is still running when a person releases the incident
     machine = aws.stepfunctions.create_state_machine(
         name="remediation",
-        definition=json.dumps({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}}),
+        definition=json.dumps(
+            {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 3600, "End": True}}}
+        ),
         roleArn="arn:aws:iam::123456789012:role/sfn",
     )["stateMachineArn"]
     execution = aws.stepfunctions.start_execution(stateMachineArn=machine, name=contained_member)

@@ -88,8 +88,12 @@ def run_canary_command(args: argparse.Namespace) -> int:
 
     if args.demo:
         from immutable_guard.canary.demo import run_demo
+        from immutable_guard.local.lambda_logs import lambda_logs_to_file
 
-        return run_demo()
+        with lambda_logs_to_file("canary-demo") as (terminal, log_path):
+            code = run_demo(print_line=lambda line: print(line, file=terminal, flush=True))
+        print(f"Lambda logs: {log_path}")
+        return code
     document = request_document(args)
     request = parse_request(document)  # a bad input fails here, before any AWS call
     clients = Clients(region_name=args.region)

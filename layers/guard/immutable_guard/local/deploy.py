@@ -9,6 +9,7 @@ import json
 import logging
 import random
 import string
+import uuid
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -905,3 +906,98 @@ def _state_machine(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any
         request["tags"] = [{"key": t["Key"], "value": t["Value"]} for t in _tags_list(p["Tags"])]
     arn = d.client("stepfunctions").create_state_machine(**request)["stateMachineArn"]
     return arn, {"Arn": arn, "Name": name, "StateMachineRevisionId": ""}
+
+
+# ---------------------------------------------------------------- prerequisites (trail, Config, inventory)
+@_handles("AWS::CloudTrail::Trail")
+def _cloudtrail_trail(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    cloudtrail = d.client("cloudtrail")
+    name = p.get("TrailName") or d.physical_name(logical_id, 128)
+    request: dict[str, Any] = {"Name": name, "S3BucketName": p["S3BucketName"]}
+    for key in (
+        "S3KeyPrefix",
+        "SnsTopicName",
+        "KmsKeyId",
+        "CloudWatchLogsLogGroupArn",
+        "CloudWatchLogsRoleArn",
+    ):
+        if key in p:
+            request[key] = p[key]
+    for key in (
+        "IsMultiRegionTrail",
+        "IncludeGlobalServiceEvents",
+        "EnableLogFileValidation",
+        "IsOrganizationTrail",
+    ):
+        if key in p:
+            request[key] = str(p[key]).lower() == "true"
+    trail = cloudtrail.create_trail(**request)
+    if p.get("EventSelectors"):
+        selectors = [
+            {**s, "IncludeManagementEvents": str(s.get("IncludeManagementEvents", True)).lower() == "true"}
+            for s in p["EventSelectors"]
+        ]
+        cloudtrail.put_event_selectors(TrailName=name, EventSelectors=selectors)
+    if str(p.get("IsLogging")).lower() == "true":
+        cloudtrail.start_logging(Name=name)
+    _note_ignored(d, logical_id, p, {*request, "TrailName", "EventSelectors", "IsLogging"})
+    return name, {"Arn": trail["TrailARN"], "SnsTopicArn": trail.get("SnsTopicARN", "")}
+
+
+def _lower_camel_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k[:1].lower() + k[1:]: _lower_camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lower_camel_keys(v) for v in value]
+    return value
+
+
+@_handles("AWS::Config::ConfigurationRecorder")
+def _config_recorder(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    name = p.get("Name") or d.physical_name(logical_id, 256)
+    recorder: dict[str, Any] = {"name": name, "roleARN": p["RoleARN"]}
+    if "RecordingGroup" in p:
+        group = _lower_camel_keys(p["RecordingGroup"])
+        for key in ("allSupported", "includeGlobalResourceTypes"):
+            if key in group:
+                group[key] = str(group[key]).lower() == "true"
+        recorder["recordingGroup"] = group
+    d.client("config").put_configuration_recorder(ConfigurationRecorder=recorder)
+    _note_ignored(d, logical_id, p, {"Name", "RoleARN", "RecordingGroup"})
+    return name, {}
+
+
+@_handles("AWS::Config::DeliveryChannel")
+def _config_delivery_channel(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    config = d.client("config")
+    name = p.get("Name") or d.physical_name(logical_id, 256)
+    channel: dict[str, Any] = {"name": name, "s3BucketName": p["S3BucketName"]}
+    for key in ("S3KeyPrefix", "SnsTopicARN", "S3KmsKeyArn"):
+        if key in p:
+            channel[key[:1].lower() + key[1:]] = p[key]
+    if "ConfigSnapshotDeliveryProperties" in p:
+        channel["configSnapshotDeliveryProperties"] = _lower_camel_keys(p["ConfigSnapshotDeliveryProperties"])
+    config.put_delivery_channel(DeliveryChannel=channel)
+    # CloudFormation starts the recorder once it has a delivery channel.
+    for recorder in config.describe_configuration_recorders()["ConfigurationRecorders"]:
+        config.start_configuration_recorder(ConfigurationRecorderName=recorder["name"])
+    return name, {}
+
+
+@_handles("AWS::CloudWatch::Dashboard")
+def _cloudwatch_dashboard(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    name = p.get("DashboardName") or d.physical_name(logical_id, 255)
+    d.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=str(p["DashboardBody"]))
+    return name, {}
+
+
+@_handles("AWS::SSM::Association")
+def _ssm_association(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    # moto has no SSM association API (nor DescribeInstanceInformation): record the declaration so the
+    # rest of the template resolves, and say so.
+    association_id = str(uuid.uuid4())
+    if d.deployment is not None:
+        d.deployment.notes.append(
+            f"{logical_id}: {p.get('Name')} association recorded, not run (moto has no SSM association API)"
+        )
+    return association_id, {"AssociationId": association_id}

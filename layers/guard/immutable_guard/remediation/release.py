@@ -293,7 +293,9 @@ def _stop_remediation(clients: Clients, state_machine_arn: str, incident_id: str
         execution = clients.stepfunctions.describe_execution(executionArn=execution_arn)
         if execution["status"] == "RUNNING":
             clients.stepfunctions.stop_execution(
-                executionArn=execution_arn, error="Released", cause=f"incident {incident_id} released by a person"
+                executionArn=execution_arn,
+                error="Released",
+                cause=f"incident {incident_id} released by a person",
             )
             actions.append(f"stopped remediation execution {incident_id}")
     except ClientError as exc:
