@@ -8,7 +8,7 @@ PYTHON   ?= $(shell for c in python3.12 "$$(pyenv prefix 3.12 2>/dev/null)/bin/p
               $$c -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null && { echo $$c; break; }; done)
 STAMP    := $(VENV)/.installed
 
-.PHONY: setup drill test test-fast lint format typecheck validate build explain clean
+.PHONY: setup drill test test-fast lint format typecheck validate build explain bench security-scan clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,19 @@ typecheck: setup
 explain: setup
 	@for f in events/*.json; do echo "== $$f"; $(BIN)/immutable-guard explain $$f; done
 
+## Figures for docs/ (never asserted in tests): fault matrix, load, cold start against Cloud Custodian,
+## containment path. The fault matrix alone takes about half an hour on two cores.
+bench: setup
+	$(BIN)/python benchmarks/fault_matrix.py
+	$(BIN)/python benchmarks/load_detect.py --events 10000
+	$(BIN)/python benchmarks/cold_start.py --runs 5
+	$(BIN)/python benchmarks/containment_calls.py
+
+# checkov is heavy and pins its own dependencies: its own virtualenv.
+security-scan:
+	test -x .venv-checkov/bin/checkov || { $(PYTHON) -m venv .venv-checkov && .venv-checkov/bin/pip install --quiet checkov; }
+	.venv-checkov/bin/checkov -f template.yaml --framework cloudformation --skip-download
+
 # aws-sam-cli lives in its own virtualenv (it pins older boto3 / cfn-lint).
 $(SAM_VENV)/.installed:
 	$(PYTHON) -m venv $(SAM_VENV)
@@ -59,4 +72,4 @@ build: $(SAM_VENV)/.installed
 	PATH="$$(dirname $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .venv-checkov .aws-sam .pytest_cache .mypy_cache .ruff_cache

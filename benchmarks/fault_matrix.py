@@ -66,9 +66,10 @@ def render(cells: list[dict[str, Any]], seconds: float, command: str) -> str:
         "",
         "Legend: **ok** = recovered by the state machine's Retry (execution SUCCEEDED, instance nuked);",
         "**FAIL(step/Error)** = failure path (Catch, failure alert, instance kept); `-` = the fault never",
-        "fired (the call is not made on that attempt). `!` marks a cell with a broken invariant (listed below).",
+        "fired (the call is not made on that attempt). `!` marks a cell with a broken invariant",
+        "(listed below).",
         "",
-        "| step | AWS call | throttling ×1 | access denied ×1 | internal error ×1 | timeout ×1 | throttling ∞ |",
+        "| step | AWS call | throttling x1 | denied x1 | 500 x1 | timeout x1 | throttling always |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows: dict[tuple[str, str], dict[str, str]] = {}
@@ -113,7 +114,7 @@ def render(cells: list[dict[str, Any]], seconds: float, command: str) -> str:
         v for c in cells for v in c["invariants"].values() if not v.startswith("BROKEN") and v != "held"
     )
     if other:
-        lines += ["", "Invariants held by a fallback: " + ", ".join(f"{k} ×{n}" for k, n in other.items())]
+        lines += ["", "Invariants held by a fallback: " + ", ".join(f"{k} x{n}" for k, n in other.items())]
     lines.append(END)
     return "\n".join(lines)
 
@@ -150,11 +151,9 @@ def main() -> int:
             result = world.run(plan).as_dict()
             cells.append(result)
             broken = [k for k, v in result["invariants"].items() if v.startswith("BROKEN")]
-            print(
-                f"[{index}/{len(todo)}] {plan.label}: {result['outcome']} "
-                f"{result['failed_step'] or ''} {result['error'] or ''} {'BROKEN ' + ','.join(broken) if broken else ''}",
-                file=sys.stderr,
-            )
+            where = f"{result['failed_step'] or ''} {result['error'] or ''}"
+            flag = "BROKEN " + ",".join(broken) if broken else ""
+            print(f"[{index}/{len(todo)}] {plan.label}: {result['outcome']} {where} {flag}", file=sys.stderr)
     seconds = time.monotonic() - started
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"seconds": seconds, "cells": cells}, indent=1), "utf-8")

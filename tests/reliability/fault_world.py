@@ -98,6 +98,9 @@ class Call:
     function: str
     operation: str
     injected: str | None = None
+    # Made from a thread the handler started (its concurrent reads), not from the handler's own thread.
+    pooled: bool = False
+    at: float = 0.0
 
 
 @dataclass
@@ -156,7 +159,7 @@ class FaultInjector:
 
     def __call__(self, event_name: str, **_: Any) -> None:
         operation = event_name.split(".", 1)[1]
-        if operation.startswith(("lambda.", "sfn.")):  # moto's own plumbing and the harness
+        if operation.startswith("lambda."):  # moto's Step Functions invoking our functions
             return
         function = self._function()
         if function is None:
@@ -164,7 +167,8 @@ class FaultInjector:
         with self._lock:
             key = (function, operation)
             self._seen[key] = count = self._seen.get(key, 0) + 1
-            call = Call(function, operation)
+            pooled = not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+            call = Call(function, operation, pooled=pooled, at=time.perf_counter())
             self.calls.append(call)
             plan = self.plan
             hit = (
@@ -355,7 +359,9 @@ class FaultWorld:
             self.injector.on_terminate = lambda: terminate_checks.append(self._terminate_check(instance_id))
             self.retry_waits.clear()
             self.injector.reset(plan)
-            self.attack(group_id)
+        # Outside the harness: Detect runs in this thread (the router invokes it synchronously).
+        self.attack(group_id)
+        with self.injector.harness():
             incidents = [i for i in self.ledger.list_incidents(limit=10_000) if i.instance_id == instance_id]
             execution = self._wait(incidents[0].incident_id) if len(incidents) == 1 else {"status": "NONE"}
             self.injector.plan = None

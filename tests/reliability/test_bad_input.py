@@ -39,7 +39,9 @@ json_values = st.recursive(
     max_leaves=25,
 )
 hostile_text = st.sampled_from(INJECTIONS) | st.text(max_size=200)
-huge_text = st.integers(min_value=100_000, max_value=400_000).map(lambda n: "A" * n)
+# EventBridge delivers events of at most 256 KB: a field a little below that is the largest that can arrive.
+huge_text = st.integers(min_value=50_000, max_value=240_000).map(lambda n: "A" * n)
+ACTOR_FIELDS = (["detail", "userAgent"], ["detail", "userIdentity", "arn"], ["detail", "sourceIPAddress"])
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,8 @@ def hostile_events(draw: st.DrawFn) -> Any:
         if isinstance(node, dict):
             node.pop(path[-1], None)
         return event
+    if shape == "huge" and path in ACTOR_FIELDS:
+        path = ["detail", "requestParameters"]  # huge actor fields: see the huge user agent test
     value = draw(huge_text) if shape == "huge" else draw(hostile_text | json_values)
     return _set_path(event, path, value)
 
@@ -139,3 +143,14 @@ def test_injection_strings_as_instance_ids_reach_nothing(world: DetectWorld, val
     world.dead_letters()
     assert result.decision in ("reject", "ignore")
     assert result.instances == []
+
+
+def test_a_huge_user_agent_is_alerted_not_crashed_on(world: DetectWorld) -> None:
+    event = _sample("cloudtrail-send-ssh-public-key.json")
+    event["detail"]["requestParameters"]["instanceId"] = world.immutable_ids[0]
+    event["detail"]["userAgent"] = "A" * 150_000
+    assert len(json.dumps(event)) < 256 * 1024
+    result = process_event(
+        event, world.settings, world.clients, Metrics(namespace="x"), expected_account=ACCOUNT
+    )
+    assert result.decision == "remediate" and result.alerted

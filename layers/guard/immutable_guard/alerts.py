@@ -3,12 +3,13 @@ the text; filter policies use the message attributes. Changing a field name is a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from immutable_guard.errors import AwsCallFailed
 from immutable_guard.ledger import now_iso
@@ -52,6 +53,17 @@ class Alert(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     console_links: dict[str, str] = Field(default_factory=dict)
     sent_at: str = Field(default_factory=now_iso)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Alert:
+        """SNS takes 256 KB. Event fields are the attacker's to choose (a 150 KB user agent fits in an
+        event), so no field may make the alert itself fail."""
+        self.actor = {k: _clip(v) for k, v in self.actor.items()}
+        self.event = {k: _clip(v) for k, v in self.event.items()}
+        self.summary = _clip(self.summary, 4_000)  # type: ignore[assignment]
+        self.evidence = _bounded_dict(self.evidence)
+        self.details = _bounded_dict(self.details)
+        return self
 
     def subject(self) -> str:
         target = ", ".join(self.instance_ids) or self.account
@@ -99,6 +111,19 @@ class Alert(BaseModel):
             "account": self.account,
         }
         return {k: {"DataType": "String", "StringValue": v} for k, v in values.items()}
+
+
+def _clip(value: Any, limit: int = 1_000) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"... ({len(value)} characters)"
+    return value
+
+
+def _bounded_dict(value: dict[str, Any], limit: int = 20_000) -> dict[str, Any]:
+    text = json.dumps(value, default=str)
+    if len(text) <= limit:
+        return value
+    return {"truncated": True, "sha256": hashlib.sha256(text.encode()).hexdigest(), "prefix": text[:limit]}
 
 
 def console_links(region: str, instance_ids: list[str], incident_id: str | None) -> dict[str, str]:

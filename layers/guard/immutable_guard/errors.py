@@ -114,8 +114,9 @@ def is_transient(error: BaseException | None) -> bool:
 def retry_transient_aws_errors(handler: _Handler) -> _Handler:
     """Let the state machine tell passing AWS failures from lasting ones by the error's class name.
 
-    A step raises AwsCallFailed (or lets a ClientError escape); this re-raises a transient one as
-    AwsCallThrottled, which the ASL retries with back-off, and a lasting one as AwsCallFailed.
+    A step raises a GuardError caused by an AWS failure (or lets a ClientError escape); this re-raises a
+    transient one as AwsCallThrottled, which the ASL retries with back-off, and a lasting one unchanged
+    (an escaped ClientError as AwsCallFailed).
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -125,9 +126,10 @@ def retry_transient_aws_errors(handler: _Handler) -> _Handler:
             return handler(*args, **kwargs)
         except AwsCallThrottled:
             raise
-        except AwsCallFailed as exc:
+        except GuardError as exc:
+            # e.g. IsolationFailed because one call was throttled: worth another try, not an incident failure
             if is_transient(exc.__cause__):
-                raise AwsCallThrottled(str(exc)) from exc.__cause__
+                raise AwsCallThrottled(f"{type(exc).__name__}: {exc}") from exc.__cause__
             raise
         except (ClientError, BotoCoreError) as exc:
             kind = AwsCallThrottled if is_transient(exc) else AwsCallFailed

@@ -81,9 +81,16 @@ def notify_stage(
         }
         ledger.record_stage(event.incident_id, "failed", Status.FAILED, detail)
         metrics.add_metric(name="RemediationFailures", unit=MetricUnit.Count, value=1)
+        # Nuke may have acted before it failed (e.g. its ledger write after terminating); say so.
+        after_nuke = event.failed_step in ("Nuke", "Close")
+        terminated = (
+            "The instance may already be terminated or stopped: check it. "
+            if after_nuke
+            else "Nothing was terminated. "
+        )
         summary = (
             f"Step {event.failed_step or 'unknown'} failed with {error.get('Error', 'an unknown error')}: "
-            f"{_cause(error)}. Nothing was terminated. "
+            f"{_cause(error)}. {terminated}"
             + (
                 "The server stays isolated; a person must finish the remediation."
                 if contained
@@ -91,7 +98,7 @@ def notify_stage(
             )
         )
         actions = [
-            "nothing terminated",
+            "termination state unknown: check the instance" if after_nuke else "nothing terminated",
             "instance stays quarantined" if contained else "isolation NOT confirmed",
         ]
 

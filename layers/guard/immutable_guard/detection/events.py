@@ -248,6 +248,11 @@ def parse_event(raw: object) -> ParsedEvent:
     for key in ("detail-type", "source", "detail"):
         if key not in raw:
             raise InvalidEvent(f"not an EventBridge event: missing {key!r}")
+    source = raw["source"]
+    # Only AWS services can put events with an "aws." source; anyone can PutEvents any other source
+    # (or invoke the function directly). The rules filter on it too; this is the second lock.
+    if not isinstance(source, str) or not source.startswith("aws."):
+        raise InvalidEvent(f"refused: source {str(source)[:80]!r} is not an AWS service")
     detail_type = raw["detail-type"]
     if not isinstance(detail_type, str):
         raise InvalidEvent(f"not an EventBridge event: 'detail-type' is a {type(detail_type).__name__}")

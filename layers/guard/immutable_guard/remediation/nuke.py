@@ -199,6 +199,11 @@ def nuke_instance(
     sha256, recorded_replacement = _verify_ledger(ledger, incident_id, instance_id, snapshot_ids)
     replacement_ids = _verify_replacement(clients, instance_id, recorded_replacement, replacement)
 
+    # Write the intent before the irreversible act: a ledger we cannot write to stops us here, instead
+    # of leaving a terminated instance that the ledger (and the failure alert) know nothing about.
+    ledger.record_stage(
+        incident_id, "nuke_started", details={"action": action.value, "snapshot_ids": snapshot_ids}
+    )
     _act(clients, instance_id, action)
     done = _RESULT_ACTION[action]
     result = {

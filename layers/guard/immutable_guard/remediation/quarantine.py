@@ -456,6 +456,24 @@ def _set_groups(ec2: EC2Client, eni_id: str, group_ids: list[str]) -> None:
             ) from exc
 
 
+def _finish_isolation(ec2: EC2Client, eni_id: str, isolation: str, previous: list[str]) -> None:
+    """Second step of the swap. The passthrough group allows all traffic: whatever fails here, the ENI
+    must not stay on it. Try the isolation group once more, else put the previous groups back, then fail."""
+    try:
+        _set_groups(ec2, eni_id, [isolation])
+        return
+    except IsolationFailed as first:
+        for fallback in ([isolation], previous):
+            try:
+                ec2.modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=fallback)
+            except ClientError:
+                continue
+            if fallback == [isolation]:
+                return
+            break
+        raise first
+
+
 def isolate_network_interfaces(
     ec2: EC2Client, observed: ObservedInstance, actions: list[str]
 ) -> dict[str, str]:
@@ -479,7 +497,7 @@ def isolate_network_interfaces(
             actions.append(f"{eni['NetworkInterfaceId']} already isolated")
             continue
         _set_groups(ec2, eni["NetworkInterfaceId"], [passthrough])
-        _set_groups(ec2, eni["NetworkInterfaceId"], [isolation])
+        _finish_isolation(ec2, eni["NetworkInterfaceId"], isolation, current)
         actions.append(f"isolated {eni['NetworkInterfaceId']} (was {', '.join(current) or 'no group'})")
     return {vpc: ids[1] for vpc, ids in by_vpc.items()}
 
