@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools import Metrics
+from botocore.exceptions import ClientError
 from immutable_guard.clients import Clients
+from immutable_guard.errors import AwsCallFailed
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.model import Mode
 from immutable_guard.pipeline import process_event
@@ -267,3 +269,26 @@ def test_config_reporting_our_own_quarantine_opens_nothing(world: World) -> None
     # Then
     assert (result["decision"], result["reason"]) == ("ignore", "already_quarantined")
     assert world.executions() == []
+
+
+def test_a_detected_alert_lost_to_a_failure_is_sent_by_the_retried_delivery(world: World) -> None:
+    # Given the first delivery opened the incident and started the remediation, then SNS failed
+    event = world.event("cloudtrail-send-ssh-public-key.json")
+    real_publish = world.aws.sns.publish
+
+    def failing_publish(**_: Any) -> Any:
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "Publish")
+
+    world.aws.sns.publish = failing_publish  # type: ignore[method-assign]
+    with pytest.raises(AwsCallFailed):
+        world.process(event)
+    assert len(world.executions()) == 1  # isolation did not wait for the alert
+    # When Lambda retries the event
+    world.aws.sns.publish = real_publish  # type: ignore[method-assign]
+    result = world.process(event)
+    # Then the same incident is resumed and the team finally gets its alert, once
+    assert [i["outcome"] for i in result["instances"]] == ["resumed"]
+    assert [a["stage"] for a in world.alerts()] == ["detected"]
+    assert len(world.executions()) == 1
+    world.process(event)
+    assert world.alerts() == []

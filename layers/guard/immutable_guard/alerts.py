@@ -60,7 +60,7 @@ class Alert(BaseModel):
         event), so no field may make the alert itself fail."""
         self.actor = {k: _clip(v) for k, v in self.actor.items()}
         self.event = {k: _clip(v) for k, v in self.event.items()}
-        self.summary = _clip(self.summary, 4_000)  # type: ignore[assignment]
+        self.summary = _clip(self.summary, 4_000)
         self.evidence = _bounded_dict(self.evidence)
         self.details = _bounded_dict(self.details)
         return self

@@ -132,6 +132,10 @@ class Triage:
             )
             if existing.mode == Mode.ENFORCE.value:
                 outcome.execution_arn = self._start_remediation(finding, instance_id, incident_id)
+            if "alerted" not in existing.timeline:
+                result.alerted = self._detected_alert(
+                    finding, incident_id, instance_id, Mode(existing.mode), result
+                )
             return outcome
 
         mode = self._settings.mode
@@ -169,6 +173,19 @@ class Triage:
                 instance_id=instance_id, incident_id=opened.incident_id, outcome="duplicate", mode=mode.value
             )
 
+        outcome = InstanceOutcome(
+            instance_id=instance_id, incident_id=incident_id, outcome="opened", mode=mode.value
+        )
+        # Remediation first, the alert after: the instance is isolated sooner, and a failed alert is
+        # sent again by the retried delivery (the ledger knows whether it went out).
+        if mode is Mode.ENFORCE:
+            outcome.execution_arn = self._start_remediation(finding, instance_id, incident_id)
+        result.alerted = self._detected_alert(finding, incident_id, instance_id, mode, result)
+        return outcome
+
+    def _detected_alert(
+        self, finding: Finding, incident_id: str, instance_id: str, mode: Mode, result: TriageResult
+    ) -> bool:
         alert = self._alert(
             finding, "detected", incident_id, [instance_id], Decision.REMEDIATE.value, mode.value
         )
@@ -179,14 +196,8 @@ class Triage:
             Mode.NOTIFY_ONLY: ["notify-only: nothing was changed; a person must investigate and replace it"],
         }[mode]
         publish_alert(self._sns, self._settings.alert_topic_arn, alert)
-        result.alerted = True
-
-        outcome = InstanceOutcome(
-            instance_id=instance_id, incident_id=incident_id, outcome="opened", mode=mode.value
-        )
-        if mode is Mode.ENFORCE:
-            outcome.execution_arn = self._start_remediation(finding, instance_id, incident_id)
-        return outcome
+        self._ledger.record_stage(incident_id, "alerted")
+        return True
 
     def _start_remediation(self, finding: Finding, instance_id: str, incident_id: str) -> str:
         payload = {

@@ -202,7 +202,7 @@ def nuke_instance(
     # Write the intent before the irreversible act: a ledger we cannot write to stops us here, instead
     # of leaving a terminated instance that the ledger (and the failure alert) know nothing about.
     ledger.record_stage(
-        incident_id, "nuke_started", details={"action": action.value, "snapshot_ids": snapshot_ids}
+        incident_id, "nuke_started", details={"action": str(action), "snapshot_ids": snapshot_ids}
     )
     _act(clients, instance_id, action)
     done = _RESULT_ACTION[action]
