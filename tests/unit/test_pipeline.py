@@ -292,3 +292,18 @@ def test_a_detected_alert_lost_to_a_failure_is_sent_by_the_retried_delivery(worl
     assert len(world.executions()) == 1
     world.process(event)
     assert world.alerts() == []
+
+
+def test_an_account_level_alert_lost_to_a_failure_is_sent_on_redelivery(world: World) -> None:
+    event = world.event("cloudtrail-import-key-pair.json")
+    real_publish = world.aws.sns.publish
+
+    def failing_publish(**_: Any) -> Any:
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "Publish")
+
+    world.aws.sns.publish = failing_publish  # type: ignore[method-assign]
+    with pytest.raises(AwsCallFailed):
+        world.process(event)
+    world.aws.sns.publish = real_publish  # type: ignore[method-assign]
+    world.process(event)
+    assert [(a["kind"], a["decision"]) for a in world.alerts()] == [("key_pair_added", "alert")]

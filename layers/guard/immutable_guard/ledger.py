@@ -109,6 +109,13 @@ class IncidentLedger:
             raise AwsCallFailed(f"ledger {self._table}: cannot record event {event_id}: {exc}") from exc
         return True
 
+    def forget_sighting(self, event_id: str) -> None:
+        """Undo first_sighting when handling the event failed, so its redelivery is handled again."""
+        try:
+            self._db.delete_item(TableName=self._table, Key={"pk": {"S": f"EVENT#{event_id}"}})
+        except ClientError as exc:
+            raise AwsCallFailed(f"ledger {self._table}: cannot forget event {event_id}: {exc}") from exc
+
     def open_incident(self, incident: Incident, lock_seconds: int = LOCK_TTL_SECONDS) -> OpenResult:
         """Open an incident unless the instance already has an open one (lock + record, atomically).
 

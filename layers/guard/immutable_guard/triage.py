@@ -110,7 +110,11 @@ class Triage:
         alert = self._alert(finding, "detected", None, [], Decision.ALERT.value, self._settings.mode.value)
         alert.reason = result.reason
         alert.actions = ["alert only: this change is account-level and names no instance to remediate"]
-        publish_alert(self._sns, self._settings.alert_topic_arn, alert)
+        try:
+            publish_alert(self._sns, self._settings.alert_topic_arn, alert)
+        except Exception:
+            self._ledger.forget_sighting(finding.event_id)  # the retried delivery must alert
+            raise
         result.alerted = True
         return result
 
