@@ -81,7 +81,9 @@ class CloudTrailDetail(_AwsModel):
 # ---------------------------------------------------------------- Config
 
 
-class ConfigurationItem(_AwsModel):
+class _ItemHeader(_AwsModel):
+    """What a configuration item and an oversized notification's summary both say about the resource."""
+
     configuration_item_version: str | None = Field(default=None, alias="configurationItemVersion")
     configuration_item_capture_time: str | None = Field(default=None, alias="configurationItemCaptureTime")
     configuration_state_id: int | str | None = Field(default=None, alias="configurationStateId")
@@ -92,6 +94,9 @@ class ConfigurationItem(_AwsModel):
     resource_name: str | None = Field(default=None, alias="resourceName")
     arn: str | None = Field(default=None, alias="ARN")
     aws_region: str | None = Field(default=None, alias="awsRegion")
+
+
+class ConfigurationItem(_ItemHeader):
     availability_zone: str | None = Field(default=None, alias="availabilityZone")
     tags: dict[str, str] | None = None
     relationships: list[dict[str, Any]] | None = None
@@ -102,20 +107,10 @@ class ConfigurationItem(_AwsModel):
     )
 
 
-class ConfigurationItemSummary(_AwsModel):
+class ConfigurationItemSummary(_ItemHeader):
     """What an oversized notification carries instead of the item: no configuration, no tags."""
 
     change_type: str | None = Field(default=None, alias="changeType")
-    configuration_item_version: str | None = Field(default=None, alias="configurationItemVersion")
-    configuration_item_capture_time: str | None = Field(default=None, alias="configurationItemCaptureTime")
-    configuration_state_id: int | str | None = Field(default=None, alias="configurationStateId")
-    aws_account_id: str | None = Field(default=None, alias="awsAccountId")
-    configuration_item_status: str | None = Field(default=None, alias="configurationItemStatus")
-    resource_type: str = Field(alias="resourceType")
-    resource_id: str = Field(alias="resourceId")
-    resource_name: str | None = Field(default=None, alias="resourceName")
-    arn: str | None = Field(default=None, alias="ARN")
-    aws_region: str | None = Field(default=None, alias="awsRegion")
 
 
 class ConfigurationItemDiff(_AwsModel):
