@@ -124,7 +124,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_drill(args: argparse.Namespace) -> int:
-    from immutable_guard.drill import run_drill_command
+    from immutable_guard.drill.command import run_drill_command
 
     return run_drill_command(args)
 
@@ -192,13 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--account", help="refuse events from other accounts")
     explain.set_defaults(func=_cmd_explain)
 
+    from immutable_guard.drill.command import SCENARIO_NAMES
+
     drill = sub.add_parser(
         "drill", help="run the Detect. Nuke. Replace. drill (default: on the embedded local AWS)"
     )
-    drill.add_argument("--stack", help="run against this deployed stack in a sandbox account instead")
+    drill.add_argument(
+        "--stack",
+        help="run against this deployed stack in a sandbox account instead: the drill creates its own "
+        "disposable workload there, attacks it with your credentials and deletes what it created",
+    )
     drill.add_argument("--region")
+    drill.add_argument(
+        "--pipeline-role",
+        metavar="ROLE_ARN",
+        help="with --stack: an allow-listed role to assume for the allow-listed scenario",
+    )
     drill.add_argument("--json", action="store_true", help="print the report as JSON")
-    drill.add_argument("--scenario", action="append", help="run only these scenarios (repeatable)")
+    drill.add_argument(
+        "--scenario", action="append", choices=SCENARIO_NAMES, help="run only these scenarios (repeatable)"
+    )
     drill.set_defaults(func=_cmd_drill)
 
     incidents = sub.add_parser("incidents", help="list incidents and their stages")

@@ -1,0 +1,122 @@
+"""The drill's world on the embedded local AWS: two guards (enforce and dry-run) deployed from
+template.yaml, the golden workload, and an attacker whose calls become CloudTrail records routed
+through each guard's own EventBridge rules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from immutable_guard.drill.report import Progress
+from immutable_guard.drill.scenarios import Drill
+from immutable_guard.drill.world import LOCAL_PACE, Guard, deploy_workload, subscribe_queue
+
+if TYPE_CHECKING:
+    from immutable_guard.local import EventRouter
+    from immutable_guard.local.trail import Actor, CloudTrailEmitter
+
+WORKLOAD_STACK = "golden-workload"
+ATTACKER_ARN = "arn:aws:sts::{account}:assumed-role/attacker/stolen-session"
+PIPELINE_ROLE = "arn:aws:iam::{account}:role/deploy-pipeline"
+PIPELINE_SESSION = "arn:aws:sts::{account}:assumed-role/deploy-pipeline/build-1042"
+
+# The drill's guard: enforce, fast polls, an allow-listed pipeline, room for every scenario's incidents.
+LOCAL_PARAMETERS = {
+    "Mode": "enforce",
+    "SnapshotPollSeconds": "1",
+    "ReplacementPollSeconds": "1",
+    "MaxPolls": "60",
+    "MaxIncidentsPerHour": "20",
+    "PostEvidenceAction": "terminate",
+}
+
+
+class LocalAttacks:
+    """Attacks on the local AWS: calls made through the emitter's sessions, and the calls moto does not
+    serve (SSM sessions, Config) recorded as AWS would record them, all delivered to one guard's rules."""
+
+    def __init__(
+        self, router: EventRouter, emitter: CloudTrailEmitter, attacker: Actor, pipeline: Actor
+    ) -> None:
+        from immutable_guard.local import config_items
+
+        self._router = router
+        self._emitter = emitter
+        self._attacker = attacker
+        self._pipeline = pipeline
+        self._config_items = config_items
+
+    def attacker(self) -> boto3.Session:
+        return self._emitter.session(self._attacker)
+
+    def pipeline(self) -> boto3.Session:
+        return self._emitter.session(self._pipeline)
+
+    def push_ssh_key(self, instance_id: str) -> None:
+        self._emitter.emit(
+            self._attacker,
+            "ec2-instance-connect.amazonaws.com",
+            "SendSSHPublicKey",
+            {
+                "instanceId": instance_id,
+                "instanceOSUser": "ec2-user",
+                "sshPublicKey": "ssh-ed25519 AAAA attacker",
+            },
+        )
+
+    def open_shell(self, instance_id: str) -> None:
+        self._emitter.emit(self._attacker, "ssm.amazonaws.com", "StartSession", {"target": instance_id})
+
+    def change_watched_file(self, instance_id: str, path: str) -> None:
+        self._router.put(self._config_items.file_changed(instance_id, path, size=3311))
+
+    def deliver_again(self) -> None:
+        self._router.put(self._emitter.events[-1])
+
+    def report_instance_change(self, instance: dict[str, Any], changed: dict[str, Any]) -> list[str] | None:
+        return list(self._router.put(self._config_items.instance_changed(instance, changed)))
+
+
+@contextmanager
+def local_drill(progress: Progress) -> Iterator[Drill]:
+    """The embedded local AWS with two guards (enforce and dry-run) and the golden workload."""
+    from immutable_guard.local import EventRouter, LocalAws
+    from immutable_guard.local.trail import Actor, CloudTrailEmitter
+
+    with LocalAws() as aws:
+        began = time.monotonic()
+        clients = aws.clients()
+        account = clients.sts.get_caller_identity()["Account"]
+        parameters = {**LOCAL_PARAMETERS, "AllowedPrincipalArns": PIPELINE_ROLE.format(account=account)}
+        deployment = aws.deploy(parameters)
+        # A second stack in the same region, as a real one would be: it relies on the first one's trail
+        # and Config recorder (a region allows one recorder) and inventory association.
+        second_stack = {
+            "CreateTrail": "false",
+            "CreateConfigRecorder": "false",
+            "CreateInventoryAssociation": "false",
+        }
+        dry_deployment = aws.deploy(
+            {**parameters, **second_stack, "Mode": "dry-run"}, stack_name="immutable-guard-dry-run"
+        )
+        progress.say(f"local AWS on {aws.endpoint_url}: template.yaml deployed twice (enforce, dry-run)")
+        attacker = Actor(arn=ATTACKER_ARN.format(account=account))
+        pipeline = Actor(arn=PIPELINE_SESSION.format(account=account), user_agent="deploy-pipeline/1.0")
+        guards = []
+        for n, d in enumerate((deployment, dry_deployment)):
+            router = EventRouter(d, aws.session())
+            attacks = LocalAttacks(router, CloudTrailEmitter(router.put), attacker, pipeline)
+            queue_url, _ = subscribe_queue(clients, d.outputs["AlertTopicArn"], f"team-{n}")
+            guards.append(Guard(clients, dict(d.outputs), dict(d.parameters), queue_url, attacks, LOCAL_PACE))
+        body = (aws.repo_root / "examples" / "golden-workload.yaml").read_text()
+        workload = deploy_workload(clients, body, WORKLOAD_STACK)
+        progress.say(
+            f"golden workload deployed: group {workload.group_name}, "
+            f"standalone {workload.standalone_instance_id} "
+            f"({time.monotonic() - began:.1f} s)"
+        )
+        yield Drill(clients, guards[0], guards[1], workload, progress)

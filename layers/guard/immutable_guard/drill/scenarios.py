@@ -1,0 +1,420 @@
+"""The drill's scenarios: attacks on a golden-image workload, and proof, read back from the AWS APIs,
+that Immutable Guard detected, alerted, contained, preserved evidence, replaced and nuked — or rightly
+did nothing. They run unchanged on the embedded local AWS and in a sandbox account (see world.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from immutable_guard.clients import Clients
+from immutable_guard.drill.report import Check, Progress, ScenarioReport, ScenarioSkipped, timeline
+from immutable_guard.drill.world import Attacks, Guard, IsolationWatch, Workload
+
+EVIDENCE_TAG = "immutable-guard:incident"
+WATCHED_FILE = "/etc/ssh/sshd_config"
+
+# What the old instance must look like once the remediation is over, per PostEvidenceAction.
+FINAL_STATES = {
+    "terminate": ("old instance terminated", ("shutting-down", "terminated")),
+    "stop": ("old instance stopped", ("stopping", "stopped")),
+    "keep": ("old instance kept for forensics", ("running",)),
+}
+
+
+class Drill:
+    """Runs the scenarios against an enforcing guard and a dry-run guard, on one workload. A guard that
+    is not there (None) makes its scenarios skip, with `missing[mode]` as the reason."""
+
+    def __init__(
+        self,
+        clients: Clients,
+        guard: Guard | None,
+        dry_run_guard: Guard | None,
+        workload: Workload,
+        progress: Progress,
+        missing: dict[str, str] | None = None,
+    ) -> None:
+        self.clients = clients
+        self.guard = guard
+        self.dry_run_guard = dry_run_guard
+        self.workload = workload
+        self.progress = progress
+        self.missing = missing or {}
+        self.touched: set[str] = set()
+        self.volumes_seen: set[str] = set()  # every volume an attacked instance had: cleanup's to find
+
+    # ------------------------------------------------------------------ helpers
+    def enforcing(self) -> Guard:
+        if self.guard is None:
+            raise ScenarioSkipped(self.missing.get("enforce", "no guard in enforce mode"))
+        return self.guard
+
+    def group_members(self) -> list[str]:
+        group = self.clients.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.workload.group_name]
+        )
+        return sorted(
+            i["InstanceId"]
+            for i in group["AutoScalingGroups"][0]["Instances"]
+            if i["LifecycleState"] == "InService"
+        )
+
+    def fresh_member(self) -> str:
+        """An in-service group member that no scenario has touched yet."""
+        for instance_id in self.group_members():
+            if instance_id not in self.touched:
+                self.touched.add(instance_id)
+                return instance_id
+        raise RuntimeError(f"no untouched in-service member left in {self.workload.group_name}")
+
+    def volumes(self, instance_id: str) -> list[str]:
+        """The instance's EBS volumes now, before the attack: what the evidence must cover."""
+        mappings = self.instance(instance_id).get("BlockDeviceMappings", [])
+        volumes = [m["Ebs"]["VolumeId"] for m in mappings if "Ebs" in m]
+        self.volumes_seen.update(volumes)
+        return volumes
+
+    def instance(self, instance_id: str) -> dict[str, Any]:
+        reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        return reservations[0]["Instances"][0]  # type: ignore[return-value]
+
+    def incident_ids(self, guard: Guard) -> set[str]:
+        return {i.incident_id for i in guard.ledger.list_incidents(limit=1000)}
+
+    # ------------------------------------------------------------------ verification of one remediation
+    def verify_remediation(
+        self,
+        report: ScenarioReport,
+        guard: Guard,
+        instance_id: str,
+        attack_started: float,
+        watch: IsolationWatch | None,
+        volumes: list[str],
+        replaced_by: str = "auto_scaling_group",
+    ) -> None:
+        incidents = guard.incidents_for(instance_id)
+        if not report.expect("one incident opened", len(incidents) == 1, f"{len(incidents)} incident(s)"):
+            return
+        incident = incidents[0]
+        report.incidents.append(incident.incident_id)
+        execution = guard.wait_for_execution(incident.incident_id)
+        report.expect("remediation succeeded", execution["status"] == "SUCCEEDED", execution["status"])
+        incident = guard.ledger.get(incident.incident_id)
+
+        if watch is not None:
+            observed = watch.observed
+            isolated = (
+                observed is not None
+                and bool(observed)
+                and all(len(groups) == 1 and groups[0] in watch.isolation_group_ids for groups in observed)
+            )
+            report.expect(
+                "isolated (every ENI read from EC2 while quarantined)",
+                isolated,
+                "never observed before nuke" if observed is None else f"ENI groups {observed}",
+            )
+
+        snapshots = self.clients.ec2.describe_snapshots(
+            OwnerIds=["self"], Filters=[{"Name": f"tag:{EVIDENCE_TAG}", "Values": [incident.incident_id]}]
+        )["Snapshots"]
+        report.expect(
+            "snapshots completed for every volume",
+            bool(snapshots)
+            and all(s["State"] == "completed" for s in snapshots)
+            and bool(volumes)
+            and {s["VolumeId"] for s in snapshots} >= set(volumes),
+            f"{len(snapshots)} snapshot(s) for {len(volumes)} volume(s)",
+        )
+
+        manifest_key = f"incidents/{incident.incident_id}/manifest.json"
+        try:
+            body = self.clients.s3.get_object(Bucket=guard.outputs["EvidenceBucketName"], Key=manifest_key)[
+                "Body"
+            ]
+            digest = hashlib.sha256(body.read()).hexdigest()
+            recorded = json.dumps(incident.details.get("evidence_complete", {}))
+            report.expect("manifest stored, SHA-256 as in the ledger", digest in recorded, digest[:16])
+        except Exception as exc:
+            report.expect("manifest stored, SHA-256 as in the ledger", False, str(exc))
+
+        name, states = FINAL_STATES[guard.post_evidence_action]
+        old_state = self.instance(instance_id)["State"]["Name"]
+        report.expect(name, old_state in states, old_state)
+
+        if replaced_by == "auto_scaling_group":
+            group = self.clients.autoscaling.describe_auto_scaling_groups(
+                AutoScalingGroupNames=[self.workload.group_name]
+            )["AutoScalingGroups"][0]
+            healthy = [
+                i["InstanceId"]
+                for i in group["Instances"]
+                if i["LifecycleState"] == "InService" and i["HealthStatus"] == "Healthy"
+            ]
+            report.expect(
+                "group back to desired capacity with fresh instances",
+                len(healthy) >= group["DesiredCapacity"] and instance_id not in healthy,
+                f"{len(healthy)}/{group['DesiredCapacity']} healthy",
+            )
+        else:
+            resource = self.clients.cloudformation.describe_stack_resource(
+                StackName=self.workload.stack_name, LogicalResourceId="StandaloneServer"
+            )["StackResourceDetail"]
+            new_id = resource["PhysicalResourceId"]
+            new_state = self.instance(new_id)["State"]["Name"] if new_id != instance_id else "same instance"
+            report.expect(
+                "stack replaced the instance",
+                new_id != instance_id and new_state == "running",
+                f"{new_id}: {new_state}",
+            )
+
+        wanted = {"detected", "contained", "closed"}
+
+        def stages_of(alerts: list[dict[str, Any]]) -> list[str]:
+            return [a["stage"] for a in alerts if a.get("incident_id") == incident.incident_id]
+
+        alerts = guard.wait_for_alerts(lambda received: wanted <= set(stages_of(received)))
+        stages = stages_of(alerts)
+        report.expect(
+            "alerts received by a subscriber (detected, contained, closed)",
+            wanted <= set(stages),
+            ", ".join(stages) or "none",
+        )
+        ours = [a for a in alerts if a.get("incident_id") == incident.incident_id]
+        report.timeline_ms = timeline(incident, ours, attack_started)
+
+    # ------------------------------------------------------------------ scenarios
+    def port_opened(self, report: ScenarioReport) -> None:
+        guard = self.enforcing()
+        members = self.group_members()
+        self.touched.update(members)
+        standalone_id = self.workload.standalone_instance_id
+        targets = [*members, standalone_id]
+        volumes = {i: self.volumes(i) for i in targets}
+        started = time.time()
+        guard.attacks.attacker().client("ec2").authorize_security_group_ingress(
+            GroupId=self.workload.security_group_id,
+            IpPermissions=[
+                {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+            ],
+        )
+        found = guard.wait_for_incidents(targets)
+        reached = [i for i in targets if found[i]]
+        report.expect(
+            "the group change reaches every immutable instance using it",
+            len(reached) == len(targets),
+            f"{len(reached)}/{len(targets)} with an incident",
+        )
+        watch_target = members[0]
+        if not found[watch_target]:
+            return
+        watch = IsolationWatch(
+            self.clients,
+            watch_target,
+            guard.execution_arn(found[watch_target][0].incident_id),
+            guard.pace.poll_seconds,
+        )
+        with watch:
+            self.verify_remediation(report, guard, watch_target, started, watch, volumes[watch_target])
+        for other in members[1:]:
+            sub = ScenarioReport("", "")
+            self.verify_remediation(sub, guard, other, started, None, volumes[other])
+            report.expect(
+                f"{other} remediated too", sub.passed, "; ".join(c.name for c in sub.checks if not c.passed)
+            )
+            report.incidents += sub.incidents
+        standalone = ScenarioReport("", "")
+        self.verify_remediation(
+            standalone, guard, standalone_id, started, None, volumes[standalone_id], "cloudformation"
+        )
+        report.checks += [Check(f"standalone: {c.name}", c.passed, c.detail) for c in standalone.checks]
+        report.incidents += standalone.incidents
+        rules = self.clients.ec2.describe_security_groups(GroupIds=[self.workload.security_group_id])
+        open_to_world = [
+            p
+            for p in rules["SecurityGroups"][0]["IpPermissions"]
+            if p.get("FromPort") == 22 and any(r.get("CidrIp") == "0.0.0.0/0" for r in p.get("IpRanges", []))
+        ]
+        report.expect(
+            "offending rule revoked from the group", not open_to_world, f"{len(open_to_world)} left"
+        )
+
+    def _instance_attack(self, report: ScenarioReport, attack: Callable[[Attacks, str], None]) -> None:
+        guard = self.enforcing()
+        instance_id = self.fresh_member()
+        volumes = self.volumes(instance_id)
+        started = time.time()
+        try:
+            attack(guard.attacks, instance_id)
+        except ScenarioSkipped:
+            self.touched.discard(instance_id)
+            raise
+        incidents = guard.wait_for_incidents([instance_id])[instance_id]
+        if not incidents:
+            report.expect("one incident opened", False, "no incident")
+            return
+        watch = IsolationWatch(
+            self.clients, instance_id, guard.execution_arn(incidents[0].incident_id), guard.pace.poll_seconds
+        )
+        with watch:
+            self.verify_remediation(report, guard, instance_id, started, watch, volumes)
+
+    def ssh_key_pushed(self, report: ScenarioReport) -> None:
+        self._instance_attack(report, lambda attacks, instance_id: attacks.push_ssh_key(instance_id))
+
+    def shell_opened(self, report: ScenarioReport) -> None:
+        self._instance_attack(report, lambda attacks, instance_id: attacks.open_shell(instance_id))
+
+    def file_changed(self, report: ScenarioReport) -> None:
+        self._instance_attack(
+            report, lambda attacks, instance_id: attacks.change_watched_file(instance_id, WATCHED_FILE)
+        )
+
+    def allow_listed(self, report: ScenarioReport) -> None:
+        guard = self.enforcing()
+        pipeline = guard.attacks.pipeline()
+        members = self.group_members()
+        alerts_before = len(guard.alerts())
+        executions_before = set(guard.executions())
+        incidents_before = self.incident_ids(guard)
+        pipeline.client("ec2").authorize_security_group_ingress(
+            GroupId=self.workload.security_group_id,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 8443,
+                    "ToPort": 8443,
+                    "IpRanges": [{"CidrIp": self.workload.vpc_cidr}],
+                }
+            ],
+        )
+        # Nothing may happen; in an account, give the event time to arrive before believing it.
+        time.sleep(guard.pace.quiet_seconds)
+        watched = f"watched {guard.pace.quiet_seconds:.0f} s" if guard.pace.quiet_seconds else ""
+        new_incidents = self.incident_ids(guard) - incidents_before
+        report.expect("no incident opened", not new_incidents, ", ".join(sorted(new_incidents)) or watched)
+        report.expect("no remediation started", set(guard.executions()) == executions_before)
+        states = {m: self.instance(m)["State"]["Name"] for m in members}
+        report.expect(
+            "instances untouched and running", all(s == "running" for s in states.values()), str(states)
+        )
+        rules = self.clients.ec2.describe_security_groups(GroupIds=[self.workload.security_group_id])
+        kept = any(p.get("FromPort") == 8443 for p in rules["SecurityGroups"][0]["IpPermissions"])
+        report.expect("the pipeline's rule is kept", kept)
+        report.expect("no alert sent", len(guard.alerts()) == alerts_before)
+
+    def delivered_twice(self, report: ScenarioReport) -> None:
+        guard = self.enforcing()
+        instance_id = self.fresh_member()
+        volumes = self.volumes(instance_id)
+        started = time.time()
+        # The attacker lets the server route others' traffic (a real call, recorded by CloudTrail)...
+        guard.attacks.attacker().client("ec2").modify_instance_attribute(
+            InstanceId=instance_id, SourceDestCheck={"Value": False}
+        )
+        guard.attacks.deliver_again()  # ...delivered to Detect a second time...
+        changed = {"Configuration.SourceDestCheck": {"changeType": "UPDATE"}}
+        matched = guard.attacks.report_instance_change(self.instance(instance_id), changed)
+        if matched is not None:  # ...and Config reports it too
+            report.expect(
+                "Config's report reached Detect", bool(matched), ", ".join(matched) or "no rule matched"
+            )
+        incidents = guard.wait_for_incidents([instance_id])[instance_id]
+        report.expect("exactly one incident", len(incidents) == 1, f"{len(incidents)} incident(s)")
+        if not incidents:
+            return
+        names = [n for n in guard.executions() if n == incidents[0].incident_id]
+        report.expect("exactly one remediation", len(names) == 1, f"{len(names)} execution(s)")
+        # Config's report either joins the open incident or, once Contain has tagged the instance, is
+        # recognised as our own quarantine: both are right, and neither opens a second incident.
+        self.verify_remediation(report, guard, instance_id, started, None, volumes)
+        report.checks = [c for c in report.checks if c.name != "one incident opened"]
+        # Deliveries that arrive late (minutes, in an account) must not have opened another one either.
+        after = guard.incidents_for(instance_id)
+        report.expect("still one incident at the end", len(after) == 1, f"{len(after)} incident(s)")
+
+    def dry_run(self, report: ScenarioReport) -> None:
+        guard = self.dry_run_guard
+        if guard is None:
+            raise ScenarioSkipped(self.missing.get("dry-run", "no guard in dry-run mode"))
+        instance_id = self.fresh_member()
+        before = self.instance(instance_id)
+        groups_before = sorted(g["GroupId"] for eni in before["NetworkInterfaces"] for g in eni["Groups"])
+        executions_before = set(guard.executions())
+        try:
+            guard.attacks.push_ssh_key(instance_id)
+        except ScenarioSkipped:
+            self.touched.discard(instance_id)
+            raise
+        incidents = guard.wait_for_incidents([instance_id])[instance_id]
+        report.expect(
+            "decided and recorded as DRY_RUN",
+            len(incidents) == 1 and incidents[0].status.value == "DRY_RUN",
+            ", ".join(i.status.value for i in incidents) or "no incident",
+        )
+        if incidents:
+            report.incidents.append(incidents[0].incident_id)
+            report.expect("what would be done is recorded", bool(incidents[0].details.get("would_do")))
+
+        def dry_run_alert(alerts: list[dict[str, Any]]) -> bool:
+            return any(a["mode"] == "dry-run" and a["stage"] == "detected" for a in alerts)
+
+        alerts = guard.wait_for_alerts(dry_run_alert)
+        report.expect(
+            "alerted as dry-run",
+            dry_run_alert(alerts),
+            ", ".join(f"{a['stage']}/{a['mode']}" for a in alerts) or "no alert",
+        )
+        report.expect("no remediation started", set(guard.executions()) == executions_before)
+        after = self.instance(instance_id)
+        groups_after = sorted(g["GroupId"] for eni in after["NetworkInterfaces"] for g in eni["Groups"])
+        report.expect(
+            "instance unchanged (running, same groups, no snapshot)",
+            after["State"]["Name"] == "running"
+            and groups_after == groups_before
+            and not self.clients.ec2.describe_snapshots(
+                OwnerIds=["self"], Filters=[{"Name": "tag:immutable-guard:instance", "Values": [instance_id]}]
+            )["Snapshots"],
+            f"{after['State']['Name']}, groups {groups_after}",
+        )
+        self.touched.discard(instance_id)  # untouched: later scenarios may use it
+
+    SCENARIOS: tuple[tuple[str, str, str], ...] = (
+        ("port-opened", "port 22 opened to 0.0.0.0/0 on the workload's security group", "port_opened"),
+        ("ssh-key-pushed", "an SSH key pushed through EC2 Instance Connect", "ssh_key_pushed"),
+        ("shell-opened", "an SSM session started on an instance", "shell_opened"),
+        ("file-changed", "a watched file changed (SSM Inventory, reported by Config)", "file_changed"),
+        ("allow-listed", "the same kind of change by the allow-listed pipeline", "allow_listed"),
+        ("delivered-twice", "the same event delivered twice, and Config reporting it too", "delivered_twice"),
+        ("dry-run", "dry-run mode: decided and alerted, nothing changed", "dry_run"),
+    )
+
+    def run(self, only: list[str] | None = None) -> list[ScenarioReport]:
+        reports = []
+        for key, title, method in self.SCENARIOS:
+            if only and key not in only:
+                continue
+            report = ScenarioReport(key, title)
+            self.progress.say(f"▶ {key}: {title}")
+            began = time.monotonic()
+            try:
+                getattr(self, method)(report)
+            except ScenarioSkipped as skipped:
+                report.skipped = str(skipped)
+            except Exception as exc:
+                report.error = f"{type(exc).__name__}: {exc}"
+                self.progress.say(traceback.format_exc())
+            report.seconds = time.monotonic() - began
+            for check in report.checks:
+                self.progress.say(
+                    f"    {'✔' if check.passed else '✘'} {check.name}"
+                    + (f"  ({check.detail})" if check.detail else "")
+                )
+            detail = f": {report.skipped}" if report.skipped else f" in {report.seconds:.1f} s"
+            self.progress.say(f"  {report.result}{detail}")
+            reports.append(report)
+        return reports
