@@ -9,8 +9,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.canary.gate import evaluate
-from immutable_guard.canary.steps import GateRequest, correlation, parse_step
+from immutable_guard.canary.steps import GateRequest, correlation
 from immutable_guard.clients import Clients
+from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -26,7 +27,7 @@ def clients() -> Clients:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = parse_step(GateRequest, event)
+    request = parse_step_input(GateRequest, event, metrics)
     logger.append_keys(**correlation(request.plan))
     result = evaluate(clients().cloudwatch, request.plan, request.step, request.checks)
     metrics.add_metric(name=f"CanaryGate{result['verdict'].capitalize()}", unit=MetricUnit.Count, value=1)

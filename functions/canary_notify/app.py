@@ -9,8 +9,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.canary.alerts import CanaryStageEvent, notify
 from immutable_guard.canary.settings import CanaryNotifySettings
-from immutable_guard.canary.steps import correlation, parse_step
+from immutable_guard.canary.steps import correlation
 from immutable_guard.clients import Clients
+from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -26,7 +27,7 @@ def dependencies() -> tuple[CanaryNotifySettings, Clients]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = parse_step(CanaryStageEvent, event)
+    request = parse_step_input(CanaryStageEvent, event, metrics)
     logger.append_keys(**correlation(request.plan), stage=request.stage)
     settings, clients = dependencies()
     # arn:aws:lambda:REGION:ACCOUNT:function:NAME — the alert names the account without an STS call.

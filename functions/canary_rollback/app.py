@@ -8,9 +8,10 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from immutable_guard.canary.steps import RollbackRequest, correlation, parse_step
+from immutable_guard.canary.steps import RollbackRequest, correlation
 from immutable_guard.canary.traffic import rollback
 from immutable_guard.clients import Clients
+from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -26,7 +27,7 @@ def clients() -> Clients:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = parse_step(RollbackRequest, event)
+    request = parse_step_input(RollbackRequest, event, metrics)
     logger.append_keys(**correlation(request.plan))
     result = rollback(clients().lambda_, request.plan, request.failure)
     metrics.add_metric(name="CanaryRollbacks", unit=MetricUnit.Count, value=1)

@@ -9,9 +9,10 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from immutable_guard.canary.steps import ShiftRequest, correlation, parse_step
+from immutable_guard.canary.steps import ShiftRequest, correlation
 from immutable_guard.canary.traffic import promote, shift
 from immutable_guard.clients import Clients
+from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -27,7 +28,7 @@ def clients() -> Clients:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = parse_step(ShiftRequest, event)
+    request = parse_step_input(ShiftRequest, event, metrics)
     logger.append_keys(**correlation(request.plan), action=request.action)
     if request.action == "shift":
         result = shift(clients().lambda_, request.plan, request.index, request.revision_id)

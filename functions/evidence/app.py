@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
-from immutable_guard.errors import InvalidEvent, retry_transient_aws_errors
+from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.remediation.evidence import (
     EvidenceRequest,
@@ -18,7 +18,7 @@ from immutable_guard.remediation.evidence import (
     write_manifest,
 )
 from immutable_guard.settings import EvidenceSettings
-from pydantic import ValidationError
+from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -37,11 +37,7 @@ def dependencies() -> tuple[EvidenceSettings, Clients, IncidentLedger]:
 @metrics.log_metrics
 @retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        request = EvidenceRequest.model_validate(event)
-    except ValidationError as exc:
-        metrics.add_metric(name="InvalidRequests", unit=MetricUnit.Count, value=1)
-        raise InvalidEvent(f"evidence request is malformed: {exc}") from exc
+    request = parse_step_input(EvidenceRequest, event, metrics)
     settings, clients, ledger = dependencies()
     logger.append_keys(instance_id=request.instance_id, action=request.action)
     if request.action == "start":

@@ -11,6 +11,7 @@ from immutable_guard.clients import Clients
 from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.notify import StageEvent, notify_stage
 from immutable_guard.settings import StepSettings
+from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -28,4 +29,4 @@ def dependencies() -> tuple[StepSettings, Clients]:
 @retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, clients = dependencies()
-    return notify_stage(StageEvent.model_validate(event), settings, clients, metrics)
+    return notify_stage(parse_step_input(StageEvent, event, metrics), settings, clients, metrics)

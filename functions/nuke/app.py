@@ -9,11 +9,11 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
-from immutable_guard.errors import InvalidEvent, retry_transient_aws_errors
+from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.remediation.nuke import NukeRequest, nuke_instance
 from immutable_guard.settings import NukeSettings
-from pydantic import ValidationError
+from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -32,11 +32,7 @@ def dependencies() -> tuple[NukeSettings, Clients, IncidentLedger]:
 @metrics.log_metrics
 @retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        request = NukeRequest.model_validate(event)
-    except ValidationError as exc:
-        metrics.add_metric(name="InvalidRequests", unit=MetricUnit.Count, value=1)
-        raise InvalidEvent(f"nuke request is malformed: {exc}") from exc
+    request = parse_step_input(NukeRequest, event, metrics)
     settings, clients, ledger = dependencies()
     logger.append_keys(instance_id=request.instance_id)
     result = nuke_instance(

@@ -10,11 +10,11 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
-from immutable_guard.errors import InvalidEvent, retry_transient_aws_errors
+from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.remediation.quarantine import ContainRequest, quarantine_instance
 from immutable_guard.settings import StepSettings
-from pydantic import ValidationError
+from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -32,10 +32,7 @@ def dependencies() -> tuple[StepSettings, Clients]:
 @metrics.log_metrics
 @retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        request = ContainRequest.model_validate(event)
-    except ValidationError as exc:
-        raise InvalidEvent(f"not a Contain request: {exc}") from exc
+    request = parse_step_input(ContainRequest, event, metrics)
     logger.append_keys(instance_id=request.instance_id)
     settings, clients = dependencies()
     ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)

@@ -10,11 +10,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
-from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.remediation.release import ReleaseRequest, release_incident
 from immutable_guard.settings import ReleaseSettings
-from pydantic import ValidationError
+from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -31,10 +30,7 @@ def dependencies() -> tuple[ReleaseSettings, Clients]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        request = ReleaseRequest.model_validate(event)
-    except ValidationError as exc:
-        raise InvalidEvent(f'not a Release request (expected {{"incident_id": ...}}): {exc}') from exc
+    request = parse_step_input(ReleaseRequest, event, metrics)
     settings, clients = dependencies()
     ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
     result = release_incident(

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from immutable_guard.canary.errors import InvalidCanaryInput
+from immutable_guard.step_input import describe_errors
 
 MAX_STEP_PERCENT = 10.0
 DEFAULT_STEPS: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -165,20 +166,6 @@ def parse_request(document: Any) -> CanaryRequest:
         return CanaryRequest.model_validate(document)
     except ValidationError as exc:
         raise InvalidCanaryInput(f"invalid canary input: {describe_errors(exc)}") from exc
-
-
-def describe_errors(exc: ValidationError) -> str:
-    """pydantic's errors as `field: problem` phrases a person can act on."""
-    problems = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "input"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field (check its spelling)"
-        elif error["type"] == "missing":
-            message = "required field is missing"
-        problems.append(f"{field}: {message}")
-    return "; ".join(problems)
 
 
 def weight(percent: float) -> float:

@@ -3,12 +3,9 @@ with the field's name rather than a KeyError deep in the logic."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from immutable_guard.canary.plan import describe_errors
-from immutable_guard.errors import InvalidEvent
+from pydantic import BaseModel, ConfigDict
 
 
 class _Step(BaseModel):
@@ -30,16 +27,6 @@ class GateRequest(_Step):
 
 class RollbackRequest(_Step):
     failure: dict[str, Any] | None = None
-
-
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-def parse_step(model: type[_Model], event: Any) -> _Model:
-    try:
-        return model.model_validate(event)
-    except ValidationError as exc:
-        raise InvalidEvent(f"{model.__name__} is malformed: {describe_errors(exc)}") from exc
 
 
 def correlation(plan: dict[str, Any]) -> dict[str, str]:
