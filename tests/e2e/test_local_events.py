@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -123,3 +124,33 @@ def _matching(router: EventRouter, event: dict[str, object]) -> list[str]:
     from immutable_guard.patterns import matches
 
     return [rule.logical_id for rule in router.rules if matches(rule.pattern, event)]
+
+
+def test_stopping_the_guards_own_trail_is_alerted_through_the_template_rules(
+    local_aws: LocalAws, deployment: Deployment
+) -> None:
+    # Given the security team's queue on the alert topic and the trail the stack created
+    clients = local_aws.clients()
+    queue = clients.sqs.create_queue(QueueName="team-trail-watch")["QueueUrl"]
+    queue_arn = clients.sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    clients.sns.subscribe(TopicArn=deployment.outputs["AlertTopicArn"], Protocol="sqs", Endpoint=queue_arn)
+    cloudtrail = local_aws.session().client("cloudtrail")
+    trail = deployment.outputs["TrailName"]
+    router = EventRouter(deployment, local_aws.session())
+    attacker = CloudTrailEmitter(router.put).session(Actor())
+    try:
+        # When an attacker stops it, with a real call
+        attacker.client("cloudtrail").stop_logging(Name=trail)
+        # Then the DetectionDisabled rule delivered it to Detect, which alerted (and remediated nothing)
+        assert [rule for rule, _ in router.delivered] == ["DetectFunctionDetectionDisabled"]
+        assert cloudtrail.get_trail_status(Name=trail)["IsLogging"] is False
+        messages = clients.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+        alerts = [json.loads(json.loads(m["Body"])["Message"]) for m in messages]
+        assert [(a["kind"], a["severity"], a["decision"]) for a in alerts] == [
+            ("detection_disabled", "critical", "alert")
+        ]
+        assert trail in alerts[0]["summary"]
+    finally:
+        cloudtrail.start_logging(Name=trail)

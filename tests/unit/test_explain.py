@@ -17,6 +17,8 @@ EXPECTED = {
     "benign-failed-call.json": ("ignore", "no_rule_matched"),
     "benign-out-of-scope-instance.json": ("ignore", "out_of_scope"),
     "cloudtrail-import-key-pair.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-stop-logging.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-stop-configuration-recorder.json": ("alert", "account_level_alert_only"),
 }
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 

@@ -229,6 +229,18 @@ def test_an_event_from_another_account_is_refused(world: World) -> None:
     assert world.executions() == []
 
 
+def test_a_stopped_trail_is_alerted_once_as_critical_and_remediates_nothing(world: World) -> None:
+    event = world.event("cloudtrail-stop-logging.json")
+    assert world.process(event)["decision"] == "alert"
+    world.process(event)  # delivered again
+    alerts = world.alerts()
+    assert [(a["kind"], a["severity"], a["decision"]) for a in alerts] == [
+        ("detection_disabled", "critical", "alert")
+    ]
+    assert "StopLogging" in alerts[0]["summary"]
+    assert world.executions() == []
+
+
 def test_a_key_pair_is_alerted_once_and_remediates_nothing(world: World) -> None:
     event = world.event("cloudtrail-import-key-pair.json")
     assert world.process(event)["decision"] == "alert"

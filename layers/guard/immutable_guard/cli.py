@@ -31,7 +31,7 @@ def explain_event(
     from immutable_guard.detection.normalise import normalise
     from immutable_guard.detection.policy import Policy, judge
     from immutable_guard.detection.scope import InstanceInfo, OfflineInstanceDirectory, ScopeRule
-    from immutable_guard.model import Kind, Mode
+    from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Mode
     from immutable_guard.patterns import matches
     from immutable_guard.template import event_rules, parameter_defaults
 
@@ -62,7 +62,7 @@ def explain_event(
     )
     instances = OfflineInstanceDirectory().resolve(finding)
     assumed = None
-    if not instances and finding.resource_ids and finding.kind is not Kind.KEY_PAIR_ADDED:
+    if not instances and finding.resource_ids and finding.kind not in ACCOUNT_LEVEL_KINDS:
         # Offline nothing says which instances use a group, an ACL or an interface: assume an immutable
         # one does, and say so, rather than answer "out of scope" for what is unknown.
         instances = [InstanceInfo(instance_id=f"instances-using-{rid}") for rid in finding.resource_ids]

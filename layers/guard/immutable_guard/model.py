@@ -17,6 +17,12 @@ class Kind(StrEnum):
     INSTANCE_MODIFIED = "instance_modified"
     IAM_PROFILE_CHANGED = "iam_profile_changed"
     FILE_CHANGED = "file_changed"
+    # Someone blinded the sensors (CloudTrail, Config): no instance is changed, the guard may go deaf.
+    DETECTION_DISABLED = "detection_disabled"
+
+
+# Findings about the account, not about a running instance: alerted, never remediated.
+ACCOUNT_LEVEL_KINDS = frozenset({Kind.KEY_PAIR_ADDED, Kind.DETECTION_DISABLED})
 
 
 class Severity(StrEnum):

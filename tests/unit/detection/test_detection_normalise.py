@@ -38,6 +38,8 @@ KINDS_AND_SEVERITIES = [
     ("cloudtrail-associate-iam-instance-profile.json", Kind.IAM_PROFILE_CHANGED, Severity.HIGH),
     ("cloudtrail-replace-iam-instance-profile-association.json", Kind.IAM_PROFILE_CHANGED, Severity.HIGH),
     ("config-inventory-file-changed.json", Kind.FILE_CHANGED, Severity.HIGH),
+    ("cloudtrail-stop-logging.json", Kind.DETECTION_DISABLED, Severity.CRITICAL),
+    ("cloudtrail-stop-configuration-recorder.json", Kind.DETECTION_DISABLED, Severity.CRITICAL),
 ]
 
 
@@ -245,6 +247,50 @@ def test_a_created_key_pair_is_recognised_like_an_imported_one() -> None:
     assert finding.kind is Kind.KEY_PAIR_ADDED
     assert finding.resource_ids == ("key-0a1b2c3d4e5f67890",)
     assert finding.instance_ids == ()
+
+
+def test_a_stopped_trail_is_named_and_reaches_no_instance() -> None:
+    finding = finding_of(load_sample("cloudtrail-stop-logging.json"))
+    trail = "arn:aws:cloudtrail:us-east-1:111122223333:trail/immutable-guard-trail"
+    assert finding.resource_ids == (trail,)
+    assert finding.instance_ids == ()
+    assert finding.evidence == {"sensor": "trail", "target": trail}
+    assert finding.summary.startswith(f"StopLogging on trail '{trail}'")
+
+
+@pytest.mark.parametrize(
+    ("event_name", "request_parameters", "severity", "target"),
+    [
+        ("DeleteTrail", {"name": "org-trail"}, Severity.CRITICAL, "org-trail"),
+        ("PutEventSelectors", {"trailName": "org-trail", "eventSelectors": []}, Severity.HIGH, "org-trail"),
+    ],
+)
+def test_every_way_of_blinding_a_trail_is_recognised(
+    event_name: str, request_parameters: dict[str, Any], severity: Severity, target: str
+) -> None:
+    raw = load_sample("cloudtrail-stop-logging.json")
+    raw["detail"]["eventName"] = event_name
+    raw["detail"]["requestParameters"] = request_parameters
+    finding = finding_of(raw)
+    assert (finding.kind, finding.severity, finding.resource_ids) == (
+        Kind.DETECTION_DISABLED,
+        severity,
+        (target,),
+    )
+
+
+@pytest.mark.parametrize("event_name", ["DeleteConfigurationRecorder", "DeleteDeliveryChannel"])
+def test_every_way_of_blinding_config_is_recognised(event_name: str) -> None:
+    raw = load_sample("cloudtrail-stop-configuration-recorder.json")
+    raw["detail"]["eventName"] = event_name
+    field = "deliveryChannelName" if event_name == "DeleteDeliveryChannel" else "configurationRecorderName"
+    raw["detail"]["requestParameters"] = {field: "default"}
+    finding = finding_of(raw)
+    assert (finding.kind, finding.severity, finding.resource_ids) == (
+        Kind.DETECTION_DISABLED,
+        Severity.CRITICAL,
+        ("default",),
+    )
 
 
 def test_a_replaced_profile_names_the_instance_from_the_response() -> None:

@@ -147,6 +147,25 @@ def test_a_key_pair_is_alerted_not_remediated() -> None:
     assert (judgement.decision, judgement.reason) == (Decision.ALERT, "account_level_alert_only")
 
 
+@pytest.mark.parametrize(
+    "sample", ["cloudtrail-stop-logging.json", "cloudtrail-stop-configuration-recorder.json"]
+)
+def test_blinding_a_sensor_is_alerted_not_remediated(sample: str) -> None:
+    judgement = judge(finding(sample), [IMMUTABLE], Policy())
+    assert (judgement.decision, judgement.reason) == (Decision.ALERT, "account_level_alert_only")
+    assert "unseen" in judgement.detail
+
+
+def test_a_trail_deleted_with_its_stack_is_not_alerted() -> None:
+    # CloudFormation deleting a stack deletes its trail: AWS says so in invokedBy
+    stopped = finding("cloudtrail-stop-logging.json")
+    through_stack = stopped.model_copy(
+        update={"actor": stopped.actor.model_copy(update={"invoked_by": "cloudformation.amazonaws.com"})}
+    )
+    judgement = judge(through_stack, [], Policy())
+    assert (judgement.decision, judgement.reason) == (Decision.IGNORE, "cloudformation_change")
+
+
 def test_a_mutation_reaching_no_immutable_instance_is_ignored() -> None:
     judgement = judge(finding("cloudtrail-send-ssh-public-key.json"), [MUTABLE], Policy())
     assert (judgement.decision, judgement.reason) == (Decision.IGNORE, "out_of_scope")

@@ -468,6 +468,31 @@ def _iam_profile(request: dict[str, Any], name: str, response: dict[str, Any]) -
     )
 
 
+# What each call that blinds the guard acts on, and where its request names it. Stopping or deleting a
+# sensor is critical; changing a trail's event selectors may be routine (data events), so it is high.
+_SENSOR_CALLS: Final[dict[str, tuple[str, str, Severity]]] = {
+    "StopLogging": ("trail", "name", Severity.CRITICAL),
+    "DeleteTrail": ("trail", "name", Severity.CRITICAL),
+    "PutEventSelectors": ("trail", "trailName", Severity.HIGH),
+    "StopConfigurationRecorder": ("Config recorder", "configurationRecorderName", Severity.CRITICAL),
+    "DeleteConfigurationRecorder": ("Config recorder", "configurationRecorderName", Severity.CRITICAL),
+    "DeleteDeliveryChannel": ("Config delivery channel", "deliveryChannelName", Severity.CRITICAL),
+}
+
+
+def _detection_disabled(request: dict[str, Any], name: str) -> _Facts:
+    what, field, severity = _SENSOR_CALLS[name]
+    target = _str(_get(request, field, field[:1].upper() + field[1:]))
+    return _Facts(
+        Kind.DETECTION_DISABLED,
+        severity,
+        f"{name} on {what} {quote(target or '?')}: the changes Immutable Guard watches for may no longer "
+        "reach it.",
+        resource_ids=[target],
+        evidence={"sensor": what, "target": _clip(target)},
+    )
+
+
 # ---------------------------------------------------------------- CloudTrail dispatch
 
 _Handler = Callable[[dict[str, Any], str], _Facts]
@@ -485,6 +510,12 @@ _HANDLERS: Final[dict[tuple[str, str], _Handler]] = {
     ("ec2-instance-connect.amazonaws.com", "SendSerialConsoleSSHPublicKey"): _send_ssh_public_key,
     ("ssm.amazonaws.com", "StartSession"): _start_session,
     ("ssm.amazonaws.com", "SendCommand"): _send_command,
+    **{("cloudtrail.amazonaws.com", name): _detection_disabled for name in ("StopLogging", "DeleteTrail")},
+    ("cloudtrail.amazonaws.com", "PutEventSelectors"): _detection_disabled,
+    **{
+        ("config.amazonaws.com", name): _detection_disabled
+        for name in ("StopConfigurationRecorder", "DeleteConfigurationRecorder", "DeleteDeliveryChannel")
+    },
 }
 
 _RESPONSE_HANDLERS: Final[dict[tuple[str, str], _ResponseHandler]] = {

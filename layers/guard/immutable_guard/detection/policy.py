@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from immutable_guard.detection.events import parse_event
 from immutable_guard.detection.normalise import normalise
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
-from immutable_guard.model import Actor, Decision, Finding, Kind, Mode
+from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode
 
 _CLOUDFORMATION: Final = "cloudformation.amazonaws.com"
 QUARANTINE_TAG: Final = "immutable-guard:state"
@@ -96,6 +96,15 @@ def made_through_cloudformation(actor: Actor) -> bool:
     ).lower() == _CLOUDFORMATION
 
 
+_ACCOUNT_LEVEL_DETAIL: Final = {
+    Kind.KEY_PAIR_ADDED: "A key pair belongs to the account, not to a running instance: alert only.",
+    Kind.DETECTION_DISABLED: (
+        "A sensor Immutable Guard relies on was stopped or changed: changes to your servers may go "
+        "unseen until it is restored. Alert only: no instance was changed by this call."
+    ),
+}
+
+
 def _who(actor: Actor) -> str:
     return actor.principal_arn or actor.session_issuer_arn or "an unknown principal"
 
@@ -155,12 +164,8 @@ def judge(
             Reason.WRONG_ACCOUNT,
             f"Reported for account {finding.account}, not the protected account {policy.expected_account}.",
         )
-    if finding.kind is Kind.KEY_PAIR_ADDED:
-        return verdict(
-            Decision.ALERT,
-            Reason.ACCOUNT_LEVEL_ALERT_ONLY,
-            "A key pair belongs to the account, not to a running instance: alert only.",
-        )
+    if finding.kind in ACCOUNT_LEVEL_KINDS:
+        return verdict(Decision.ALERT, Reason.ACCOUNT_LEVEL_ALERT_ONLY, _ACCOUNT_LEVEL_DETAIL[finding.kind])
     in_scope = tuple(info for info in instances if policy.scope.in_scope(info))
     # Our own quarantine comes back from Config as an instance change with no actor; an instance we
     # quarantined (and tagged) is already handled by its incident, whatever reports it later.
