@@ -19,7 +19,7 @@ SECTION = (
 )
 
 PREREQUISITES = {
-    "TrailWanted": ("CreateTrail", {"TrailBucket", "TrailBucketPolicy", "Trail"}),
+    "TrailWanted": ("CreateTrail", {"TrailBucket", "TrailBucketPolicy", "TrailKey", "Trail"}),
     "ConfigRecorderWanted": (
         "CreateConfigRecorder",
         {
@@ -118,6 +118,24 @@ def test_the_trail_bucket_policy_lets_only_this_trail_write(resources: dict[str,
     assert condition["aws:SourceArn"]["Fn::Sub"].endswith("trail/${AWS::StackName}-trail")
     assert resources["Trail"]["Properties"]["TrailName"] == {"Fn::Sub": "${AWS::StackName}-trail"}
     assert any(s["Effect"] == "Deny" and s["Sid"] == "DenyInsecureTransport" for s in statements)
+
+
+def test_the_trail_encrypts_with_a_rotated_key_cloudtrail_may_use_for_this_trail_only(
+    resources: dict[str, Any],
+) -> None:
+    assert resources["Trail"]["Properties"]["KMSKeyId"] == {"Ref": "TrailKey"}
+    key = resources["TrailKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    statements = key["KeyPolicy"]["Statement"]
+    to_cloudtrail = [s for s in statements if s["Principal"] == {"Service": "cloudtrail.amazonaws.com"}]
+    assert sorted(str(s["Action"]) for s in to_cloudtrail) == ["kms:DescribeKey", "kms:GenerateDataKey*"]
+    encrypt = next(s for s in to_cloudtrail if s["Action"] == "kms:GenerateDataKey*")
+    assert encrypt["Condition"]["StringEquals"]["aws:SourceArn"]["Fn::Sub"].endswith(
+        "trail/${AWS::StackName}-trail"
+    )
+    # No one else is named in the key policy: reading the logs is granted in IAM by the account
+    others = [s["Principal"] for s in statements if s not in to_cloudtrail]
+    assert others == [{"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}]
 
 
 def test_the_recorder_records_every_type_the_config_rules_listen_to(

@@ -917,12 +917,13 @@ def _cloudtrail_trail(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[
     for key in (
         "S3KeyPrefix",
         "SnsTopicName",
-        "KmsKeyId",
         "CloudWatchLogsLogGroupArn",
         "CloudWatchLogsRoleArn",
     ):
         if key in p:
             request[key] = p[key]
+    if "KMSKeyId" in p:  # CloudFormation spells it KMSKeyId, the API KmsKeyId
+        request["KmsKeyId"] = p["KMSKeyId"]
     for key in (
         "IsMultiRegionTrail",
         "IncludeGlobalServiceEvents",
