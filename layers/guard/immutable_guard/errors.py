@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
@@ -98,6 +101,11 @@ TRANSIENT_ERROR_CODES = frozenset(
         "RequestTimeoutException",
     }
 )
+
+
+def error_code(exc: ClientError) -> str:
+    """The AWS error code of a ClientError ("" when the response carries none)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def is_transient(error: BaseException | None) -> bool:

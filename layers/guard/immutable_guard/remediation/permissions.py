@@ -27,6 +27,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "ec2:DescribeNetworkInterfaces",
             # The offending rule's direction when the finding names it by rule id only.
             "ec2:DescribeSecurityGroupRules",
+            # A network ACL allow entry the attacker created: checked, then deleted.
+            "ec2:DescribeNetworkAcls",
+            "ec2:DeleteNetworkAclEntry",
             # Evidence protection, leaving service, dropping the instance's credentials.
             "ec2:ModifyInstanceAttribute",
             "autoscaling:DetachInstances",

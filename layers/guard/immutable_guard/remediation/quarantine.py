@@ -3,7 +3,6 @@ service. Everything needed to undo it (release) is in the ledger before the firs
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -13,9 +12,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from immutable_guard.errors import AwsCallFailed, GuardError, InstanceNotFound, IsolationFailed
+from immutable_guard.errors import AwsCallFailed, GuardError, InstanceNotFound, IsolationFailed, error_code
 from immutable_guard.ledger import IncidentLedger, Status, now_iso
-from immutable_guard.model import Finding, Kind
+from immutable_guard.model import Finding
+from immutable_guard.remediation.offending_rules import (
+    offending_acl_entries,
+    offending_rules,
+    remove_offending_acl_entries,
+    revoke_offending_rules,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -64,10 +69,6 @@ class ContainRequest(BaseModel):
 
 
 # ---------------------------------------------------------------- AWS calls with typed errors
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def call_aws(
@@ -520,119 +521,6 @@ def verify_isolated(ec2: EC2Client, instance_id: str, isolation_by_vpc: Mapping[
         raise IsolationFailed(f"instance {instance_id} is not isolated: {'; '.join(problems)}")
 
 
-# ---------------------------------------------------------------- the offending rule
-
-
-def _ip_permission(perm: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Detection's permission record -> one boto3 IpPermission; None when it names no source."""
-    protocol = str(perm.get("protocol") or "-1")
-    rule: dict[str, Any] = {"IpProtocol": protocol}
-    if protocol not in ("-1", "all"):
-        if perm.get("from_port") is not None:
-            rule["FromPort"] = int(perm["from_port"])
-        if perm.get("to_port") is not None:
-            rule["ToPort"] = int(perm["to_port"])
-    else:
-        rule["IpProtocol"] = "-1"
-    if perm.get("cidr"):
-        cidr = str(perm["cidr"])
-        try:
-            is_v6 = ipaddress.ip_network(cidr, strict=False).version == 6
-        except ValueError:
-            return None
-        rule["Ipv6Ranges" if is_v6 else "IpRanges"] = [{"CidrIpv6" if is_v6 else "CidrIp": cidr}]
-    elif perm.get("source_group_id"):
-        rule["UserIdGroupPairs"] = [{"GroupId": str(perm["source_group_id"])}]
-    elif perm.get("prefix_list_id"):
-        rule["PrefixListIds"] = [{"PrefixListId": str(perm["prefix_list_id"])}]
-    else:
-        return None
-    return rule
-
-
-def offending_rules(finding: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The rules a port_opened finding says were added: by rule id where known, else by permission."""
-    if finding.get("kind") != Kind.PORT_OPENED.value:
-        return []
-    evidence = finding.get("evidence") or {}
-    group_id = evidence.get("group_id") or next(
-        (r for r in finding.get("resource_ids", []) if str(r).startswith("sg-")), None
-    )
-    if not group_id or not str(group_id).startswith("sg-"):
-        return []
-    rules: list[dict[str, Any]] = []
-    rule_ids = [str(r) for r in evidence.get("rule_ids") or [] if str(r).startswith("sgr-")]
-    if rule_ids:
-        rules.extend({"group_id": group_id, "rule_id": rule_id} for rule_id in rule_ids)
-    for perm in evidence.get("permissions") or []:
-        if not isinstance(perm, Mapping) or perm.get("rule_id") in rule_ids:
-            continue
-        direction = perm.get("direction") or evidence.get("direction")
-        permission = _ip_permission(perm)
-        if permission is not None and direction in ("ingress", "egress"):
-            rules.append({"group_id": group_id, "direction": direction, "permission": permission})
-    return rules
-
-
-def revoke_offending_rules(ec2: EC2Client, rules: list[dict[str, Any]], actions: list[str]) -> None:
-    """Revoke exactly the added rules so the replacement, which uses the same group, inherits no hole."""
-    by_id = [rule for rule in rules if "rule_id" in rule]
-    directions: dict[str, bool] = {}
-    if by_id:
-        # A modified rule's direction is not in the record; the rule itself knows.
-        try:
-            found = ec2.describe_security_group_rules(
-                SecurityGroupRuleIds=[rule["rule_id"] for rule in by_id]
-            )["SecurityGroupRules"]
-        except ClientError as exc:
-            if error_code(exc) != "InvalidSecurityGroupRuleId.NotFound":
-                raise AwsCallFailed(f"rules {[r['rule_id'] for r in by_id]}: describe: {exc}") from exc
-            found = []
-        directions = {rule["SecurityGroupRuleId"]: bool(rule.get("IsEgress")) for rule in found}
-    for rule in rules:
-        group_id = rule["group_id"]
-        if "rule_id" in rule:
-            rule_id = rule["rule_id"]
-            if rule_id not in directions:
-                actions.append(f"rule {rule_id} of {group_id} already gone")
-                continue
-            egress = directions[rule_id]
-            kwargs: dict[str, Any] = {"GroupId": group_id, "SecurityGroupRuleIds": [rule_id]}
-            label = rule_id
-        else:
-            egress = rule["direction"] == "egress"
-            kwargs = {"GroupId": group_id, "IpPermissions": [rule["permission"]]}
-            label = _describe_permission(rule["permission"])
-        revoke = ec2.revoke_security_group_egress if egress else ec2.revoke_security_group_ingress
-        direction = "egress" if egress else "ingress"
-        try:
-            response_any: Any = revoke(**kwargs)
-        except ClientError as exc:
-            if error_code(exc) in ("InvalidPermission.NotFound", "InvalidGroup.NotFound"):
-                actions.append(f"{direction} rule {label} of {group_id} already gone")
-                continue
-            raise AwsCallFailed(f"group {group_id}: revoke {direction} {label}: {exc}") from exc
-        if response_any.get("UnknownIpPermissions"):
-            actions.append(f"{direction} rule {label} of {group_id} already gone")
-        else:
-            actions.append(f"revoked {direction} rule {label} of {group_id}")
-
-
-def _describe_permission(permission: Mapping[str, Any]) -> str:
-    sources = [
-        r.get("CidrIp") or r.get("CidrIpv6")
-        for r in (*permission.get("IpRanges", []), *permission.get("Ipv6Ranges", []))
-    ]
-    sources += [p["GroupId"] for p in permission.get("UserIdGroupPairs", [])]
-    sources += [p["PrefixListId"] for p in permission.get("PrefixListIds", [])]
-    ports = (
-        "all"
-        if permission["IpProtocol"] == "-1"
-        else f"{permission['IpProtocol']} {permission.get('FromPort')}-{permission.get('ToPort')}"
-    )
-    return f"{ports} {','.join(str(s) for s in sources)}"
-
-
 # ---------------------------------------------------------------- evidence protection and service
 
 
@@ -752,8 +640,8 @@ def quarantine_instance(
     -------
     dict
         The Contain contract: instance_id, isolation_group_ids, network_interfaces (with the groups they
-        had before the incident), revoked_rules, left_auto_scaling_group, deregistered_from,
-        profile_detached, protected, actions.
+        had before the incident), revoked_rules, removed_acl_entries, left_auto_scaling_group,
+        deregistered_from, profile_detached, protected, actions.
 
     Raises
     ------
@@ -776,6 +664,8 @@ def quarantine_instance(
     leave_auto_scaling_group(clients, observed, actions)
     rules = offending_rules(finding)
     revoke_offending_rules(ec2, rules, actions)
+    acl_entries = offending_acl_entries(finding)
+    remove_offending_acl_entries(ec2, acl_entries, actions)
     protect_evidence(ec2, incident_id, observed, actions)
     deregister_targets(clients, observed, actions)
     detach_instance_profile(ec2, observed, actions)
@@ -790,6 +680,7 @@ def quarantine_instance(
             {"eni": eni["eni"], "previous_groups": eni["groups"]} for eni in prior["network_interfaces"]
         ],
         "revoked_rules": rules,
+        "removed_acl_entries": acl_entries,
         "left_auto_scaling_group": prior.get("auto_scaling_group"),
         "deregistered_from": [tg["arn"] for tg in prior.get("target_groups", [])],
         "profile_detached": profile["arn"] if profile else None,

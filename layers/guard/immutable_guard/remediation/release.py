@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from immutable_guard.alerts import Alert, console_links, publish_alert
-from immutable_guard.errors import AwsCallFailed, InstanceNotFound, ReleaseRefused
+from immutable_guard.errors import AwsCallFailed, InstanceNotFound, ReleaseRefused, error_code
 from immutable_guard.ledger import Incident, IncidentLedger, Status
 from immutable_guard.remediation.quarantine import (
     STAGE_CONTAINED,
@@ -19,7 +19,6 @@ from immutable_guard.remediation.quarantine import (
     call_aws,
     call_on_instance,
     describe_instance,
-    error_code,
 )
 
 if TYPE_CHECKING:
@@ -215,7 +214,7 @@ def release_incident(
     -------
     dict
         instance_id, restored network_interfaces, profile_restored, protection, reregistered_in,
-        auto_scaling_group_not_restored, revoked_rules_not_restored, actions.
+        auto_scaling_group_not_restored, revoked_rules_not_restored, acl_entries_not_restored, actions.
 
     Raises
     ------
@@ -262,10 +261,16 @@ def release_incident(
             f"not re-attached to Auto Scaling group {group}: it has launched a replacement; attaching "
             "this instance by hand raises the group's desired capacity"
         )
-    revoked = (incident.details.get(STAGE_CONTAINED) or {}).get("revoked_rules", [])
+    contained = incident.details.get(STAGE_CONTAINED) or {}
+    revoked = contained.get("revoked_rules", [])
     if revoked:
         actions.append(
             f"{len(revoked)} revoked security group rule(s) not restored: re-add them deliberately"
+        )
+    removed_acl_entries = contained.get("removed_acl_entries", [])
+    if removed_acl_entries:
+        actions.append(
+            f"{len(removed_acl_entries)} deleted network ACL entry(ies) not restored: re-add deliberately"
         )
 
     result: dict[str, Any] = {
@@ -277,6 +282,7 @@ def release_incident(
         "reregistered_in": reregistered,
         "auto_scaling_group_not_restored": group,
         "revoked_rules_not_restored": revoked,
+        "acl_entries_not_restored": removed_acl_entries,
         "actions": actions,
     }
     ledger.record_stage(incident_id, STAGE_RELEASED, status=Status.RELEASED, details=result)
