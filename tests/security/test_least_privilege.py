@@ -48,6 +48,10 @@ UNLIMITABLE: dict[tuple[str, str], str] = {
         "revokes the offending rule on the workload's own group, which carries no tag of ours"
     ),
     ("QuarantineFunction", "ec2:RevokeSecurityGroupEgress"): "as RevokeSecurityGroupIngress",
+    ("QuarantineFunction", "ec2:DeleteNetworkAclEntry"): (
+        "deletes the allow entry the attacker added to the workload's own network ACL, which carries no "
+        "tag of ours (and only while it is still the entry the event created)"
+    ),
     ("ReleaseFunction", "ec2:ModifyNetworkInterfaceAttribute"): "ENIs do not carry the instance's tags",
     ("EvidenceFunction", "ec2:CreateSnapshots"): (
         "needs the instance, every volume and the new snapshots; volumes carry no tag of ours"
@@ -102,7 +106,7 @@ def _is_administration_by_the_account(name: str, statement: dict[str, Any]) -> b
     # IAM policies then decide who may use it. This is AWS's default key policy.
     principal = statement.get("Principal", {})
     return (
-        name == "AlertKey"
+        name in ("AlertKey", "TrailKey")
         and isinstance(principal, dict)
         and "AWS" in principal
         and _actions(statement) == ["kms:*"]
