@@ -61,3 +61,8 @@ def test_an_unknown_scenario_is_a_usage_error(capsys: pytest.CaptureFixture[str]
         main(["drill", "--scenario", "port-openned"])
     assert exit_.value.code == 2
     assert "invalid choice: 'port-openned'" in capsys.readouterr().err
+
+
+def test_account_options_without_a_stack_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drill", "--region", "eu-west-1"]) == 2
+    assert "go with --stack" in capsys.readouterr().err

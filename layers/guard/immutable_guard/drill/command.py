@@ -15,6 +15,9 @@ SCENARIO_NAMES = tuple(key for key, _, _ in Drill.SCENARIOS)
 
 
 def run_drill_command(args: argparse.Namespace) -> int:
+    if not args.stack and (args.region or args.pipeline_role):
+        print("immutable-guard drill: --region and --pipeline-role go with --stack", file=sys.stderr)
+        return 2
     began = time.monotonic()
     if args.stack:
         progress = Progress(None if args.json else sys.stderr)
