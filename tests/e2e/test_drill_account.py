@@ -29,6 +29,7 @@ from immutable_guard.drill.report import Progress, ScenarioReport, drill_passed
 from immutable_guard.drill.scenarios import Drill
 from immutable_guard.drill.world import LOCAL_PACE
 from immutable_guard.errors import GuardError
+from immutable_guard.ledger import IncidentLedger
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 from immutable_guard.local.trail import Actor, CloudTrailEmitter
 
@@ -219,3 +220,36 @@ def test_the_pushed_key_is_a_well_formed_openssh_ed25519_key_nobody_holds() -> N
 
 def _stack(parameters: dict[str, str]) -> GuardStack:
     return GuardStack("guard", {}, parameters)
+
+
+def test_cleanup_takes_a_protected_server_down_without_the_guard_mistaking_it_for_an_attack(
+    local_aws: LocalAws, enforcing: Deployment
+) -> None:
+    # Given a drill whose own calls the guard hears too (as CloudTrail would), and a standalone server left
+    # protected by a Contain that failed half-way (protection set, no quarantine tag yet)
+    heard = heard_attacker(local_aws, enforcing)
+    with account_drill(
+        enforcing.stack_name,
+        Progress(None),
+        heard,
+        attacker=heard_attacker(local_aws, enforcing),
+        pace=LOCAL_PACE,
+    ) as drill:
+        standalone = drill.workload.standalone_instance_id
+        local_aws.clients().ec2.modify_instance_attribute(
+            InstanceId=standalone, DisableApiTermination={"Value": True}
+        )
+    # When the drill is over, Then the server is gone with the stack, and no incident was opened for it
+    clients = local_aws.clients()
+    assert stack_gone(clients, drill.workload.stack_name)
+    state = clients.ec2.describe_instances(InstanceIds=[standalone])["Reservations"][0]["Instances"][0][
+        "State"
+    ]
+    assert state["Name"] == "terminated"
+    # moto's stack deletion ignores the protection; AWS's fails on it, so the cleanup must have lifted it
+    protection = clients.ec2.describe_instance_attribute(
+        InstanceId=standalone, Attribute="disableApiTermination"
+    )
+    assert protection["DisableApiTermination"]["Value"] is False
+    ledger = IncidentLedger(clients.dynamodb, enforcing.outputs["IncidentLedgerName"])
+    assert [i for i in ledger.list_incidents(limit=1000) if i.instance_id == standalone] == []

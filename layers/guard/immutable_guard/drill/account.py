@@ -223,8 +223,10 @@ class Cleanup:
             vpc_id = self._step("find the workload's VPC", self._vpc_id) or None
             if vpc_id and guard is not None:
                 self._step("stop remediations still running", lambda: self._stop_executions(guard, vpc_id))
-            if vpc_id:
-                self._step("terminate quarantined instances", lambda: self._terminate_quarantined(vpc_id))
+            if vpc_id and self.workload is not None:
+                self._step(
+                    "terminate instances the stack would not", lambda: self._terminate_leftovers(vpc_id)
+                )
                 self._step("delete the guard's isolation groups", lambda: self._delete_groups(vpc_id))
             self._step(f"delete stack {self.stack_name}", self._delete_stack)
         if drill is not None:
@@ -281,19 +283,27 @@ class Cleanup:
                 if running:
                     sfn.stop_execution(executionArn=arn, error="DrillCleanup", cause="the drill is over")
 
-    def _terminate_quarantined(self, vpc_id: str) -> None:
-        """Quarantined instances have left their group and are protected: lift that and terminate them."""
-        quarantined = self._instances(vpc_id, {"Name": f"tag:{TAG_STATE}", "Values": [STATE_QUARANTINED]})
-        ids = [i["InstanceId"] for i in quarantined]
+    def _terminate_leftovers(self, vpc_id: str) -> None:
+        """Every instance the stack will not delete itself (quarantined ones have left their group and are
+        protected, and a Contain that failed half-way may have protected the standalone server): marked as
+        quarantined first, so lifting the protection is recognised by the guard as its own business and
+        opens no incident, then terminated. The group's current members go with the group."""
+        assert self.workload is not None
+        group = self.clients.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.workload.group_name]
+        )["AutoScalingGroups"]
+        members = {i["InstanceId"] for g in group for i in g["Instances"]}
+        ids = [i["InstanceId"] for i in self._instances(vpc_id) if i["InstanceId"] not in members]
+        if not ids:
+            return
+        ec2 = self.clients.ec2
+        ec2.create_tags(Resources=ids, Tags=[{"Key": TAG_STATE, "Value": STATE_QUARANTINED}])
         for instance_id in ids:
-            self.clients.ec2.modify_instance_attribute(
-                InstanceId=instance_id, DisableApiTermination={"Value": False}
-            )
-        if ids:
-            self.clients.ec2.terminate_instances(InstanceIds=ids)
-            self.clients.ec2.get_waiter("instance_terminated").wait(
-                InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120}
-            )
+            ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": False})
+        ec2.terminate_instances(InstanceIds=ids)
+        ec2.get_waiter("instance_terminated").wait(
+            InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120}
+        )
 
     def _delete_groups(self, vpc_id: str) -> None:
         groups = self.clients.ec2.describe_security_groups(
