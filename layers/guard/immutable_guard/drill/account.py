@@ -23,7 +23,15 @@ from immutable_guard.clients import Clients
 from immutable_guard.detection.policy import principal_key
 from immutable_guard.drill.report import Progress, ScenarioSkipped
 from immutable_guard.drill.scenarios import EVIDENCE_TAG, Drill
-from immutable_guard.drill.world import ACCOUNT_PACE, Guard, Pace, Workload, deploy_workload, subscribe_queue
+from immutable_guard.drill.world import (
+    ACCOUNT_PACE,
+    Guard,
+    Pace,
+    Workload,
+    deploy_workload,
+    poll,
+    subscribe_queue,
+)
 from immutable_guard.errors import GuardError
 from immutable_guard.remediation.quarantine import GROUP_NAMES, STATE_QUARANTINED, TAG_STATE
 from immutable_guard.template import find_template
@@ -396,12 +404,32 @@ def account_drill(
             cleanup.workload = deploy_workload(clients, body, name, tags={DRILL_TAG: run_id})
         except (ClientError, BotoCoreError, WaiterError) as exc:
             raise GuardError(f"the disposable workload {name} could not be created: {exc}") from exc
+        wait_until_in_service(clients, cleanup.workload, pace)
         enforcing = guard if stack.parameters.get("Mode") == "enforce" else None
         dry_run = guard if enforcing is None else None
         drill = Drill(clients, enforcing, dry_run, cleanup.workload, progress, missing)
         yield drill
     finally:
         cleanup.run(drill, guard)
+
+
+def wait_until_in_service(clients: Clients, workload: Workload, pace: Pace) -> None:
+    """CloudFormation is done before the group's servers are: every scenario needs them in service."""
+
+    def in_service() -> tuple[int, int]:
+        (group,) = clients.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[workload.group_name]
+        )["AutoScalingGroups"]
+        ready = [i for i in group["Instances"] if i["LifecycleState"] == "InService"]
+        return len(ready), int(group["DesiredCapacity"])
+
+    ready, desired = poll(
+        in_service, lambda counts: counts[0] >= counts[1], pace.event_seconds, pace.poll_seconds
+    )
+    if ready < desired:
+        raise GuardError(
+            f"the workload's group {workload.group_name} has {ready} of {desired} servers in service"
+        )
 
 
 def _same_credentials(session: boto3.Session) -> boto3.Session:
