@@ -20,6 +20,7 @@ SCENARIOS = {
     "file-changed",
     "allow-listed",
     "delivered-twice",
+    "trail-stopped",
     "dry-run",
 }
 

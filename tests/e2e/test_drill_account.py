@@ -36,12 +36,9 @@ from immutable_guard.local.trail import Actor, CloudTrailEmitter
 pytestmark = pytest.mark.slow
 
 ATTACKER = "arn:aws:sts::123456789012:assumed-role/attacker/stolen-session"
-# Second guard stacks in the region rely on the first one's trail, recorder and association.
-SHARED_REGIONAL = {
-    "CreateTrail": "false",
-    "CreateConfigRecorder": "false",
-    "CreateInventoryAssociation": "false",
-}
+# Second guard stacks in the region rely on the first one's recorder and association (one per region);
+# each makes its own trail, as a region allows several.
+SHARED_REGIONAL = {"CreateConfigRecorder": "false", "CreateInventoryAssociation": "false"}
 FAST = {
     "SnapshotPollSeconds": "0",
     "ReplacementPollSeconds": "1",
@@ -135,6 +132,7 @@ def test_an_enforcing_stack_is_drilled_on_its_own_workload_and_everything_made_i
     assert results["allow-listed"].skipped and "--pipeline-role" in results["allow-listed"].skipped
     assert results["dry-run"].skipped and "Mode=dry-run" in results["dry-run"].skipped
     assert results["shell-opened"].skipped and "SSM agent" in results["shell-opened"].skipped
+    assert results["trail-stopped"].skipped and "audit record" in results["trail-stopped"].skipped
     # The redelivered event reached the deployed Detect twice and opened no second incident
     assert [c.name for c in results["delivered-twice"].checks if c.name.startswith(("exactly", "still"))] == [
         "exactly one incident",

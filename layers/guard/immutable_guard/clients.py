@@ -96,3 +96,7 @@ class Clients:
     @cached_property
     def sts(self) -> STSClient:
         return self._client("sts")  # type: ignore[no-any-return]
+
+    @cached_property
+    def cloudtrail(self) -> Any:
+        return self._client("cloudtrail")

@@ -175,6 +175,12 @@ class AccountAttacks:
             "reports the change after that: too slow for a drill. The local drill covers this path."
         )
 
+    def stop_trail(self, name: str) -> None:
+        raise ScenarioSkipped(
+            "stopping the account's trail would blind the guard for the rest of the drill and leave a gap "
+            "in the account's audit record; the local drill covers this path"
+        )
+
     def deliver_again(self) -> None:
         """EventBridge's own duplicate cannot be ordered, so the last call's CloudTrail record is handed to
         the deployed Detect function twice, as a redelivery would: same event, same id."""

@@ -74,6 +74,9 @@ class LocalAttacks:
     def change_watched_file(self, instance_id: str, path: str) -> None:
         self._router.put(self._config_items.file_changed(instance_id, path, size=3311))
 
+    def stop_trail(self, name: str) -> None:
+        self.attacker().client("cloudtrail").stop_logging(Name=name)
+
     def deliver_again(self) -> None:
         self._router.put(self._emitter.events[-1])
 

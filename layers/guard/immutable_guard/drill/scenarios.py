@@ -337,6 +337,35 @@ class Drill:
         after = guard.incidents_for(instance_id)
         report.expect("still one incident at the end", len(after) == 1, f"{len(after)} incident(s)")
 
+    def trail_stopped(self, report: ScenarioReport) -> None:
+        guard = self.enforcing()
+        trail = guard.outputs.get("TrailName")
+        if not trail:
+            raise ScenarioSkipped("the stack made no trail (CreateTrail=false)")
+        incidents_before = self.incident_ids(guard)
+        executions_before = set(guard.executions())
+        guard.attacks.stop_trail(trail)
+        try:
+
+            def critical(alerts: list[dict[str, Any]]) -> bool:
+                return any(
+                    a.get("kind") == "detection_disabled" and trail in a.get("summary", "") for a in alerts
+                )
+
+            alerts = guard.wait_for_alerts(critical)
+            report.expect(
+                "alerted as critical: the guard may go deaf",
+                any(critical([a]) and a.get("severity") == "critical" for a in alerts),
+                ", ".join(f"{a.get('kind')}/{a.get('severity')}" for a in alerts) or "no alert",
+            )
+            report.expect("no incident opened", self.incident_ids(guard) == incidents_before)
+            report.expect("no remediation started", set(guard.executions()) == executions_before)
+            status = self.clients.cloudtrail.get_trail_status(Name=trail)
+            report.expect("the trail really stopped (read from CloudTrail)", status["IsLogging"] is False)
+        finally:
+            # The operator's answer, so later scenarios (and the account) are heard again.
+            self.clients.cloudtrail.start_logging(Name=trail)
+
     def dry_run(self, report: ScenarioReport) -> None:
         guard = self.dry_run_guard
         if guard is None:
@@ -390,6 +419,7 @@ class Drill:
         ("file-changed", "a watched file changed (SSM Inventory, reported by Config)", "file_changed"),
         ("allow-listed", "the same kind of change by the allow-listed pipeline", "allow_listed"),
         ("delivered-twice", "the same event delivered twice, and Config reporting it too", "delivered_twice"),
+        ("trail-stopped", "the trail the guard listens through stopped (StopLogging)", "trail_stopped"),
         ("dry-run", "dry-run mode: decided and alerted, nothing changed", "dry_run"),
     )
 

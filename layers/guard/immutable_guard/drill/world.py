@@ -63,6 +63,9 @@ class Attacks(Protocol):
 
     def change_watched_file(self, instance_id: str, path: str) -> None: ...
 
+    def stop_trail(self, name: str) -> None:
+        """Stop the trail the guard listens through (StopLogging, as the attacker)."""
+
     def deliver_again(self) -> None:
         """Deliver the attacker's last call to Detect once more, as at-least-once delivery may."""
 
