@@ -232,6 +232,7 @@ class FaultWorld:
         self.retry_waits: list[float] = []
         self._undo: list[Any] = []
         self._cells = 0
+        self._target_stack = ""
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> FaultWorld:
@@ -308,8 +309,9 @@ class FaultWorld:
         return str(url)
 
     # ------------------------------------------------------------------ one cell
-    def new_target(self) -> tuple[str, str, str]:
-        """A fresh golden workload; returns (instance id, its own extra group, stack name)."""
+    def new_target(self, target: str = "auto_scaling_group") -> tuple[str, str, str]:
+        """A fresh golden workload; returns (instance id, its own extra group, stack name). `target` picks
+        a member of its Auto Scaling group or ("stack") its standalone server, which the stack replaces."""
         self._cells += 1
         stack = f"golden-{self._cells}-{uuid.uuid4().hex[:6]}"
         cfn, ec2 = self.clients.cloudformation, self.clients.ec2
@@ -328,7 +330,12 @@ class FaultWorld:
         group = self.clients.autoscaling.describe_auto_scaling_groups(
             AutoScalingGroupNames=[outputs["AutoScalingGroupName"]]
         )["AutoScalingGroups"][0]
-        instance_id = sorted(m["InstanceId"] for m in group["Instances"])[0]
+        instance_id = (
+            outputs["StandaloneInstanceId"]
+            if target == "stack"
+            else sorted(m["InstanceId"] for m in group["Instances"])[0]
+        )
+        self._target_stack = stack
         instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
         # A group only this instance uses, so the attack below reaches exactly one instance.
         extra = ec2.create_security_group(
@@ -351,9 +358,9 @@ class FaultWorld:
             ],
         )
 
-    def run(self, plan: FaultPlan | None) -> CellResult:
+    def run(self, plan: FaultPlan | None, target: str = "auto_scaling_group") -> CellResult:
         with self.injector.harness():
-            instance_id, group_id, _ = self.new_target()
+            instance_id, group_id, _ = self.new_target(target)
             self._drain_alerts()
             terminate_checks: list[TerminateCheck] = []
             self.injector.on_terminate = lambda: terminate_checks.append(self._terminate_check(instance_id))
@@ -463,6 +470,11 @@ class FaultWorld:
                     and m["HealthStatus"] == "Healthy"
                 ]
                 healthy = len(fresh) >= max(group["DesiredCapacity"], 1)
+            else:  # the stack's own server: CloudFormation must have put a running one in its place
+                resource = self.clients.cloudformation.describe_stack_resource(
+                    StackName=self._target_stack, LogicalResourceId="StandaloneServer"
+                )["StackResourceDetail"]["PhysicalResourceId"]
+                healthy = resource != instance_id and self._instance(resource)["State"]["Name"] == "running"
             return TerminateCheck(
                 snapshots_completed=bool(snapshots) and all(s["State"] == "completed" for s in snapshots),
                 volumes_covered=bool(volumes) and volumes <= {s["VolumeId"] for s in snapshots},

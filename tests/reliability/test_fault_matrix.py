@@ -109,3 +109,31 @@ def test_a_failed_second_isolation_step_never_leaves_the_server_open_to_the_worl
 def test_a_ledger_failure_after_termination_is_not_reported_as_nothing_terminated(world: FaultWorld) -> None:
     result = world.run(FaultPlan("NukeFunction", "dynamodb.UpdateItem", "access_denied"))
     assert result.invariants["no_terminate_on_failure"] == "held", result.as_dict()
+
+
+# The standalone server's path: the stack replaces it (UpdateStack with a new generation).
+STACK_PATH_CALLS = [
+    ("ReplaceFunction", "cloudformation.UpdateStack"),
+    ("ReplaceFunction", "cloudformation.DescribeStacks"),
+]
+
+
+def test_without_faults_the_stack_replaces_its_server_and_every_invariant_holds(world: FaultWorld) -> None:
+    result = world.run(None, target="stack")
+    assert result.execution_status == "SUCCEEDED", result.as_dict()
+    assert result.instance_state == "terminated"
+    assert result.terminate_checks and all(check.safe for check in result.terminate_checks)
+    assert {(c.function, c.operation) for c in result.calls} >= set(STACK_PATH_CALLS)
+    _assert_invariants(result)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize(("function", "operation"), STACK_PATH_CALLS)
+def test_a_fault_once_on_the_stack_path_is_retried_or_ends_in_the_failure_path(
+    world: FaultWorld, function: str, operation: str, fault: str
+) -> None:
+    result = world.run(FaultPlan(function, operation, fault), target="stack")
+    assert result.outcome in ("recovered", "unaffected", "failure_path"), result.as_dict()
+    if fault in TRANSIENT:
+        assert result.outcome == "recovered", result.as_dict()
+    _assert_invariants(result)
