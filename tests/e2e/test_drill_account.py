@@ -18,7 +18,6 @@ import yaml
 from botocore.exceptions import ClientError
 from immutable_guard.clients import Clients
 from immutable_guard.drill.account import (
-    GuardStack,
     account_drill,
     preflight,
     read_guard_stack,
@@ -32,6 +31,7 @@ from immutable_guard.errors import GuardError
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 from immutable_guard.local.trail import Actor, CloudTrailEmitter
+from immutable_guard.stack import GuardStack
 
 pytestmark = pytest.mark.slow
 

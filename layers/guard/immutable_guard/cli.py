@@ -130,17 +130,11 @@ def _cmd_drill(args: argparse.Namespace) -> int:
 
 
 def _stack_outputs(stack: str, region: str | None) -> tuple[dict[str, str], Any]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from immutable_guard.clients import Clients
+    from immutable_guard.stack import read_stack
 
     clients = Clients(region_name=region)
-    try:
-        stacks = clients.cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except (ClientError, BotoCoreError) as exc:
-        raise GuardError(f"cannot read stack {stack}: {exc}") from exc
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
-    return outputs, clients
+    return read_stack(clients.cloudformation, stack, clients.region).outputs, clients
 
 
 def _cmd_incidents(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from immutable_guard.clients import Clients
 from immutable_guard.errors import AwsCallFailed
 from immutable_guard.ledger import IncidentLedger
+from immutable_guard.stack import read_stack
 
 if TYPE_CHECKING:
     from immutable_guard.local.deploy import Deployment
@@ -168,16 +169,12 @@ class DoctorClients(Clients):
 # ---------------------------------------------------------------------------- finding the stack
 def stack_view_from_cloudformation(cloudformation: Any, stack_name: str, region: str) -> StackView:
     """Read a deployed stack's parameters and resources from CloudFormation."""
+    parameters = read_stack(cloudformation, stack_name, region).parameters
     try:
-        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
         pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack_name)
         summaries = [s for page in pages for s in page["StackResourceSummaries"]]
     except ClientError as exc:
-        raise AwsCallFailed(f"cannot read stack {stack_name} in {region}: {exc}") from exc
-    parameters = {
-        p["ParameterKey"]: str(p.get("ResolvedValue", p.get("ParameterValue", "")))
-        for p in stacks[0].get("Parameters", [])
-    }
+        raise AwsCallFailed(f"cannot list the resources of stack {stack_name} in {region}: {exc}") from exc
     live = [s for s in summaries if s.get("PhysicalResourceId") and s["ResourceStatus"] != "DELETE_COMPLETE"]
     return StackView(
         name=stack_name,

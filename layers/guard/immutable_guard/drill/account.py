@@ -34,6 +34,7 @@ from immutable_guard.drill.world import (
 )
 from immutable_guard.errors import GuardError
 from immutable_guard.remediation.quarantine import GROUP_NAMES, STATE_QUARANTINED, TAG_STATE
+from immutable_guard.stack import GuardStack, read_stack
 from immutable_guard.template import find_template
 
 DRILL_TAG = "immutable-guard:drill"
@@ -48,32 +49,14 @@ REQUIRED_OUTPUTS = (
 INCIDENTS_PER_DRILL = 5
 
 
-@dataclass(frozen=True)
-class GuardStack:
-    """A deployed stack of template.yaml, as CloudFormation describes it."""
-
-    name: str
-    outputs: dict[str, str]
-    parameters: dict[str, str]
-
-
 def read_guard_stack(clients: Clients, name: str) -> GuardStack:
-    try:
-        stacks = clients.cloudformation.describe_stacks(StackName=name)["Stacks"]
-    except (ClientError, BotoCoreError) as exc:
-        raise GuardError(f"cannot read stack {name} in {clients.region}: {exc}") from exc
-    stack = stacks[0]
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-    missing = [key for key in REQUIRED_OUTPUTS if key not in outputs]
+    stack = read_stack(clients.cloudformation, name, clients.region)
+    missing = [key for key in REQUIRED_OUTPUTS if key not in stack.outputs]
     if missing:
         raise GuardError(
             f"stack {name} lacks the outputs {', '.join(missing)}: is it a stack of template.yaml?"
         )
-    parameters = {
-        p["ParameterKey"]: str(p.get("ResolvedValue", p.get("ParameterValue", "")))
-        for p in stack.get("Parameters", [])
-    }
-    return GuardStack(name, outputs, parameters)
+    return stack
 
 
 def preflight(stack: GuardStack, caller_arn: str) -> dict[str, str]:
@@ -123,7 +106,9 @@ class AccountAttacks:
         self._detect_function = detect_function
         self._pipeline_role = pipeline_role
         self._last_call: dict[str, Any] | None = None
-        session.events.register("before-parameter-build.*.*", _remember_params)
+        from immutable_guard.local.trail import remember_params
+
+        session.events.register("before-parameter-build.*.*", remember_params)
         session.events.register("after-call.*.*", self._remember_call)
 
     def attacker(self) -> boto3.Session:
@@ -213,10 +198,6 @@ class AccountAttacks:
             ("Describe", "Get", "List")
         ):
             self._last_call = {"model": model, "params": (context or {}).get("immutable_guard_params") or {}}
-
-
-def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    context["immutable_guard_params"] = dict(params)
 
 
 @dataclass

@@ -254,7 +254,7 @@ class CloudTrailEmitter:
             aws_secret_access_key="local-actor-secret",
             region_name=region or self.region,
         )
-        session.events.register("before-parameter-build.*.*", _remember_params)
+        session.events.register("before-parameter-build.*.*", remember_params)
         session.events.register("after-call.*.*", lambda **kwargs: self._after_call(actor, **kwargs))
         return session
 
@@ -284,7 +284,8 @@ class CloudTrailEmitter:
         )
 
 
-def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+def remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """A boto3 before-parameter-build hook: keeps the call's parameters for the after-call hook."""
     context["immutable_guard_params"] = dict(params)
 
 
