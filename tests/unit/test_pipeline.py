@@ -4,6 +4,8 @@ remediation started (or not, by mode and breaker), and malformed events parked, 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,20 +285,28 @@ def test_config_reporting_our_own_quarantine_opens_nothing(world: World) -> None
     assert world.executions() == []
 
 
-def test_a_detected_alert_lost_to_a_failure_is_sent_by_the_retried_delivery(world: World) -> None:
-    # Given the first delivery opened the incident and started the remediation, then SNS failed
-    event = world.event("cloudtrail-send-ssh-public-key.json")
+@contextmanager
+def sns_down(world: World) -> Iterator[None]:
+    """SNS refuses every Publish (after the SDK's own retries) until the block ends."""
     real_publish = world.aws.sns.publish
 
     def failing_publish(**_: Any) -> Any:
         raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "Publish")
 
     world.aws.sns.publish = failing_publish  # type: ignore[method-assign]
-    with pytest.raises(AwsCallFailed):
+    try:
+        yield
+    finally:
+        world.aws.sns.publish = real_publish  # type: ignore[method-assign]
+
+
+def test_a_detected_alert_lost_to_a_failure_is_sent_by_the_retried_delivery(world: World) -> None:
+    # Given the first delivery opened the incident and started the remediation, then SNS failed
+    event = world.event("cloudtrail-send-ssh-public-key.json")
+    with sns_down(world), pytest.raises(AwsCallFailed):
         world.process(event)
     assert len(world.executions()) == 1  # isolation did not wait for the alert
     # When Lambda retries the event
-    world.aws.sns.publish = real_publish  # type: ignore[method-assign]
     result = world.process(event)
     # Then the same incident is resumed and the team finally gets its alert, once
     assert [i["outcome"] for i in result["instances"]] == ["resumed"]
@@ -308,14 +318,7 @@ def test_a_detected_alert_lost_to_a_failure_is_sent_by_the_retried_delivery(worl
 
 def test_an_account_level_alert_lost_to_a_failure_is_sent_on_redelivery(world: World) -> None:
     event = world.event("cloudtrail-import-key-pair.json")
-    real_publish = world.aws.sns.publish
-
-    def failing_publish(**_: Any) -> Any:
-        raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "Publish")
-
-    world.aws.sns.publish = failing_publish  # type: ignore[method-assign]
-    with pytest.raises(AwsCallFailed):
+    with sns_down(world), pytest.raises(AwsCallFailed):
         world.process(event)
-    world.aws.sns.publish = real_publish  # type: ignore[method-assign]
     world.process(event)
     assert [(a["kind"], a["decision"]) for a in world.alerts()] == [("key_pair_added", "alert")]
