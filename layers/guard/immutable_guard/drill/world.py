@@ -87,10 +87,6 @@ class Guard:
     received: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def mode(self) -> str:
-        return self.parameters.get("Mode", "dry-run")
-
-    @property
     def post_evidence_action(self) -> str:
         return self.parameters.get("PostEvidenceAction", "terminate")
 
