@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
+    from mypy_boto3_iam import IAMClient
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
@@ -96,6 +97,14 @@ class Clients:
     @cached_property
     def sts(self) -> STSClient:
         return self._client("sts")  # type: ignore[no-any-return]
+
+    @cached_property
+    def iam(self) -> IAMClient:
+        return self._client("iam")  # type: ignore[no-any-return]
+
+    @cached_property
+    def ssm(self) -> Any:
+        return self._client("ssm")
 
     @cached_property
     def cloudtrail(self) -> Any:

@@ -19,6 +19,18 @@ class Kind(StrEnum):
     FILE_CHANGED = "file_changed"
     # Someone blinded the sensors (CloudTrail, Config): no instance is changed, the guard may go deaf.
     DETECTION_DISABLED = "detection_disabled"
+    # Someone took a server out of the guard's sight: its scope tag or an immutable-guard:* tag changed.
+    SCOPE_TAMPERED = "scope_tampered"
+    # A route, ACL association or attached interface changed what can reach the server.
+    NETWORK_PATH_CHANGED = "network_path_changed"
+    # Its traffic copied elsewhere (a traffic mirror session on one of its interfaces).
+    TRAFFIC_MIRRORED = "traffic_mirrored"
+    # A volume attached, detached or its root volume replaced.
+    DISK_CHANGED = "disk_changed"
+    # What its role may do changed (a policy attached, put or removed; its trust policy).
+    ROLE_CHANGED = "role_changed"
+    # The launch template or configuration a replacement would be built from changed.
+    GOLDEN_IMAGE_CHANGED = "golden_image_changed"
 
 
 # Findings about the account, not about a running instance: alerted, never remediated.
@@ -92,6 +104,9 @@ class Finding(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     error_code: str | None = None
     summary: str = ""
+    # The event names a target that could not be resolved to instances (a private IP, a deleted
+    # resource): alert rather than ignore.
+    alert_if_unresolved: bool = False
 
     @property
     def change_key(self) -> str:

@@ -62,8 +62,9 @@ def process_event(
     """
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
     policy = policy_from_settings(settings, expected_account)
+    ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
     try:
-        judgement = judge_event(raw_event, policy, Ec2InstanceDirectory(clients.ec2))
+        judgement = judge_event(raw_event, policy, Ec2InstanceDirectory(clients.ec2, clients), ledger)
     except InvalidEvent as exc:
         logger.error("event rejected", extra={"reason": "invalid_event", "error": str(exc)})
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
@@ -71,7 +72,6 @@ def process_event(
         send_to_dead_letter(clients.sqs, settings.dead_letter_queue_url, raw_event, "invalid_event", str(exc))
         return TriageResult(decision="reject", reason="invalid_event", detail=str(exc))
 
-    ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
     result = Triage(settings, ledger, clients.sns, clients.stepfunctions).handle(judgement)
     metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
         result.decision

@@ -76,6 +76,10 @@ class CloudTrailDetail(_AwsModel):
     recipient_account_id: str | None = Field(default=None, alias="recipientAccountId")
     shared_event_id: str | None = Field(default=None, alias="sharedEventID")
     vpc_endpoint_id: str | None = Field(default=None, alias="vpcEndpointId")
+    # Some services put what the request acted on here (e.g. resolved targets), not in the request.
+    additional_event_data: dict[str, Any] | None = Field(default=None, alias="additionalEventData")
+    # [{"ARN": ..., "accountId": ..., "type": ...}] for services that name their resources.
+    resources: list[dict[str, Any]] | None = None
 
 
 # ---------------------------------------------------------------- Config

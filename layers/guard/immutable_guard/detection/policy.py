@@ -9,6 +9,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict
 
 from immutable_guard.detection.events import parse_event
+from immutable_guard.detection.memory import DetectionMemory, NoMemory
 from immutable_guard.detection.normalise import normalise
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
 from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode
@@ -35,6 +36,7 @@ class Reason:
     OUT_OF_SCOPE: Final = "out_of_scope"
     ALREADY_QUARANTINED: Final = "already_quarantined"
     MUTATION_OF_IMMUTABLE_INSTANCE: Final = "mutation_of_immutable_instance"
+    UNRESOLVED_TARGET: Final = "unresolved_target"
 
 
 class Policy(BaseModel):
@@ -110,7 +112,10 @@ def _who(actor: Actor) -> str:
 
 
 def judge(
-    finding: Finding, instances: list[InstanceInfo] | tuple[InstanceInfo, ...], policy: Policy
+    finding: Finding,
+    instances: list[InstanceInfo] | tuple[InstanceInfo, ...],
+    policy: Policy,
+    memory: DetectionMemory | None = None,
 ) -> Judgement:
     """Decide what a finding deserves, before mode and breaker are applied.
 
@@ -122,6 +127,8 @@ def judge(
         The instances it reaches (from an instance directory).
     policy:
         The operator's configuration.
+    memory:
+        What the ledger remembers (open incidents); nothing when omitted.
 
     Returns
     -------
@@ -137,6 +144,7 @@ def judge(
             finding=finding, decision=decision, reason=reason, detail=detail, instances_in_scope=in_scope
         )
 
+    memory = memory or NoMemory()
     actor = finding.actor
     if finding.error_code:
         return verdict(
@@ -166,6 +174,12 @@ def judge(
         )
     if finding.kind in ACCOUNT_LEVEL_KINDS:
         return verdict(Decision.ALERT, Reason.ACCOUNT_LEVEL_ALERT_ONLY, _ACCOUNT_LEVEL_DETAIL[finding.kind])
+    if not instances and finding.alert_if_unresolved:
+        return verdict(
+            Decision.ALERT,
+            Reason.UNRESOLVED_TARGET,
+            f"{finding.summary} The instance it reaches could not be determined: a person must check.",
+        )
     in_scope = tuple(info for info in instances if policy.scope.in_scope(info))
     # Our own quarantine comes back from Config as an instance change with no actor; an instance we
     # quarantined (and tagged) is already handled by its incident, whatever reports it later.
@@ -190,7 +204,9 @@ def judge(
     )
 
 
-def judge_event(raw: object, policy: Policy, directory: InstanceDirectory) -> Judgement:
+def judge_event(
+    raw: object, policy: Policy, directory: InstanceDirectory, memory: DetectionMemory | None = None
+) -> Judgement:
     """Parse, normalise, resolve and judge one raw EventBridge event.
 
     Raises
@@ -201,4 +217,4 @@ def judge_event(raw: object, policy: Policy, directory: InstanceDirectory) -> Ju
         When the directory cannot resolve the instances.
     """
     finding = normalise(parse_event(raw))
-    return judge(finding, directory.resolve(finding), policy)
+    return judge(finding, directory.resolve(finding), policy, memory)

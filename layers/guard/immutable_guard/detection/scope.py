@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from immutable_guard.detection.normalise import INSTANCE_TAGS_EVIDENCE_KEY, SSM_TAG_TARGETS_EVIDENCE_KEY
+from immutable_guard.detection import paths
+from immutable_guard.detection.readers import INSTANCE_TAGS_EVIDENCE_KEY, SSM_TAG_TARGETS_EVIDENCE_KEY
 from immutable_guard.errors import ScopeResolutionFailed
 from immutable_guard.model import Finding
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ec2.type_defs import FilterTypeDef, InstanceTypeDef
+
+    from immutable_guard.clients import Clients
 
 ASG_TAG: Final = "aws:autoscaling:groupName"
 STACK_TAG: Final = "aws:cloudformation:stack-name"
@@ -129,8 +132,9 @@ class Ec2InstanceDirectory:
         DescribeIamInstanceProfileAssociations).
     """
 
-    def __init__(self, ec2: EC2Client) -> None:
+    def __init__(self, ec2: EC2Client, clients: Clients | None = None) -> None:
         self._ec2 = ec2
+        self._clients = clients
 
     def resolve(self, finding: Finding) -> list[InstanceInfo]:
         """Every live instance the finding reaches, named or reached through a group, ENI, ACL or profile.
@@ -161,10 +165,21 @@ class Ec2InstanceDirectory:
             instance_ids += self._association_instances(association_ids)
         for target in finding.evidence.get(SSM_TAG_TARGETS_EVIDENCE_KEY) or []:
             instances.update(self._tag_target(target))
+        for resolver in paths.RESOLVERS:
+            ids = [r for r in dict.fromkeys(finding.resource_ids) if resolver.applies_to(r)]
+            if ids:
+                instance_ids += list(resolver.find_instances(self._all_clients(), ids))
         missing = [i for i in dict.fromkeys(instance_ids) if i not in instances]
         if missing:
             instances.update(self._describe([{"Name": "instance-id", "Values": missing}]))
         return [info for info in instances.values() if info.state in LIVE_STATES]
+
+    def _all_clients(self) -> Clients:
+        from immutable_guard.clients import Clients
+
+        if self._clients is None:
+            self._clients = Clients()
+        return self._clients
 
     # ------------------------------------------------------------ describe calls
 
