@@ -7,7 +7,14 @@ import copy
 from typing import Any
 
 import pytest
-from detection_samples import SAMPLE_ACL, SAMPLE_ENI, SAMPLE_GROUP, SAMPLE_INSTANCE, load_sample
+from detection_samples import (
+    SAMPLE_ACL,
+    SAMPLE_ENI,
+    SAMPLE_GROUP,
+    SAMPLE_INSTANCE,
+    load_sample,
+    sample_names,
+)
 from immutable_guard.detection import normalise, parse_event
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.model import Finding, Kind, Severity, Source
@@ -55,7 +62,15 @@ def test_each_sample_is_recognised_with_its_kind_and_severity(
 
 
 def test_every_kind_has_a_sample() -> None:
-    assert {kind for _, kind, _ in KINDS_AND_SEVERITIES} == set(Kind)
+    # Every kind an alert can carry is shown by at least one sample in events/ (each path's own test
+    # module checks its samples' kinds and severities; this only proves none is missing).
+    kinds = set()
+    for name in sample_names():
+        try:
+            kinds.add(finding_of(load_sample(name)).kind)
+        except InvalidEvent:
+            continue
+    assert kinds == set(Kind)
 
 
 def test_world_open_ssh_names_the_group_and_the_opened_permission() -> None:
