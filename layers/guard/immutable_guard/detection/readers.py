@@ -29,6 +29,10 @@ TAG_CHANGES_EVIDENCE_KEY: Final = "tag_changes"
 """Evidence key holding tag changes of an instance: {key: {"previous": str | None, "updated": str | None}}
 (None = absent). The policy decides whether a change touches the scope or the guard's own tags."""
 
+TAGS_ONLY_EVIDENCE_KEY: Final = "tags_only"
+"""Evidence key, True when the only thing that changed was tags: no mutation, unless the policy finds
+the scope or the guard's own tags among them (scope tampering)."""
+
 
 # ---------------------------------------------------------------- defensive readers
 
