@@ -14,7 +14,7 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 # The decision each sample deserves under the template's defaults.
 EXPECTED = {
     "benign-cloudformation-change.json": ("ignore", "cloudformation_change"),
-    "benign-failed-call.json": ("ignore", "no_rule_matched"),
+    "benign-failed-call.json": ("ignore", "not_delivered"),
     "benign-out-of-scope-instance.json": ("ignore", "out_of_scope"),
     "cloudtrail-import-key-pair.json": ("alert", "account_level_alert_only"),
     "cloudtrail-stop-logging.json": ("alert", "account_level_alert_only"),
@@ -49,7 +49,7 @@ def test_explain_gives_the_right_decision_for_every_sample(
     )
     assert (result["decision"], result["reason"]) == expected
     assert set(result) >= {"matched_rules", "finding", "decision", "reason"}
-    if expected[1] != "no_rule_matched":
+    if expected[1] != "not_delivered":
         assert len(result["matched_rules"]) == 1
 
 
@@ -89,10 +89,7 @@ def test_an_event_from_another_account_is_refused(capsys: pytest.CaptureFixture[
         ("{not json", "is not JSON"),
         ('{"hello": "world"}', "not an EventBridge event"),
         ("[1, 2, 3]", "not an EventBridge event"),
-        (
-            '{"detail-type": "Something Else", "source": "aws.ec2", "detail": {}}',
-            "",
-        ),
+        ('{"detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2", "detail": []}', "detail"),
     ],
 )
 def test_a_bad_file_gets_one_line_and_exit_code_2(
@@ -109,3 +106,38 @@ def test_a_bad_file_gets_one_line_and_exit_code_2(
 def test_a_missing_file_gets_exit_code_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = explain(capsys, str(tmp_path / "nope.json"))
     assert code == 2 and "cannot read" in err
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        # A read-only call no rule watches, as CloudTrail records it.
+        {
+            "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.ec2",
+            "detail": {
+                "eventSource": "ec2.amazonaws.com",
+                "eventName": "DescribeInstances",
+                "requestParameters": {"instancesSet": {}},
+            },
+        },
+        # Another kind of event altogether.
+        {
+            "detail-type": "EC2 Instance State-change Notification",
+            "source": "aws.ec2",
+            "detail": {"instance-id": "i-0abc1234def567890", "state": "running"},
+        },
+    ],
+)
+def test_a_valid_event_no_rule_delivers_is_ignored_as_not_delivered(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, event: dict[str, object]
+) -> None:
+    # Given a well-formed event that no rule of the template matches
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    # When it is explained
+    code, out, err = explain(capsys, str(path))
+    # Then it is a valid answer, not an input error
+    assert code == 0 and err == ""
+    result = json.loads(out)
+    assert (result["matched_rules"], result["decision"], result["reason"]) == ([], "ignore", "not_delivered")

@@ -11,6 +11,7 @@ from typing import Any
 from immutable_guard.errors import GuardError, InvalidEvent
 
 EXIT_USAGE = 2
+NOT_DELIVERED = "not_delivered"
 
 
 def explain_event(
@@ -39,6 +40,15 @@ def explain_event(
         raise InvalidEvent("not an EventBridge event: expected an object with 'detail-type' and 'detail'")
     defaults = parameter_defaults(template)
     matched = [rule.logical_id for rule in event_rules(template) if matches(rule.pattern, raw)]
+    if not matched:
+        # No rule delivers it, so Detect never sees it: a valid answer, not an input error.
+        return {
+            "matched_rules": [],
+            "finding": None,
+            "decision": "ignore",
+            "reason": NOT_DELIVERED,
+            "detail": f"No rule of the template delivers {_event_label(raw)} to Detect.",
+        }
     finding = normalise(parse_event(raw))
     tag_key, tag_value = scope_tag or (
         defaults.get("ScopeTagKey", "immutable"),
@@ -68,20 +78,29 @@ def explain_event(
         instances = [InstanceInfo(instance_id=f"instances-using-{rid}") for rid in finding.resource_ids]
         assumed = "offline: assumed an immutable instance uses " + ", ".join(finding.resource_ids)
     judgement = judge(finding, instances, policy)
-    decision, reason = judgement.decision.value, judgement.reason
-    if not matched:
-        # No rule delivers it, so the Detect function never sees it, whatever the policy would say.
-        decision, reason = "ignore", "no_rule_matched"
     return {
         "matched_rules": matched,
         "finding": finding.model_dump(mode="json"),
-        "decision": decision,
-        "reason": reason,
+        "decision": judgement.decision.value,
+        "reason": judgement.reason,
         "detail": judgement.detail,
         "mode": policy.mode.value,
         "instances": [i.instance_id for i in judgement.instances_in_scope],
         **({"assumption": assumed} if assumed else {}),
     }
+
+
+def _event_label(raw: dict[str, Any]) -> str:
+    """A short name for an event no rule delivers (nothing in it is trusted or required)."""
+    from immutable_guard.detection.events import quote
+
+    detail = raw["detail"]
+    if not isinstance(detail, dict):
+        raise InvalidEvent("not an EventBridge event: 'detail' is not an object")
+    if "eventName" in detail:
+        failed = f" (failed: {quote(detail['errorCode'])})" if detail.get("errorCode") else ""
+        return f"{quote(detail.get('eventSource'))} {quote(detail['eventName'])}{failed}"
+    return f"a {quote(raw['detail-type'])} event from {quote(raw.get('source'))}"
 
 
 def _csv(value: str) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ def add_canary_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `canary` subcommand to the `immutable-guard` parser."""
     canary = subparsers.add_parser(
         "canary",
-        help="roll a new Lambda version out to an alias in checked steps of at most 10 %",
+        help="roll a new Lambda version out to an alias in checked steps of at most 10 %%",
         description="Start a canary rollout and follow it until it is promoted or rolled back.",
     )
     canary.add_argument("function", nargs="?", help="function name or ARN")

@@ -1,0 +1,26 @@
+"""`--help` is the first thing a newcomer types: it works for the command and every subcommand."""
+
+from __future__ import annotations
+
+import pytest
+from immutable_guard.cli import build_parser, main
+
+
+def _subcommands() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return sorted(action.choices)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("argv", [["--help"], *[[name, "--help"] for name in _subcommands()]])
+def test_help_prints_usage_and_exits_0(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    # When help is asked for
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    # Then it is printed, not a traceback
+    assert exited.value.code == 0
+    assert "usage: immutable-guard" in capsys.readouterr().out
+
+
+def test_every_subcommand_is_checked() -> None:
+    assert {"explain", "drill", "canary", "doctor", "incidents", "release"} <= set(_subcommands())
