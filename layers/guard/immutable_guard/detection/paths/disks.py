@@ -27,12 +27,15 @@ def _volume(detail: CloudTrailDetail) -> Facts:
     # Multi-Attach volume is on several, and only the one named changed.
     request = detail.request_parameters or {}
     response = detail.response_elements or {}
-    volume_id = text_of(request.get("volumeId")) or text_of(response.get("volumeId"))
-    instance_id = text_of(request.get("instanceId")) or text_of(response.get("instanceId"))
-    device = text_of(request.get("device")) or text_of(response.get("device"))
+    volume_id = text_of(request.get("volumeId")) or text_of(first_of(response, "volumeId", "VolumeId"))
+    instance_id = text_of(request.get("instanceId")) or text_of(
+        first_of(response, "instanceId", "InstanceId")
+    )
+    device = text_of(request.get("device")) or text_of(first_of(response, "device", "Device"))
     attach = detail.event_name == "AttachVolume"
     forced = _flag(request.get("force")) is True
-    what = f"Volume {volume_id or '?'} {'attached to' if attach else 'detached from'} {instance_id or 'an instance'}"
+    verb = "attached to" if attach else "detached from"
+    what = f"Volume {volume_id or '?'} {verb} {instance_id or 'an instance'}"
     return Facts(
         Kind.DISK_CHANGED,
         Severity.HIGH,

@@ -80,7 +80,12 @@ def _route(detail: CloudTrailDetail) -> Facts:
     )
     field, target = _route_target(request)
     verb = "created" if detail.event_name == "CreateRoute" else "replaced"
-    evidence = {"route_table_id": table_id, "destination": destination, "target": target, "target_type": field}
+    evidence = {
+        "route_table_id": table_id,
+        "destination": destination,
+        "target": target,
+        "target_type": field,
+    }
     route = f"Route to {destination or '?'} via {target or 'an unnamed target'} {verb} in {table_id or '?'}"
     exposing = field in _EXPOSING_TARGETS and target is not None
     if exposing:
@@ -117,7 +122,9 @@ def _route_table_association(detail: CloudTrailDetail) -> Facts:
     table_id = text_of(request.get("routeTableId"))
     subnet_id = text_of(request.get("subnetId"))
     old_association = text_of(request.get("associationId"))
-    new_association = text_of(response.get("newAssociationId")) or text_of(response.get("associationId"))
+    new_association = text_of(
+        first_of(response, "newAssociationId", "NewAssociationId", "associationId", "AssociationId")
+    )
     target = subnet_id or new_association or old_association
     return Facts(
         Kind.NETWORK_PATH_CHANGED,
@@ -143,7 +150,7 @@ def _network_acl_association(detail: CloudTrailDetail) -> Facts:
     response = detail.response_elements or {}
     acl_id = text_of(request.get("networkAclId"))
     old_association = text_of(request.get("associationId"))
-    new_association = text_of(response.get("newAssociationId"))
+    new_association = text_of(first_of(response, "newAssociationId", "NewAssociationId"))
     return Facts(
         Kind.NETWORK_PATH_CHANGED,
         Severity.HIGH,
@@ -225,7 +232,7 @@ def _associate_address(detail: CloudTrailDetail) -> Facts:
             "address": address,
             "private_ip": text_of(request.get("privateIpAddress")),
             "network_interface_id": eni_id,
-            "association_id": text_of(response.get("associationId")),
+            "association_id": text_of(first_of(response, "associationId", "AssociationId")),
         },
         alert_if_unresolved=True,
     )
@@ -235,10 +242,12 @@ def _assign_ipv6_addresses(detail: CloudTrailDetail) -> Facts:
     # IPv6 addresses are global: with the subnet's usual ::/0 route, the interface is on the internet.
     request = detail.request_parameters or {}
     response = detail.response_elements or {}
-    eni_id = text_of(request.get("networkInterfaceId")) or text_of(response.get("networkInterfaceId"))
+    eni_id = text_of(request.get("networkInterfaceId")) or text_of(
+        first_of(response, "networkInterfaceId", "NetworkInterfaceId")
+    )
     addresses = [
         text_of(as_dict(item).get("ipv6Address")) or text_of(item)
-        for item in items_of(response.get("assignedIpv6Addresses"))
+        for item in items_of(first_of(response, "assignedIpv6Addresses", "AssignedIpv6Addresses"))
     ]
     count = int_of(request.get("ipv6AddressCount"))
     return Facts(
@@ -267,7 +276,7 @@ def _attach_network_interface(detail: CloudTrailDetail) -> Facts:
         evidence={
             "network_interface_id": eni_id,
             "device_index": int_of(request.get("deviceIndex")),
-            "attachment_id": text_of(response.get("attachmentId")),
+            "attachment_id": text_of(first_of(response, "attachmentId", "AttachmentId")),
         },
         alert_if_unresolved=True,
     )
@@ -429,7 +438,12 @@ def _route_association_servers(clients: Clients, association_ids: list[str]) -> 
     wanted = set(association_ids)
     # Only the associations that changed: the table's other subnets did not move.
     narrowed: list[RouteTableTypeDef] = [
-        {**table, "Associations": [a for a in table.get("Associations", []) if a.get("RouteTableAssociationId") in wanted]}
+        {
+            **table,
+            "Associations": [
+                a for a in table.get("Associations", []) if a.get("RouteTableAssociationId") in wanted
+            ],
+        }
         for table in tables
     ]
     return _servers_of_route_tables(clients.ec2, narrowed)
@@ -455,28 +469,44 @@ def _acl_association_servers(clients: Clients, association_ids: list[str]) -> li
     return _subnet_servers(clients, subnet_ids) if subnet_ids else []
 
 
+def _references(group: dict[str, Any], list_ids: set[str]) -> bool:
+    permissions = [*group.get("IpPermissions", []), *group.get("IpPermissionsEgress", [])]
+    return any(
+        entry.get("PrefixListId") in list_ids
+        for permission in permissions
+        for entry in permission.get("PrefixListIds", [])
+    )
+
+
 def _prefix_list_servers(clients: Clients, list_ids: list[str]) -> list[str]:
     """Instances using a group whose ingress or egress rules reference one of the prefix lists."""
     ec2 = clients.ec2
-    group_ids: list[str] = []
-    for name in ("ip-permission.prefix-list-id", "egress.ip-permission.prefix-list-id"):
-        filters: list[FilterTypeDef] = [{"Name": name, "Values": list_ids}]
+    wanted = set(list_ids)
 
-        def read(filters: list[FilterTypeDef] = filters) -> list[Any]:
-            paginator = ec2.get_paginator("describe_security_groups")
-            return [g for page in paginator.paginate(Filters=filters) for g in page.get("SecurityGroups", [])]
+    # Every group is read and its rules checked here: the `ip-permission.prefix-list-id` filters do the
+    # same in AWS, but moto (the local runtime) does not implement them, and a prefix list change is
+    # rare enough for the extra pages not to matter.
+    def read() -> list[Any]:
+        paginator = ec2.get_paginator("describe_security_groups")
+        return [group for page in paginator.paginate() for group in page.get("SecurityGroups", [])]
 
-        group_ids += [g["GroupId"] for g in _guarded(f"prefix list {','.join(list_ids[:3])}", read) if "GroupId" in g]
+    group_ids = [
+        group["GroupId"]
+        for group in _guarded(f"prefix list {','.join(list_ids[:3])}", read)
+        if "GroupId" in group and _references(group, wanted)
+    ]
     if not group_ids:
         return []
     found = _instance_ids(_instances(ec2, "instance.group-id", group_ids))
     # Groups on secondary interfaces reach their instances through the interfaces.
     for chunk in _chunks(list(dict.fromkeys(group_ids))):
-        filters = [{"Name": "group-id", "Values": chunk}]
+        filters: list[FilterTypeDef] = [{"Name": "group-id", "Values": chunk}]
 
         def read_enis(filters: list[FilterTypeDef] = filters) -> list[Any]:
             paginator = ec2.get_paginator("describe_network_interfaces")
-            return [e for page in paginator.paginate(Filters=filters) for e in page.get("NetworkInterfaces", [])]
+            return [
+                e for page in paginator.paginate(Filters=filters) for e in page.get("NetworkInterfaces", [])
+            ]
 
         found += [
             eni["Attachment"]["InstanceId"]
