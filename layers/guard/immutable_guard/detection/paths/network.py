@@ -87,8 +87,9 @@ def _route(detail: CloudTrailDetail) -> Facts:
         "target_type": field,
     }
     route = f"Route to {destination or '?'} via {target or 'an unnamed target'} {verb} in {table_id or '?'}"
-    exposing = field in _EXPOSING_TARGETS and target is not None
-    if exposing:
+    # gatewayId also names virtual private gateways (vgw-) and the VPC's "local" target.
+    prefix = _EXPOSING_TARGETS.get(field or "")
+    if prefix is not None and target is not None and target.startswith(prefix):
         return Facts(
             Kind.NETWORK_PATH_CHANGED,
             Severity.CRITICAL if is_world(destination) else Severity.HIGH,
