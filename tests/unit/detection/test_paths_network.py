@@ -478,3 +478,23 @@ def test_the_same_change_by_the_pipeline_through_cloudformation_or_failing_is_ig
     assert reasons == ["allow_listed_principal", "cloudformation_change", "failed_call"]
     # And the attack itself would be remediated
     assert judge_event(raw, policy, _Everything()).decision is Decision.REMEDIATE
+
+
+def test_removing_a_route_table_association_is_alerted(world: World) -> None:
+    # Given a subnet dropped back onto the main table: the association no longer exists to resolve
+    raw = world.event("cloudtrail-replace-route-table-association.json")
+    raw["detail"]["eventName"] = "DisassociateRouteTable"
+    raw["detail"]["requestParameters"] = {"associationId": SAMPLE_ROUTE_ASSOCIATION}
+    raw["detail"]["responseElements"] = {"_return": True}
+    assert len([rule for rule in event_rules(TEMPLATE) if matches(rule.pattern, raw)]) == 1
+    judgement = judge_event(raw, Policy(), Ec2InstanceDirectory(world.ec2))
+    assert (judgement.decision, judgement.reason) == (Decision.ALERT, "unresolved_target")
+
+
+def test_an_edge_association_of_a_gateway_is_alerted(world: World) -> None:
+    raw = world.event("cloudtrail-replace-route-table-association.json")
+    raw["detail"]["eventName"] = "AssociateRouteTable"
+    raw["detail"]["requestParameters"] = {"routeTableId": SAMPLE_ROUTE_TABLE, "gatewayId": "igw-0a9b8c7d"}
+    raw["detail"]["responseElements"] = {"associationId": SAMPLE_ROUTE_ASSOCIATION}
+    judgement = judge_event(raw, Policy(), Ec2InstanceDirectory(world.ec2))
+    assert (judgement.decision, judgement.reason) == (Decision.ALERT, "unresolved_target")

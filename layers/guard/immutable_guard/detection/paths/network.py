@@ -139,7 +139,24 @@ def _route_table_association(detail: CloudTrailDetail) -> Facts:
             "replaced_association_id": old_association,
             "association_id": new_association,
         },
-        alert_if_unresolved=subnet_id is None and new_association is None,
+        # An edge association (gatewayId) steers the VPC's inbound traffic, which no server resolves.
+        alert_if_unresolved=(subnet_id is None and new_association is None) or "gatewayId" in request,
+    )
+
+
+def _route_table_disassociation(detail: CloudTrailDetail) -> Facts:
+    # The subnet falls back to its VPC's main table, whose routes (an internet route included) it then
+    # takes. The association is gone once the call succeeds, so nothing leads to the subnet: alerted.
+    request = detail.request_parameters or {}
+    association = text_of(request.get("associationId"))
+    return Facts(
+        Kind.NETWORK_PATH_CHANGED,
+        Severity.MEDIUM,
+        f"Route table association {association or '?'} removed: its subnet now takes the main route "
+        "table's routes.",
+        resource_ids=[association],
+        evidence={"replaced_association_id": association},
+        alert_if_unresolved=True,
     )
 
 
@@ -325,6 +342,7 @@ HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     ("ec2.amazonaws.com", "ReplaceRoute"): _route,
     ("ec2.amazonaws.com", "AssociateRouteTable"): _route_table_association,
     ("ec2.amazonaws.com", "ReplaceRouteTableAssociation"): _route_table_association,
+    ("ec2.amazonaws.com", "DisassociateRouteTable"): _route_table_disassociation,
     ("ec2.amazonaws.com", "ReplaceNetworkAclAssociation"): _network_acl_association,
     ("ec2.amazonaws.com", "ModifyManagedPrefixList"): _modify_managed_prefix_list,
     ("ec2.amazonaws.com", "AssociateAddress"): _associate_address,
