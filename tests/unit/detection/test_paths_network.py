@@ -240,7 +240,30 @@ def test_associating_a_route_table_names_the_subnet() -> None:
     raw["detail"]["eventName"] = "AssociateRouteTable"
     raw["detail"]["requestParameters"] = {"routeTableId": SAMPLE_ROUTE_TABLE, "subnetId": "subnet-0a1b2c3d"}
     raw["detail"]["responseElements"] = {"associationId": SAMPLE_ROUTE_ASSOCIATION}
-    assert finding_of(raw).resource_ids == ("subnet-0a1b2c3d",)
+    finding = finding_of(raw)
+    assert finding.resource_ids == (SAMPLE_ROUTE_ASSOCIATION,)
+    assert finding.evidence["subnet_id"] == "subnet-0a1b2c3d"
+
+
+def test_associating_a_route_table_reaches_the_subnet_through_the_new_association(world: World) -> None:
+    table_id = world.ec2.create_route_table(VpcId=world.vpc_id)["RouteTable"]["RouteTableId"]
+    association = world.ec2.associate_route_table(RouteTableId=table_id, SubnetId=world.subnet_id)[
+        "AssociationId"
+    ]
+    raw = world.event("cloudtrail-replace-route-table-association.json")
+    raw["detail"]["eventName"] = "AssociateRouteTable"
+    raw["detail"]["requestParameters"] = {"routeTableId": table_id, "subnetId": world.subnet_id}
+    raw["detail"]["responseElements"] = {"associationId": association}
+    assert resolved(world, raw) == {world.immutable_id, world.mutable_id}
+
+
+def test_a_route_whose_target_cannot_be_read_is_alerted() -> None:
+    raw = with_request(
+        "cloudtrail-create-route-internet-gateway.json",
+        {"routeTableId": SAMPLE_ROUTE_TABLE, "destinationCidrBlock": "0.0.0.0/0", "odbNetworkArn": "arn:x"},
+    )
+    judgement = judge_event(raw, Policy(), _Everything())
+    assert judgement.decision is Decision.ALERT
 
 
 # ---------------------------------------------------------------- network ACL association

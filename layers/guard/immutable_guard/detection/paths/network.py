@@ -98,6 +98,15 @@ def _route(detail: CloudTrailDetail) -> Facts:
             evidence={**evidence, "exposure": "internet"},
             # The table is named; one that is gone or unused reaches no server, and that is no alert.
         )
+    if field is None:
+        # A target this reader does not know (AWS adds target types): a person must look.
+        return Facts(
+            Kind.NETWORK_PATH_CHANGED,
+            Severity.MEDIUM,
+            f"{route}: its target could not be read.",
+            evidence={**evidence, "exposure": "unknown"},
+            alert_if_unresolved=True,
+        )
     if field in _INTERCEPTING_TARGETS:
         return Facts(
             Kind.NETWORK_PATH_CHANGED,
@@ -132,7 +141,9 @@ def _route_table_association(detail: CloudTrailDetail) -> Facts:
         Severity.HIGH,
         f"Route table {table_id or '?'} now routes {subnet_id or f'the subnets of association {target}'}: "
         "its servers take that table's routes.",
-        resource_ids=[subnet_id or new_association],
+        # The association leads to the subnet (or, for the main table, to the VPC's implicit subnets);
+        # a subnet id alone is not resolved, so that ids other paths name never fan out to a subnet.
+        resource_ids=[new_association or subnet_id],
         evidence={
             "route_table_id": table_id,
             "subnet_id": subnet_id,
@@ -140,7 +151,7 @@ def _route_table_association(detail: CloudTrailDetail) -> Facts:
             "association_id": new_association,
         },
         # An edge association (gatewayId) steers the VPC's inbound traffic, which no server resolves.
-        alert_if_unresolved=(subnet_id is None and new_association is None) or "gatewayId" in request,
+        alert_if_unresolved=new_association is None or "gatewayId" in request,
     )
 
 
@@ -542,7 +553,6 @@ def _prefixed(prefix: str) -> Callable[[str], bool]:
 RESOLVERS: Final[tuple[Resolver, ...]] = (
     Resolver("route table", _prefixed("rtb-"), _route_table_servers),
     Resolver("route table association", _prefixed("rtbassoc-"), _route_association_servers),
-    Resolver("subnet", _prefixed("subnet-"), _subnet_servers),
     Resolver("network ACL association", _prefixed("aclassoc-"), _acl_association_servers),
     Resolver("managed prefix list", _prefixed("pl-"), _prefix_list_servers),
 )
