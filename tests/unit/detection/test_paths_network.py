@@ -521,3 +521,65 @@ def test_an_edge_association_of_a_gateway_is_alerted(world: World) -> None:
     raw["detail"]["responseElements"] = {"associationId": SAMPLE_ROUTE_ASSOCIATION}
     judgement = judge_event(raw, Policy(), Ec2InstanceDirectory(world.ec2))
     assert (judgement.decision, judgement.reason) == (Decision.ALERT, "unresolved_target")
+
+
+# ---------------------------------------------------------------- the local runtime records the same
+
+
+LOCAL_CALLS = [
+    (
+        "CreateRoute",
+        {"RouteTableId": "rtb-1", "DestinationCidrBlock": "0.0.0.0/0", "GatewayId": "igw-1"},
+        {},
+        "rtb-1",
+    ),
+    (
+        "ReplaceNetworkAclAssociation",
+        {"AssociationId": "aclassoc-old", "NetworkAclId": "acl-1"},
+        {"NewAssociationId": "aclassoc-new"},
+        "aclassoc-new",
+    ),
+    ("ModifyManagedPrefixList", {"PrefixListId": "pl-1", "AddEntries": [{"Cidr": "0.0.0.0/0"}]}, {}, "pl-1"),
+    (
+        "AssociateAddress",
+        {"InstanceId": "i-1", "AllocationId": "eipalloc-1"},
+        {"AssociationId": "eipassoc-1"},
+        "i-1",
+    ),
+    (
+        "AttachNetworkInterface",
+        {"NetworkInterfaceId": "eni-1", "InstanceId": "i-1", "DeviceIndex": 1},
+        {},
+        "i-1",
+    ),
+    (
+        "CreateTrafficMirrorSession",
+        {"NetworkInterfaceId": "eni-1", "TrafficMirrorTargetId": "tmt-1", "TrafficMirrorFilterId": "tmf-1"},
+        {},
+        "eni-1",
+    ),
+    (
+        "AuthorizeSecurityGroupIngress",
+        {"GroupName": "default"},
+        {"SecurityGroupRules": [{"GroupId": "sg-1"}]},
+        "sg-1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("operation", "params", "response", "expected"), LOCAL_CALLS)
+def test_what_the_local_trail_records_names_the_same_resources(
+    operation: str, params: dict[str, Any], response: dict[str, Any], expected: str
+) -> None:
+    import boto3
+    from immutable_guard.local.trail import Actor, CloudTrailEmitter, request_parameters
+
+    # Given the local runtime's record of a boto3 call (request in CloudTrail's shape, SDK response)
+    model = boto3.client("ec2", region_name="us-east-1").meta.service_model.operation_model(operation)
+    emitter = CloudTrailEmitter(deliver=lambda event: None)
+    event = emitter.record(
+        Actor(), "ec2.amazonaws.com", operation, request_parameters(model, params), response
+    )
+    # When it is normalised, Then it names a resource the directory can resolve
+    finding = finding_of(event)
+    assert expected in finding.resource_ids
