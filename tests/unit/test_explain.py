@@ -19,6 +19,10 @@ EXPECTED = {
     "cloudtrail-import-key-pair.json": ("alert", "account_level_alert_only"),
     "cloudtrail-stop-logging.json": ("alert", "account_level_alert_only"),
     "cloudtrail-stop-configuration-recorder.json": ("alert", "account_level_alert_only"),
+    # A route to a peering connection opens no path from the internet; removing prefix-list entries
+    # narrows rules: both name no resource to remediate.
+    "benign-create-route-peering.json": ("ignore", "out_of_scope"),
+    "benign-modify-managed-prefix-list-remove-entry.json": ("ignore", "out_of_scope"),
 }
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 

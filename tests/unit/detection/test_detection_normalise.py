@@ -367,6 +367,7 @@ def test_the_failed_call_keeps_its_error_code() -> None:
 def test_null_request_parameters_yield_a_finding_with_less_evidence() -> None:
     raw = load_sample("cloudtrail-authorize-sg-ingress-ssh-world.json")
     raw["detail"]["requestParameters"] = None
+    raw["detail"]["responseElements"] = None
     finding = finding_of(raw)
     assert finding.kind is Kind.PORT_OPENED
     assert finding.evidence["permissions"] == []

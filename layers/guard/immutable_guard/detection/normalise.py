@@ -57,18 +57,37 @@ def _ip_permissions(request: dict[str, Any], direction: str) -> list[dict[str, A
     return found
 
 
-def _security_group_authorize(request: dict[str, Any], name: str) -> Facts:
+def _response_group_ids(response: dict[str, Any]) -> list[str]:
+    """The groups of the rules the call created: securityGroupRuleSet.items[].groupId in CloudTrail
+    (SecurityGroupRules[].GroupId where a record keeps the SDK's shape)."""
+    rules = items_of(response.get("securityGroupRuleSet")) or items_of(response.get("SecurityGroupRules"))
+    found = (text_of(first_of(as_dict(rule), "groupId", "GroupId")) for rule in rules)
+    return [group_id for group_id in found if group_id]
+
+
+def _security_group_authorize(request: dict[str, Any], name: str, response: dict[str, Any]) -> Facts:
     direction = "egress" if name == "AuthorizeSecurityGroupEgress" else "ingress"
-    group_id = text_of(request.get("groupId"))
+    group_name = text_of(request.get("groupName"))
+    # A group named by name (default VPC, EC2-Classic style) has its id only in the response; without
+    # an id nothing resolves the instances, so such a finding is alerted rather than ignored.
+    group_ids = list(unique([text_of(request.get("groupId")), *_response_group_ids(response)]))
+    group_id = group_ids[0] if group_ids else None
     permissions = _ip_permissions(request, direction)
     severity = port_severity(permissions)
-    target = group_id or text_of(request.get("groupName")) or "an unnamed security group"
+    target = group_id or group_name or "an unnamed security group"
     return Facts(
         Kind.PORT_OPENED,
         severity,
-        f"{direction.capitalize()} opened on {target}: {describe_permissions(permissions)}.",
-        resource_ids=[group_id],
-        evidence={"group_id": group_id, "direction": direction, "permissions": permissions},
+        f"{direction.capitalize()} opened on {target}"
+        f"{f' ({group_name})' if group_name and group_id else ''}: {describe_permissions(permissions)}.",
+        resource_ids=group_ids,
+        evidence={
+            "group_id": group_id,
+            "group_name": group_name,
+            "direction": direction,
+            "permissions": permissions,
+        },
+        alert_if_unresolved=group_id is None,
     )
 
 
@@ -365,8 +384,6 @@ _Handler = Callable[[dict[str, Any], str], Facts]
 _ResponseHandler = Callable[[dict[str, Any], str, dict[str, Any]], Facts]
 
 _HANDLERS: Final[dict[tuple[str, str], _Handler]] = {
-    ("ec2.amazonaws.com", "AuthorizeSecurityGroupIngress"): _security_group_authorize,
-    ("ec2.amazonaws.com", "AuthorizeSecurityGroupEgress"): _security_group_authorize,
     ("ec2.amazonaws.com", "ModifySecurityGroupRules"): _modify_security_group_rules,
     ("ec2.amazonaws.com", "CreateNetworkAclEntry"): _network_acl_entry,
     ("ec2.amazonaws.com", "ReplaceNetworkAclEntry"): _network_acl_entry,
@@ -385,6 +402,8 @@ _HANDLERS: Final[dict[tuple[str, str], _Handler]] = {
 }
 
 _RESPONSE_HANDLERS: Final[dict[tuple[str, str], _ResponseHandler]] = {
+    ("ec2.amazonaws.com", "AuthorizeSecurityGroupIngress"): _security_group_authorize,
+    ("ec2.amazonaws.com", "AuthorizeSecurityGroupEgress"): _security_group_authorize,
     ("ec2.amazonaws.com", "ImportKeyPair"): _key_pair,
     ("ec2.amazonaws.com", "CreateKeyPair"): _key_pair,
     ("ec2.amazonaws.com", "AssociateIamInstanceProfile"): _iam_profile,

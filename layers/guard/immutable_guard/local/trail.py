@@ -32,6 +32,10 @@ _WRAPPED_EC2 = frozenset(
         "CreateLaunchTemplateVersion",
         "ModifyLaunchTemplate",
         "ModifyInstanceMetadataOptions",
+        "ModifyManagedPrefixList",
+        "CreateTrafficMirrorSession",
+        "ModifyTrafficMirrorSession",
+        "CreateReplaceRootVolumeTask",
     }
 )
 # CloudTrail records the new security groups of these as groupSet.items[].groupId.
