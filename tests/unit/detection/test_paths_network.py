@@ -583,3 +583,22 @@ def test_what_the_local_trail_records_names_the_same_resources(
     # When it is normalised, Then it names a resource the directory can resolve
     finding = finding_of(event)
     assert expected in finding.resource_ids
+
+
+def test_a_public_ip_associated_with_an_interface_opens_it_to_the_internet() -> None:
+    """ModifyNetworkInterfaceAttribute takes AssociatePublicIpAddress (a plain Boolean in the EC2 API
+    reference, so CloudTrail's query shape records it as `associatePublicIpAddress: true`, unlike the
+    `{"value": ...}` attribute values of sourceDestCheck); read both forms."""
+    # Given the record of a public IPv4 address associated with a server's interface
+    raw = load_sample("cloudtrail-modify-network-interface-attribute-public-ip.json")
+    # When it is normalised
+    finding = normalise(parse_event(raw))
+    # Then it is a port opened on that interface, resolved later through the interface
+    assert (finding.kind, finding.severity) == (Kind.PORT_OPENED, Severity.HIGH)
+    assert finding.resource_ids == (SAMPLE_ENI,)
+    # And the attribute-value spelling means the same
+    raw["detail"]["requestParameters"]["associatePublicIpAddress"] = {"value": "true"}
+    assert normalise(parse_event(raw)).kind is Kind.PORT_OPENED
+    # But removing the address is a change of another kind (still a mutation, not an opening)
+    raw["detail"]["requestParameters"]["associatePublicIpAddress"] = False
+    assert normalise(parse_event(raw)).kind is Kind.INSTANCE_MODIFIED

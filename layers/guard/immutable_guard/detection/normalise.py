@@ -209,6 +209,13 @@ def _modify_instance_attribute(request: dict[str, Any], name: str) -> Facts:
     )
 
 
+def _flag(value: object) -> bool:
+    """A boolean as EC2 records it: plain, a string, or an attribute value {"value": ...}."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
 def _modify_network_interface_attribute(request: dict[str, Any], name: str) -> Facts:
     eni_id = text_of(request.get("networkInterfaceId"))
     if "groupSet" in request:
@@ -220,6 +227,15 @@ def _modify_network_interface_attribute(request: dict[str, Any], name: str) -> F
             f"{', '.join(groups) or 'none'}.",
             resource_ids=[eni_id],
             evidence={"network_interface_id": eni_id, "group_ids": groups},
+        )
+    if _flag(request.get("associatePublicIpAddress")):
+        # A public IPv4 address on an interface of a running server: reachable from the internet.
+        return Facts(
+            Kind.PORT_OPENED,
+            Severity.HIGH,
+            f"Public IPv4 address associated with network interface {eni_id or '?'}.",
+            resource_ids=[eni_id],
+            evidence={"network_interface_id": eni_id, "associate_public_ip_address": True},
         )
     attributes = [key for key in request if key != "networkInterfaceId"]
     return Facts(
