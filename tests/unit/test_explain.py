@@ -19,6 +19,9 @@ EXPECTED = {
     "cloudtrail-import-key-pair.json": ("alert", "account_level_alert_only"),
     "cloudtrail-stop-logging.json": ("alert", "account_level_alert_only"),
     "cloudtrail-stop-configuration-recorder.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-delete-tags-scope.json": ("remediate", "scope_tampered"),
+    "cloudtrail-create-tags-forged-quarantine.json": ("remediate", "scope_tampered"),
+    "benign-create-tags-unrelated.json": ("ignore", "tags_only"),
 }
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 
