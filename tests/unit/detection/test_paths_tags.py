@@ -21,7 +21,7 @@ from immutable_guard.detection import (
 from immutable_guard.detection.paths.tags import EVERY_USER_TAG, tag_changes_of
 from immutable_guard.detection.readers import TAG_CHANGES_EVIDENCE_KEY, TAGS_ONLY_EVIDENCE_KEY
 from immutable_guard.detection.scope import ScopeRule
-from immutable_guard.model import Decision, Finding, Kind, Severity
+from immutable_guard.model import Decision, Finding, Kind, Severity, Source
 
 PIPELINE = "arn:aws:iam::111122223333:role/deploy-pipeline"
 GUARD_ROLE = "arn:aws:iam::111122223333:role/immutable-guard-QuarantineFunctionRole-1A2B3C4D5E6F"
@@ -100,9 +100,10 @@ def test_a_delete_tags_record_names_the_instance_and_the_removed_key_with_no_kno
     assert (change.key, change.updated, change.previous_known) == ("immutable", None, False)
 
 
-def test_setting_a_guard_tag_is_named_scope_tampering_by_the_record_alone() -> None:
+def test_a_create_tags_record_says_which_value_each_tag_was_set_to() -> None:
+    # Whether it tampers depends on the operator's scope and the instance: the policy decides
     forged = finding("cloudtrail-create-tags-forged-quarantine.json")
-    assert (forged.kind, forged.severity) == (Kind.SCOPE_TAMPERED, Severity.CRITICAL)
+    assert (forged.kind, forged.severity) == (Kind.INSTANCE_MODIFIED, Severity.MEDIUM)
     assert forged.evidence[TAG_CHANGES_EVIDENCE_KEY] == {"immutable-guard:state": {"updated": "quarantined"}}
     assert "immutable-guard:state=quarantined" in forged.summary
 
@@ -270,6 +271,23 @@ def test_the_guard_setting_its_own_marker_is_its_own_business() -> None:
         userIdentity=as_actor("cloudtrail-create-tags-forged-quarantine.json", GUARD_ROLE),
     )
     assert judge(ours, [IMMUTABLE], POLICY, Memory()).reason == "own_change"
+
+
+def test_config_s_echo_of_a_guard_tag_change_is_no_tampering_for_lack_of_an_actor() -> None:
+    # Config reports the guard's own Contain and Release tag changes too, with no actor: only CloudTrail's
+    # record of the same call can say someone else made it
+    echo = finding("cloudtrail-create-tags-forged-quarantine.json").model_copy(
+        update={
+            "source": Source.CONFIG,
+            "evidence": {
+                TAG_CHANGES_EVIDENCE_KEY: {
+                    "immutable-guard:state": {"previous": "quarantined", "updated": None}
+                },
+                TAGS_ONLY_EVIDENCE_KEY: True,
+            },
+        }
+    )
+    assert judge(echo, [IMMUTABLE], POLICY, Memory()).reason == "tags_only"
 
 
 def test_a_guard_tag_on_an_out_of_scope_server_is_not_the_guard_s_business() -> None:

@@ -20,7 +20,7 @@ from immutable_guard.detection.paths.tags import (
 )
 from immutable_guard.detection.readers import TAGS_ONLY_EVIDENCE_KEY
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
-from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode, Severity
+from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode, Severity, Source
 
 _CLOUDFORMATION: Final = "cloudformation.amazonaws.com"
 QUARANTINE_TAG: Final = "immutable-guard:state"
@@ -204,10 +204,18 @@ def judge(
 
 
 def _tampered_tags(
-    info: InstanceInfo, changes: list[TagChange], scope: ScopeRule, memory: DetectionMemory
+    info: InstanceInfo,
+    changes: list[TagChange],
+    scope: ScopeRule,
+    memory: DetectionMemory,
+    with_actor: bool,
 ) -> list[str]:
     """The tag changes on `info` that tamper with its scope: the scope tag removed or changed while the
-    instance carried it, or any `immutable-guard:*` tag set or removed on an instance in scope."""
+    instance carried it, or any `immutable-guard:*` tag set or removed on an instance in scope.
+
+    The guard changes its own tags all the time (Contain sets the marker, Release removes it), and a
+    Config item carries no actor: only a record that names who changed them (CloudTrail) can say that
+    someone else did. Config's echo of an attacker's change comes with that CloudTrail record."""
     tampered: list[str] = []
     had_scope_tag: bool | None = None  # read from the ledger at most once, and only if needed
     for change in changes:
@@ -230,7 +238,9 @@ def _tampered_tags(
     guard_tags = [
         c.key
         for c in changes
-        if c.key.startswith(GUARD_TAG_PREFIX) and not (c.previous_known and c.previous == c.updated)
+        if with_actor
+        and c.key.startswith(GUARD_TAG_PREFIX)
+        and not (c.previous_known and c.previous == c.updated)
     ]
     if guard_tags and (
         tampered or scope.in_scope_at_change(info, tags_before(info.tags or {}, changes), memory)
@@ -267,7 +277,11 @@ def _judge_scope(
         tampered = {
             info.instance_id: keys
             for info in instances
-            if (keys := _tampered_tags(info, changes, policy.scope, memory))
+            if (
+                keys := _tampered_tags(
+                    info, changes, policy.scope, memory, finding.source is Source.CLOUDTRAIL
+                )
+            )
         }
         if tampered:
             described = "; ".join(f"{i}: {', '.join(keys)}" for i, keys in tampered.items())

@@ -114,12 +114,11 @@ def _tags_changed(detail: CloudTrailDetail, deleting: bool) -> Facts:
     )
     where = ", ".join(instances[:5]) or "no instance"
     what = "removed from" if deleting else "set on"
-    # The guard's own tag keys are fixed, so a change to them is named here; whether the scope tag
-    # changed depends on the operator's scope, which only the policy knows.
-    guard_tags = any(key.startswith(GUARD_TAG_PREFIX) for key in changes)
+    # Not scope_tampered here: whether the change tampers depends on the operator's scope tag and on
+    # the instance, which only the policy knows; it turns the finding into scope_tampered when it does.
     return Facts(
-        Kind.SCOPE_TAMPERED if guard_tags else Kind.INSTANCE_MODIFIED,
-        Severity.CRITICAL if guard_tags else Severity.MEDIUM,
+        Kind.INSTANCE_MODIFIED,
+        Severity.MEDIUM,
         f"Tags {what} {where}: {'every user tag' if shown == EVERY_USER_TAG else shown or 'none'}.",
         resource_ids=instances,
         instance_ids=instances,
