@@ -85,10 +85,13 @@ def as_actor(name: str, role_arn: str) -> dict[str, Any]:
 
 def test_a_delete_tags_record_names_the_instance_and_the_removed_key_with_no_known_previous() -> None:
     """Sample shape: EC2 CloudTrail records of CreateTags / DeleteTags carry requestParameters
-    resourcesSet.items[].resourceId and tagSet.items[].{key, value}, e.g. the CreateTags record in
-    stelligent/stelligent-u (08-cloudtrail lab) and the DeleteTags request in the EC2 API Reference
-    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteTags.html: a tag without a value
-    deletes the tag whatever its value; no tags deletes every user-defined tag)."""
+    resourcesSet.items[].resourceId and tagSet.items[].{key, value} and responseElements
+    {requestId, _return: true}: e.g. the CreateTags record of an instance printed in a Stelligent-U
+    CloudTrail lab answer on GitHub (lab 8.2.2, invokedBy cloudformation.amazonaws.com), and DeleteTags
+    records with tagSet.items[{key}] in public Lambda tests of tag-removal alerts. Semantics from the EC2
+    API Reference (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteTags.html): a tag
+    without a value is deleted whatever its value, with a value only if it has it, and no tags at all
+    deletes every user-defined tag."""
     # Given / When
     deleted = finding("cloudtrail-delete-tags-scope.json")
     # Then
