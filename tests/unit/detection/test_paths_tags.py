@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
 import pytest
 from detection_samples import SAMPLE_INSTANCE, SAMPLE_OTHER_INSTANCE, World, load_sample
 from immutable_guard.detection import (
@@ -21,6 +22,7 @@ from immutable_guard.detection import (
 from immutable_guard.detection.paths.tags import EVERY_USER_TAG, tag_changes_of
 from immutable_guard.detection.readers import TAG_CHANGES_EVIDENCE_KEY, TAGS_ONLY_EVIDENCE_KEY
 from immutable_guard.detection.scope import ScopeRule
+from immutable_guard.local.trail import request_parameters
 from immutable_guard.model import Decision, Finding, Kind, Severity, Source
 
 PIPELINE = "arn:aws:iam::111122223333:role/deploy-pipeline"
@@ -397,3 +399,31 @@ def test_offline_the_samples_are_judged_as_they_would_be(name: str, decision: De
     # Offline, tags are unknown and the instance is assumed in scope (as explain does everywhere)
     judgement = judge_event(load_sample(name), POLICY, OfflineInstanceDirectory())
     assert (judgement.decision, judgement.reason) == (decision, reason)
+
+
+def test_changing_the_scope_tag_s_value_is_stripping_it() -> None:
+    changed = finding(
+        "benign-create-tags-unrelated.json",
+        requestParameters=tags_request({"key": "immutable", "value": "false"}),
+    )
+    stripped = STRIPPED.model_copy(update={"tags": {"immutable": "false"}})
+    assert judge(changed, [stripped], POLICY, SEEN).reason == "scope_tampered"
+
+
+def test_the_local_runtime_records_tag_calls_in_cloudtrail_s_shape() -> None:
+    # The drill's attacker calls become these records: the handler must read them as it reads AWS's
+    ec2 = boto3.Session(region_name="us-east-1").client("ec2").meta.service_model
+    created = request_parameters(
+        ec2.operation_model("CreateTags"), {"Resources": ["i-1"], "Tags": [{"Key": "a", "Value": "b"}]}
+    )
+    deleted = request_parameters(
+        ec2.operation_model("DeleteTags"), {"Resources": ["i-1"], "Tags": [{"Key": "a"}]}
+    )
+    assert created == {
+        "resourcesSet": {"items": [{"resourceId": "i-1"}]},
+        "tagSet": {"items": [{"key": "a", "value": "b"}]},
+    }
+    assert deleted == {
+        "resourcesSet": {"items": [{"resourceId": "i-1"}]},
+        "tagSet": {"items": [{"key": "a"}]},
+    }
