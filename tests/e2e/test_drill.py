@@ -22,6 +22,8 @@ SCENARIOS = {
     "delivered-twice",
     "trail-stopped",
     "dry-run",
+    "scope-tag-removed",
+    "forged-quarantine-tag",
 }
 
 
@@ -47,7 +49,7 @@ def test_every_scenario_passes_on_the_embedded_local_aws() -> None:
     assert report["passed"] is True
     assert {s["scenario"] for s in report["scenarios"]} == SCENARIOS
     remediated = [s for s in report["scenarios"] if s["timeline_ms"].get("nuked") is not None]
-    assert len(remediated) == 5
+    assert len(remediated) == 7
     for scenario in remediated:
         times = [
             scenario["timeline_ms"][stage]

@@ -28,7 +28,7 @@ from immutable_guard.drill.report import Progress, ScenarioReport, drill_passed
 from immutable_guard.drill.scenarios import Drill
 from immutable_guard.drill.world import LOCAL_PACE
 from immutable_guard.errors import GuardError
-from immutable_guard.ledger import IncidentLedger
+from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 from immutable_guard.local.trail import Actor, CloudTrailEmitter
 from immutable_guard.stack import GuardStack
@@ -220,12 +220,28 @@ def _stack(parameters: dict[str, str]) -> GuardStack:
     return GuardStack("guard", {}, parameters)
 
 
+def _incident(incident_id: str, instance_id: str) -> Incident:
+    return Incident(
+        incident_id=incident_id,
+        instance_id=instance_id,
+        mode="enforce",
+        decision="remediate",
+        kind="port_opened",
+        severity="critical",
+        account="123456789012",
+        region="us-east-1",
+        created_at=now_iso(),
+    )
+
+
 def test_cleanup_takes_a_protected_server_down_without_the_guard_mistaking_it_for_an_attack(
     local_aws: LocalAws, enforcing: Deployment
 ) -> None:
     # Given a drill whose own calls the guard hears too (as CloudTrail would), and a standalone server left
-    # protected by a Contain that failed half-way (protection set, no quarantine tag yet)
+    # protected by a Contain that failed half-way (its incident open, protection set, no quarantine tag yet)
     heard = heard_attacker(local_aws, enforcing)
+    clients = local_aws.clients()
+    ledger = IncidentLedger(clients.dynamodb, enforcing.outputs["IncidentLedgerName"])
     with account_drill(
         enforcing.stack_name,
         Progress(None),
@@ -234,11 +250,10 @@ def test_cleanup_takes_a_protected_server_down_without_the_guard_mistaking_it_fo
         pace=LOCAL_PACE,
     ) as drill:
         standalone = drill.workload.standalone_instance_id
-        local_aws.clients().ec2.modify_instance_attribute(
-            InstanceId=standalone, DisableApiTermination={"Value": True}
-        )
-    # When the drill is over, Then the server is gone with the stack, and no incident was opened for it
-    clients = local_aws.clients()
+        ledger.open_incident(_incident("ig-contain-failed-half-way", standalone))
+        clients.ec2.modify_instance_attribute(InstanceId=standalone, DisableApiTermination={"Value": True})
+    # When the drill is over, Then the server is gone with the stack, and no other incident was opened for it
+    # (the cleanup marks nothing by hand: a quarantine marker with no open incident is a forgery)
     assert stack_gone(clients, drill.workload.stack_name)
     state = clients.ec2.describe_instances(InstanceIds=[standalone])["Reservations"][0]["Instances"][0][
         "State"
@@ -249,5 +264,46 @@ def test_cleanup_takes_a_protected_server_down_without_the_guard_mistaking_it_fo
         InstanceId=standalone, Attribute="disableApiTermination"
     )
     assert protection["DisableApiTermination"]["Value"] is False
+    incidents = [i.incident_id for i in ledger.list_incidents(limit=1000) if i.instance_id == standalone]
+    assert incidents == ["ig-contain-failed-half-way"]
+
+
+def test_cleanup_has_the_guard_release_a_server_kept_after_its_incident_closed(
+    local_aws: LocalAws, enforcing: Deployment
+) -> None:
+    # Given a server kept for forensics (PostEvidenceAction=keep): protected, its incident closed and its
+    # lock released, so nothing vouches for its quarantine marker any more
+    heard = heard_attacker(local_aws, enforcing)
+    clients = local_aws.clients()
     ledger = IncidentLedger(clients.dynamodb, enforcing.outputs["IncidentLedgerName"])
-    assert [i for i in ledger.list_incidents(limit=1000) if i.instance_id == standalone] == []
+    with account_drill(
+        enforcing.stack_name,
+        Progress(None),
+        heard,
+        attacker=heard_attacker(local_aws, enforcing),
+        pace=LOCAL_PACE,
+    ) as drill:
+        standalone = drill.workload.standalone_instance_id
+        ledger.open_incident(_incident("ig-kept", standalone))
+        ledger.record_prior_state(
+            "ig-kept",
+            {"disable_api_termination": False, "network_interfaces": [], "volumes": [], "target_groups": []},
+        )
+        clients.ec2.modify_instance_attribute(InstanceId=standalone, DisableApiTermination={"Value": True})
+        clients.ec2.create_tags(
+            Resources=[standalone],
+            Tags=[
+                {"Key": "immutable-guard:incident", "Value": "ig-kept"},
+                {"Key": "immutable-guard:state", "Value": "quarantined"},
+            ],
+        )
+        ledger.record_stage("ig-kept", "closed", Status.CLOSED)
+        ledger.release_lock(standalone, "ig-kept")
+    # When the drill is over, Then the guard's own Release lifted the protection, and no incident was opened
+    assert ledger.get("ig-kept").status is Status.RELEASED
+    state = clients.ec2.describe_instances(InstanceIds=[standalone])["Reservations"][0]["Instances"][0][
+        "State"
+    ]
+    assert state["Name"] == "terminated"
+    incidents = [i.incident_id for i in ledger.list_incidents(limit=1000) if i.instance_id == standalone]
+    assert incidents == ["ig-kept"]

@@ -152,14 +152,13 @@ def test_the_recorder_records_every_type_the_config_rules_listen_to(
     assert resources["ConfigDeliveryChannel"]["Properties"]["S3BucketName"] == {"Ref": "ConfigBucket"}
 
 
-def test_inventory_collects_the_watched_files_on_instances_with_the_scope_tag(
+def test_inventory_collects_the_watched_files_on_every_managed_instance(
     template: dict[str, Any], resources: dict[str, Any]
 ) -> None:
     association = resources["InventoryAssociation"]["Properties"]
     assert association["Name"] == "AWS-GatherSoftwareInventory"
-    assert association["Targets"] == [
-        {"Key": {"Fn::Sub": "tag:${ScopeTagKey}"}, "Values": [{"Ref": "ScopeTagValue"}]}
-    ]
+    # Not by the scope tag: stripping the tag must not also stop the inventory that sees file changes
+    assert association["Targets"] == [{"Key": "InstanceIds", "Values": ["*"]}]
     assert association["Parameters"]["files"] == [{"Ref": "WatchedFilePaths"}]
     # The default is the JSON that AWS-GatherSoftwareInventory's "files" parameter takes
     watched = json.loads(parameter_defaults(template)["WatchedFilePaths"])

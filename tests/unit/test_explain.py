@@ -23,6 +23,9 @@ EXPECTED = {
     # narrows rules: both name no resource to remediate.
     "benign-create-route-peering.json": ("ignore", "out_of_scope"),
     "benign-modify-managed-prefix-list-remove-entry.json": ("ignore", "out_of_scope"),
+    "cloudtrail-delete-tags-scope.json": ("remediate", "scope_tampered"),
+    "cloudtrail-create-tags-forged-quarantine.json": ("remediate", "scope_tampered"),
+    "benign-create-tags-unrelated.json": ("ignore", "tags_only"),
 }
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 

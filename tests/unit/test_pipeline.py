@@ -15,7 +15,7 @@ from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError
 from immutable_guard.clients import Clients
 from immutable_guard.errors import AwsCallFailed
-from immutable_guard.ledger import IncidentLedger, Status
+from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso
 from immutable_guard.model import Mode
 from immutable_guard.pipeline import process_event
 from immutable_guard.settings import DetectSettings
@@ -273,10 +273,28 @@ def test_a_malformed_event_is_parked_with_its_reason_not_lost(world: World, even
 
 
 def test_config_reporting_our_own_quarantine_opens_nothing(world: World) -> None:
-    # Given an instance we quarantined (Config reports the group swap later, with no actor)
+    # Given an instance we quarantined (Config reports the group swap later, with no actor): its incident
+    # is open in the ledger, which is what makes the marker tag trusted
     instance = world.immutable_ids[0]
+    world.ledger.open_incident(
+        Incident(
+            incident_id="ig-ours",
+            instance_id=instance,
+            mode="enforce",
+            decision="remediate",
+            kind="port_opened",
+            severity="critical",
+            account=ACCOUNT,
+            region="us-east-1",
+            created_at=now_iso(),
+        )
+    )
     world.aws.ec2.create_tags(
-        Resources=[instance], Tags=[{"Key": "immutable-guard:state", "Value": "quarantined"}]
+        Resources=[instance],
+        Tags=[
+            {"Key": "immutable-guard:state", "Value": "quarantined"},
+            {"Key": "immutable-guard:incident", "Value": "ig-ours"},
+        ],
     )
     # When
     result = world.process(world.event("config-instance-changed.json", instance))

@@ -23,6 +23,8 @@ LOCK_TTL_SECONDS = 7 * 24 * 3600
 EVENT_TTL_SECONDS = 2 * 24 * 3600
 BREAKER_TTL_SECONDS = 2 * 3600
 INCIDENT_TTL_SECONDS = 400 * 24 * 3600
+# A server seen in scope is remembered as long as an incident is: refreshed on every sighting.
+SCOPE_TTL_SECONDS = INCIDENT_TTL_SECONDS
 
 
 class Status(StrEnum):
@@ -73,6 +75,10 @@ def _incident_key(incident_id: str) -> dict[str, Any]:
 
 def _lock_key(instance_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"LOCK#{instance_id}"}}
+
+
+def _scope_key(instance_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"SCOPE#{instance_id}"}}
 
 
 class IncidentLedger:
@@ -167,6 +173,44 @@ class IncidentLedger:
         if not item or int(item["expires_at"]["N"]) < int(time.time()):
             return None
         return item["incident_id"]["S"]
+
+    def was_in_scope(self, instance_id: str, scope_tag: str) -> bool:
+        """True when the instance was seen carrying `scope_tag` ("key=value") and that was not undone by
+        an exempt principal since. A server seen under another scope tag (the operator changed it) is not."""
+        try:
+            item = self._db.get_item(TableName=self._table, Key=_scope_key(instance_id)).get("Item")
+        except ClientError as exc:
+            raise AwsCallFailed(
+                f"ledger {self._table}: cannot read the scope of {instance_id}: {exc}"
+            ) from exc
+        return item is not None and item.get("scope_tag", {}).get("S") == scope_tag
+
+    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> None:
+        """Remember that the instance carried `scope_tag` when `event_id` was judged."""
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={
+                    **_scope_key(instance_id),
+                    "scope_tag": {"S": scope_tag},
+                    "seen_at": {"S": now_iso()},
+                    "event_id": {"S": event_id},
+                    "expires_at": {"N": str(int(time.time()) + SCOPE_TTL_SECONDS)},
+                },
+            )
+        except ClientError as exc:
+            raise AwsCallFailed(
+                f"ledger {self._table}: cannot remember the scope of {instance_id}: {exc}"
+            ) from exc
+
+    def forget_scope(self, instance_id: str) -> None:
+        """An exempt principal took the instance out of scope: it is no longer remembered as in scope."""
+        try:
+            self._db.delete_item(TableName=self._table, Key=_scope_key(instance_id))
+        except ClientError as exc:
+            raise AwsCallFailed(
+                f"ledger {self._table}: cannot forget the scope of {instance_id}: {exc}"
+            ) from exc
 
     def add_related_event(self, incident_id: str, event_id: str) -> None:
         """Remember a duplicate report (the same change seen again, or by Config after CloudTrail)."""

@@ -72,6 +72,11 @@ def process_event(
         send_to_dead_letter(clients.sqs, settings.dead_letter_queue_url, raw_event, "invalid_event", str(exc))
         return TriageResult(decision="reject", reason="invalid_event", detail=str(exc))
 
+    # Scope as of the change: a server seen with the scope tag stays in scope if an attacker strips it.
+    for instance_id in judgement.seen_in_scope:
+        ledger.remember_in_scope(instance_id, policy.scope.scope_tag, judgement.finding.event_id)
+    for instance_id in judgement.left_scope:
+        ledger.forget_scope(instance_id)
     result = Triage(settings, ledger, clients.sns, clients.stepfunctions).handle(judgement)
     metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
         result.decision

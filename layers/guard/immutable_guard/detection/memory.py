@@ -1,6 +1,6 @@
 """What detection remembers between events, read from the incident ledger: which instance has an open
-incident (so a quarantine marker can be trusted), and what the pure policy needs to judge an event
-that carries no actor or arrives after the tags it relies on were changed."""
+incident (so a quarantine marker can be trusted), and which instances were seen carrying the scope tag
+(so a server stays in scope after an attacker strips the tag, whatever order the events arrive in)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,17 @@ class DetectionMemory(Protocol):
         """The id of the instance's open incident, if any."""
         ...
 
+    def was_in_scope(self, instance_id: str, scope_tag: str) -> bool:
+        """True when the instance was seen carrying the scope tag `scope_tag` ("key=value") and no
+        exempt principal (allow-listed, CloudFormation, the guard) has removed it since."""
+        ...
+
 
 class NoMemory:
     """Remembers nothing: `explain` offline, and judgements that depend on the event alone."""
 
     def open_incident_for(self, instance_id: str) -> str | None:
         return None
+
+    def was_in_scope(self, instance_id: str, scope_tag: str) -> bool:
+        return False

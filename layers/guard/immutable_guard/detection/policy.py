@@ -11,11 +11,21 @@ from pydantic import BaseModel, ConfigDict
 from immutable_guard.detection.events import parse_event
 from immutable_guard.detection.memory import DetectionMemory, NoMemory
 from immutable_guard.detection.normalise import normalise
+from immutable_guard.detection.paths.tags import (
+    EVERY_USER_TAG,
+    GUARD_TAG_PREFIX,
+    TagChange,
+    tag_changes_of,
+    tags_before,
+)
+from immutable_guard.detection.readers import TAGS_ONLY_EVIDENCE_KEY
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
-from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode
+from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode, Severity, Source
 
 _CLOUDFORMATION: Final = "cloudformation.amazonaws.com"
 QUARANTINE_TAG: Final = "immutable-guard:state"
+QUARANTINED: Final = "quarantined"
+INCIDENT_TAG: Final = "immutable-guard:incident"
 
 # arn:PARTITION:sts::ACCOUNT:assumed-role/NAME/SESSION and arn:PARTITION:iam::ACCOUNT:role/PATH/NAME
 _ASSUMED_ROLE: Final = re.compile(
@@ -37,6 +47,9 @@ class Reason:
     ALREADY_QUARANTINED: Final = "already_quarantined"
     MUTATION_OF_IMMUTABLE_INSTANCE: Final = "mutation_of_immutable_instance"
     UNRESOLVED_TARGET: Final = "unresolved_target"
+    TAGS_ONLY: Final = "tags_only"
+    SCOPE_TAMPERED: Final = "scope_tampered"
+    FORGED_QUARANTINE_MARKER: Final = "forged_quarantine_marker"
 
 
 class Policy(BaseModel):
@@ -65,6 +78,10 @@ class Judgement(BaseModel):
     reason: str
     detail: str
     instances_in_scope: tuple[InstanceInfo, ...] = ()
+    # What the ledger should remember (judge_event fills them): instances seen carrying the scope tag,
+    # and instances an exempt principal took out of scope.
+    seen_in_scope: tuple[str, ...] = ()
+    left_scope: tuple[str, ...] = ()
 
 
 def principal_key(arn: str) -> str:
@@ -180,10 +197,130 @@ def judge(
             Reason.UNRESOLVED_TARGET,
             f"{finding.summary} The instance it reaches could not be determined: a person must check.",
         )
-    in_scope = tuple(info for info in instances if policy.scope.in_scope(info))
+    return _judge_scope(finding, instances, policy, memory)
+
+
+# ---------------------------------------------------------------- scope, as of the change
+
+
+def _tampered_tags(
+    info: InstanceInfo,
+    changes: list[TagChange],
+    scope: ScopeRule,
+    memory: DetectionMemory,
+    with_actor: bool,
+) -> list[str]:
+    """The tag changes on `info` that tamper with its scope: the scope tag removed or changed while the
+    instance carried it, or any `immutable-guard:*` tag set or removed on an instance in scope.
+
+    The guard changes its own tags all the time (Contain sets the marker, Release removes it), and a
+    Config item carries no actor: only a record that names who changed them (CloudTrail) can say that
+    someone else did. Config's echo of an attacker's change comes with that CloudTrail record."""
+    tampered: list[str] = []
+    had_scope_tag: bool | None = None  # read from the ledger at most once, and only if needed
+    for change in changes:
+        if change.key not in (scope.tag_key, EVERY_USER_TAG) or change.updated == scope.tag_value:
+            continue
+        if change.previous_known:
+            stripped = change.previous == scope.tag_value
+        else:
+            if had_scope_tag is None:
+                # Unknown tags (offline) count as in scope, as everywhere; otherwise the tag may still be
+                # there, or the ledger saw it.
+                had_scope_tag = (
+                    info.tags is None
+                    or scope.tagged(info.tags)
+                    or memory.was_in_scope(info.instance_id, scope.scope_tag)
+                )
+            stripped = had_scope_tag
+        if stripped:
+            tampered.append(change.key)
+    guard_tags = [
+        c.key
+        for c in changes
+        if with_actor
+        and c.key.startswith(GUARD_TAG_PREFIX)
+        and not (c.previous_known and c.previous == c.updated)
+    ]
+    if guard_tags and (
+        tampered or scope.in_scope_at_change(info, tags_before(info.tags or {}, changes), memory)
+    ):
+        tampered += guard_tags
+    return tampered
+
+
+def _quarantine_trusted(info: InstanceInfo, memory: DetectionMemory) -> bool:
+    """A quarantine marker is the guard's own only while the ledger holds the matching open incident."""
+    holder = memory.open_incident_for(info.instance_id)
+    return holder is not None and (info.tags or {}).get(INCIDENT_TAG) in (None, holder)
+
+
+def _judge_scope(
+    finding: Finding,
+    instances: list[InstanceInfo] | tuple[InstanceInfo, ...],
+    policy: Policy,
+    memory: DetectionMemory,
+) -> Judgement:
+    def verdict(
+        decision: Decision,
+        reason: str,
+        detail: str,
+        in_scope: tuple[InstanceInfo, ...] = (),
+        judged: Finding = finding,
+    ) -> Judgement:
+        return Judgement(
+            finding=judged, decision=decision, reason=reason, detail=detail, instances_in_scope=in_scope
+        )
+
+    changes = tag_changes_of(finding.evidence)
+    if changes:
+        tampered = {
+            info.instance_id: keys
+            for info in instances
+            if (
+                keys := _tampered_tags(
+                    info, changes, policy.scope, memory, finding.source is Source.CLOUDTRAIL
+                )
+            )
+        }
+        if tampered:
+            described = "; ".join(f"{i}: {', '.join(keys)}" for i, keys in tampered.items())
+            if finding.evidence.get(TAGS_ONLY_EVIDENCE_KEY) is True:
+                finding = finding.model_copy(
+                    update={
+                        "kind": Kind.SCOPE_TAMPERED,
+                        "severity": Severity.CRITICAL,
+                        "summary": f"Scope tampered with by {_who(finding.actor)}. {finding.summary}",
+                    }
+                )
+            return verdict(
+                Decision.REMEDIATE,
+                Reason.SCOPE_TAMPERED,
+                f"{finding.summary} The scope or the guard's own tags of immutable instance(s) changed "
+                f"({described}): taking a server out of the guard's sight is itself a compromise.",
+                tuple(info for info in instances if info.instance_id in tampered),
+                finding,
+            )
+        if finding.evidence.get(TAGS_ONLY_EVIDENCE_KEY) is True:
+            return verdict(
+                Decision.IGNORE,
+                Reason.TAGS_ONLY,
+                f"{finding.summary} Only tags changed, neither the scope tag of an immutable instance nor "
+                "the guard's own tags.",
+            )
+    in_scope = tuple(
+        info
+        for info in instances
+        if policy.scope.in_scope_at_change(
+            info, tags_before(info.tags, changes) if changes and info.tags is not None else None, memory
+        )
+    )
     # Our own quarantine comes back from Config as an instance change with no actor; an instance we
-    # quarantined (and tagged) is already handled by its incident, whatever reports it later.
-    quarantined = tuple(info for info in in_scope if (info.tags or {}).get(QUARANTINE_TAG) == "quarantined")
+    # quarantined is already handled by its incident, whatever reports it later. Anyone can set the
+    # marker tag, so it counts only while the ledger holds the instance's open incident.
+    marked = tuple(info for info in in_scope if (info.tags or {}).get(QUARANTINE_TAG) == QUARANTINED)
+    quarantined = tuple(info for info in marked if _quarantine_trusted(info, memory))
+    forged = tuple(info for info in marked if info not in quarantined)
     if in_scope and len(quarantined) == len(in_scope):
         ids = ", ".join(info.instance_id for info in quarantined)
         return verdict(
@@ -196,12 +333,52 @@ def judge(
             Decision.IGNORE, Reason.OUT_OF_SCOPE, f"The change reaches {reached}; none is declared immutable."
         )
     ids = ", ".join(info.instance_id for info in in_scope)
+    if forged:
+        forgers = ", ".join(info.instance_id for info in forged)
+        return verdict(
+            Decision.REMEDIATE,
+            Reason.FORGED_QUARANTINE_MARKER,
+            f"{finding.summary} It reaches immutable instance(s) {ids}; {forgers} carries a quarantine "
+            "marker that no open incident backs: a forged marker, judged as if it were absent.",
+            in_scope,
+        )
     return verdict(
         Decision.REMEDIATE,
         Reason.MUTATION_OF_IMMUTABLE_INSTANCE,
         f"{finding.summary} It reaches immutable instance(s) {ids}.",
         in_scope,
     )
+
+
+def scope_observations(
+    judgement: Judgement, instances: list[InstanceInfo] | tuple[InstanceInfo, ...], policy: Policy
+) -> Judgement:
+    """Add what the ledger should remember about scope: the instances the event names that carry the
+    scope tag (Config reports every new instance and every tag change by name, so each server is seen
+    early; the instances behind a group are not written, to keep a broad change cheap), and those an
+    exempt principal (allow-listed, CloudFormation, the guard) took out of scope."""
+    named = set(judgement.finding.instance_ids)
+    seen = tuple(
+        info.instance_id
+        for info in instances
+        if info.instance_id in named and info.tags is not None and policy.scope.tagged(info.tags)
+    )
+    left: tuple[str, ...] = ()
+    exempt = (Reason.ALLOW_LISTED_PRINCIPAL, Reason.CLOUDFORMATION_CHANGE, Reason.OWN_CHANGE)
+    if judgement.reason in exempt:
+        scope_keys = (policy.scope.tag_key, EVERY_USER_TAG)
+        if any(
+            c.key in scope_keys and c.updated != policy.scope.tag_value
+            for c in tag_changes_of(judgement.finding.evidence)
+        ):
+            left = tuple(
+                info.instance_id
+                for info in instances
+                if info.tags is not None and not policy.scope.tagged(info.tags)
+            )
+    if not seen and not left:
+        return judgement
+    return judgement.model_copy(update={"seen_in_scope": seen, "left_scope": left})
 
 
 def judge_event(
@@ -217,4 +394,5 @@ def judge_event(
         When the directory cannot resolve the instances.
     """
     finding = normalise(parse_event(raw))
-    return judge(finding, directory.resolve(finding), policy, memory)
+    instances = directory.resolve(finding)
+    return scope_observations(judge(finding, instances, policy, memory), instances, policy)

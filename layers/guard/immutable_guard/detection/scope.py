@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import FilterTypeDef, InstanceTypeDef
 
     from immutable_guard.clients import Clients
+    from immutable_guard.detection.memory import DetectionMemory
 
 ASG_TAG: Final = "aws:autoscaling:groupName"
 STACK_TAG: Final = "aws:cloudformation:stack-name"
@@ -69,14 +70,36 @@ class ScopeRule(BaseModel):
     stack_names: tuple[str, ...] = ()
     asg_names: tuple[str, ...] = ()
 
+    @property
+    def scope_tag(self) -> str:
+        """The scope tag as "key=value": what the ledger remembers an instance carried."""
+        return f"{self.tag_key}={self.tag_value}"
+
+    def tagged(self, tags: dict[str, str]) -> bool:
+        """In scope by the scope tag (stack and group membership are `aws:` tags nobody can remove)."""
+        return tags.get(self.tag_key) == self.tag_value
+
     def in_scope(self, info: InstanceInfo) -> bool:
+        """In scope by its current tags (an instance whose tags are unknown is assumed to be)."""
         if info.tags is None:
             return True
-        if info.tags.get(self.tag_key) == self.tag_value:
+        if self.tagged(info.tags):
             return True
         if info.stack_name is not None and info.stack_name in self.stack_names:
             return True
         return info.asg_name is not None and info.asg_name in self.asg_names
+
+    def in_scope_at_change(
+        self, info: InstanceInfo, previous_tags: dict[str, str] | None, memory: DetectionMemory
+    ) -> bool:
+        """In scope when the change was made, not only now: by its current tags, by the tags it had
+        before the change (`previous_tags`, when the event says), or as the ledger remembers it. The
+        ledger is read only when the tags alone cannot tell."""
+        if self.in_scope(info):
+            return True
+        if previous_tags is not None:
+            return self.in_scope(info.model_copy(update={"tags": previous_tags}))
+        return memory.was_in_scope(info.instance_id, self.scope_tag)
 
 
 class InstanceDirectory(Protocol):

@@ -33,7 +33,7 @@ from immutable_guard.drill.world import (
     subscribe_queue,
 )
 from immutable_guard.errors import GuardError
-from immutable_guard.remediation.quarantine import GROUP_NAMES, STATE_QUARANTINED, TAG_STATE
+from immutable_guard.remediation.quarantine import GROUP_NAMES
 from immutable_guard.stack import GuardStack, read_stack
 from immutable_guard.template import find_template
 
@@ -46,7 +46,7 @@ REQUIRED_OUTPUTS = (
     "DetectFunctionName",
 )
 # The incidents a full drill opens in enforce mode: three behind the opened port, one per instance attack.
-INCIDENTS_PER_DRILL = 5
+INCIDENTS_PER_DRILL = 7
 
 
 def read_guard_stack(clients: Clients, name: str) -> GuardStack:
@@ -220,7 +220,8 @@ class Cleanup:
                 self._step("stop remediations still running", lambda: self._stop_executions(guard, vpc_id))
             if vpc_id and self.workload is not None:
                 self._step(
-                    "terminate instances the stack would not", lambda: self._terminate_leftovers(vpc_id)
+                    "terminate instances the stack would not",
+                    lambda: self._terminate_leftovers(vpc_id, guard),
                 )
                 self._step("delete the guard's isolation groups", lambda: self._delete_groups(vpc_id))
             self._step(f"delete stack {self.stack_name}", self._delete_stack)
@@ -278,11 +279,15 @@ class Cleanup:
                 if running:
                     sfn.stop_execution(executionArn=arn, error="DrillCleanup", cause="the drill is over")
 
-    def _terminate_leftovers(self, vpc_id: str) -> None:
+    def _terminate_leftovers(self, vpc_id: str, guard: Guard | None) -> None:
         """Every instance the stack will not delete itself (quarantined ones have left their group and are
-        protected, and a Contain that failed half-way may have protected the standalone server): marked as
-        quarantined first, so lifting the protection is recognised by the guard as its own business and
-        opens no incident, then terminated. The group's current members go with the group."""
+        protected, and a Contain that failed half-way may have protected the standalone server), terminated.
+        The group's current members go with the group.
+
+        Lifting termination protection is a change the guard watches, so it is made only where the guard
+        knows it as its own business: while the instance's incident is open (its quarantine marker is
+        trusted then, and any other report joins that incident), or by the guard's own Release function for
+        an incident that is over. A marker set by hand would be a forgery, itself scope tampering."""
         assert self.workload is not None
         group = self.clients.autoscaling.describe_auto_scaling_groups(
             AutoScalingGroupNames=[self.workload.group_name]
@@ -292,12 +297,31 @@ class Cleanup:
         if not ids:
             return
         ec2 = self.clients.ec2
-        ec2.create_tags(Resources=ids, Tags=[{"Key": TAG_STATE, "Value": STATE_QUARANTINED}])
         for instance_id in ids:
-            ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": False})
+            protected = ec2.describe_instance_attribute(
+                InstanceId=instance_id, Attribute="disableApiTermination"
+            )
+            if protected.get("DisableApiTermination", {}).get("Value"):
+                self._lift_protection(instance_id, guard)
         ec2.terminate_instances(InstanceIds=ids)
         ec2.get_waiter("instance_terminated").wait(
             InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120}
+        )
+
+    def _lift_protection(self, instance_id: str, guard: Guard | None) -> None:
+        release_function = guard.outputs.get("ReleaseFunctionName") if guard is not None else None
+        if guard is not None and release_function and guard.ledger.open_incident_for(instance_id) is None:
+            contained = [i for i in guard.incidents_for(instance_id) if i.prior_state is not None]
+            if contained:
+                incident_id = max(contained, key=lambda i: i.created_at).incident_id
+                response = self.clients.lambda_.invoke(
+                    FunctionName=release_function, Payload=json.dumps({"incident_id": incident_id}).encode()
+                )
+                if not response.get("FunctionError"):
+                    return  # Release restored the protection as it was before Contain: off
+                self.left_behind.append(f"release of {incident_id} failed: {response['Payload'].read()!r}")
+        self.clients.ec2.modify_instance_attribute(
+            InstanceId=instance_id, DisableApiTermination={"Value": False}
         )
 
     def _delete_groups(self, vpc_id: str) -> None:

@@ -243,7 +243,8 @@ class Drill:
             "offending rule revoked from the group", not open_to_world, f"{len(open_to_world)} left"
         )
 
-    def _instance_attack(self, report: ScenarioReport, attack: Callable[[Attacks, str], None]) -> None:
+    def _instance_attack(self, report: ScenarioReport, attack: Callable[[Attacks, str], None]) -> str | None:
+        """Attack a fresh member and verify its remediation; the attacked instance, when one was."""
         guard = self.enforcing()
         instance_id = self.fresh_member()
         volumes = self.volumes(instance_id)
@@ -256,12 +257,13 @@ class Drill:
         incidents = guard.wait_for_incidents([instance_id])[instance_id]
         if not incidents:
             report.expect("one incident opened", False, "no incident")
-            return
+            return instance_id
         watch = IsolationWatch(
             self.clients, instance_id, guard.execution_arn(incidents[0].incident_id), guard.pace.poll_seconds
         )
         with watch:
             self.verify_remediation(report, guard, instance_id, started, watch, volumes)
+        return instance_id
 
     def ssh_key_pushed(self, report: ScenarioReport) -> None:
         self._instance_attack(report, lambda attacks, instance_id: attacks.push_ssh_key(instance_id))
@@ -272,6 +274,36 @@ class Drill:
     def file_changed(self, report: ScenarioReport) -> None:
         self._instance_attack(
             report, lambda attacks, instance_id: attacks.change_watched_file(instance_id, WATCHED_FILE)
+        )
+
+    def scope_tag_removed(self, report: ScenarioReport) -> None:
+        def strip(attacks: Attacks, instance_id: str) -> None:
+            # The workload's scope tag (preflight refuses any other), with its value, as a careful attacker
+            # deletes it (EC2 deletes it only if it still has it): the record itself proves the server
+            # carried it, whether or not the ledger had seen the server before.
+            attacks.attacker().client("ec2").delete_tags(
+                Resources=[instance_id], Tags=[{"Key": "immutable", "Value": "true"}]
+            )
+
+        instance_id = self._instance_attack(report, strip)
+        self._expect_scope_tampered(report, instance_id)
+
+    def forged_quarantine_tag(self, report: ScenarioReport) -> None:
+        def forge_then_change(attacks: Attacks, instance_id: str) -> None:
+            attacks.attacker().client("ec2").create_tags(
+                Resources=[instance_id], Tags=[{"Key": "immutable-guard:state", "Value": "quarantined"}]
+            )
+            attacks.push_ssh_key(instance_id)  # the change the forged marker was meant to hide
+
+        instance_id = self._instance_attack(report, forge_then_change)
+        self._expect_scope_tampered(report, instance_id)
+
+    def _expect_scope_tampered(self, report: ScenarioReport, instance_id: str | None) -> None:
+        incidents = self.enforcing().incidents_for(instance_id) if instance_id else []
+        report.expect(
+            "opened as scope tampering",
+            bool(incidents) and all(i.kind == "scope_tampered" for i in incidents),
+            ", ".join(i.kind for i in incidents) or "no incident",
         )
 
     def allow_listed(self, report: ScenarioReport) -> None:
@@ -421,6 +453,12 @@ class Drill:
         ("delivered-twice", "the same event delivered twice, and Config reporting it too", "delivered_twice"),
         ("trail-stopped", "the trail the guard listens through stopped (StopLogging)", "trail_stopped"),
         ("dry-run", "dry-run mode: decided and alerted, nothing changed", "dry_run"),
+        ("scope-tag-removed", "the immutable tag deleted from a server (DeleteTags)", "scope_tag_removed"),
+        (
+            "forged-quarantine-tag",
+            "immutable-guard:state=quarantined set by hand on a healthy server, then an SSH key pushed",
+            "forged_quarantine_tag",
+        ),
     )
 
     def run(self, only: list[str] | None = None) -> list[ScenarioReport]:

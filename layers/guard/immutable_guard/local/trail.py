@@ -38,6 +38,8 @@ _WRAPPED_EC2 = frozenset(
         "CreateReplaceRootVolumeTask",
     }
 )
+# CloudTrail records the resources and tags of these as resourcesSet and tagSet.
+_TAG_OPERATIONS = frozenset({"CreateTags", "DeleteTags"})
 # CloudTrail records the new security groups of these as groupSet.items[].groupId.
 _GROUP_SET_OPERATIONS = frozenset({"ModifyInstanceAttribute", "ModifyNetworkInterfaceAttribute"})
 _SENSITIVE_MEMBERS = {"UserData", "Parameters"}
@@ -153,6 +155,22 @@ def _json_shape(value: Any) -> Any:
     return value
 
 
+def _tag_request(params: dict[str, Any]) -> dict[str, Any]:
+    """CreateTags / DeleteTags as CloudTrail records them: resourcesSet.items[].resourceId and
+    tagSet.items[].{key, value}; a DeleteTags tag without a value has no "value"."""
+    converted: dict[str, Any] = {
+        "resourcesSet": {"items": [{"resourceId": r} for r in params.get("Resources") or []]}
+    }
+    if params.get("Tags"):
+        converted["tagSet"] = {
+            "items": [
+                {"key": t.get("Key"), **({"value": t["Value"]} if "Value" in t else {})}
+                for t in params["Tags"]
+            ]
+        }
+    return converted
+
+
 def request_parameters(operation: OperationModel, params: dict[str, Any]) -> dict[str, Any]:
     """CloudTrail's requestParameters for a boto3 call of ``operation`` with ``params``."""
     params = {k: v for k, v in params.items() if k != "DryRun"}
@@ -161,6 +179,8 @@ def request_parameters(operation: OperationModel, params: dict[str, Any]) -> dic
     if protocol == "ec2":
         if name in _WRAPPED_EC2:
             return {f"{name}Request": _wrapped_shape(params, operation.input_shape)}
+        if name in _TAG_OPERATIONS:
+            return _tag_request(params)
         groups = params.pop("Groups", None) if name in _GROUP_SET_OPERATIONS else None
         converted: dict[str, Any] = _ec2_query_shape(params, operation.input_shape)
         if groups is not None:
