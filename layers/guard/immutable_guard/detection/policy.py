@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from immutable_guard.detection.events import parse_event
 from immutable_guard.detection.memory import DetectionMemory, NoMemory
 from immutable_guard.detection.normalise import normalise
+from immutable_guard.detection.readers import GUARD_WIRING_EVIDENCE_KEY
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
 from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode
 
@@ -37,6 +38,7 @@ class Reason:
     ALREADY_QUARANTINED: Final = "already_quarantined"
     MUTATION_OF_IMMUTABLE_INSTANCE: Final = "mutation_of_immutable_instance"
     UNRESOLVED_TARGET: Final = "unresolved_target"
+    NOT_GUARD_WIRING: Final = "not_guard_wiring"
 
 
 class Policy(BaseModel):
@@ -171,6 +173,13 @@ def judge(
             Decision.IGNORE,
             Reason.WRONG_ACCOUNT,
             f"Reported for account {finding.account}, not the protected account {policy.expected_account}.",
+        )
+    if finding.kind is Kind.DETECTION_DISABLED and finding.evidence.get(GUARD_WIRING_EVIDENCE_KEY) is False:
+        # A rule or function of someone else's, or a setting that does not blind the guard.
+        return verdict(
+            Decision.IGNORE,
+            Reason.NOT_GUARD_WIRING,
+            f"{finding.summary} Nothing Immutable Guard relies on was changed.",
         )
     if finding.kind in ACCOUNT_LEVEL_KINDS:
         return verdict(Decision.ALERT, Reason.ACCOUNT_LEVEL_ALERT_ONLY, _ACCOUNT_LEVEL_DETAIL[finding.kind])
