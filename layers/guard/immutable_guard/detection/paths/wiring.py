@@ -185,7 +185,8 @@ def _missing_types(group: dict[str, Any]) -> list[str]:
     excluded = set(
         strings_of(first_of(as_dict(first_of(group, "exclusionByResourceTypes")), "resourceTypes"))
     )
-    if first_of(group, "allSupported", "AllSupported") is True:
+    strategy = text_of(first_of(as_dict(first_of(group, "recordingStrategy")), "useOnly")) or ""
+    if first_of(group, "allSupported", "AllSupported") is True or strategy == "EXCLUSION_BY_RESOURCE_TYPES":
         return [t for t in WATCHED_CONFIG_TYPES if t in excluded]
     recorded = set(strings_of(first_of(group, "resourceTypes", "ResourceTypes")))
     return [t for t in WATCHED_CONFIG_TYPES if t not in recorded or t in excluded]
