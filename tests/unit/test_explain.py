@@ -33,6 +33,7 @@ EXPECTED = {
     "cloudtrail-put-function-concurrency.json": ("alert", "account_level_alert_only"),
     "cloudtrail-put-configuration-recorder.json": ("alert", "account_level_alert_only"),
     "cloudtrail-update-trail.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-sns-unsubscribe.json": ("alert", "account_level_alert_only"),
 }
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 

@@ -48,6 +48,8 @@ WIRING_SAMPLES = [
     # CloudTrail API UpdateTrail (isMultiRegionTrail, includeGlobalServiceEvents).
     ("cloudtrail-put-configuration-recorder.json", Severity.CRITICAL),
     ("cloudtrail-update-trail.json", Severity.CRITICAL),
+    # SNS API Unsubscribe (SubscriptionArn: the topic ARN followed by the subscription id).
+    ("cloudtrail-sns-unsubscribe.json", Severity.HIGH),
 ]
 
 
@@ -225,6 +227,37 @@ def test_a_failed_wiring_change_is_ignored() -> None:
     raw = load_sample("cloudtrail-disable-rule.json")
     raw["detail"]["errorCode"] = "AccessDeniedException"
     assert judged(raw).reason == "failed_call"
+
+
+# ---------------------------------------------------------------- the alert topic
+
+
+def test_deleting_the_alert_topic_is_critical_and_filtering_a_subscription_high() -> None:
+    topic = "arn:aws:sns:us-east-1:111122223333:immutable-guard-AlertTopic-1A2B3C4D5E6F"
+    deleted = judged(
+        with_request("cloudtrail-sns-unsubscribe.json", {"topicArn": topic}, eventName="DeleteTopic")
+    )
+    assert (deleted.decision, deleted.finding.severity) == (Decision.ALERT, Severity.CRITICAL)
+    filtered = judged(
+        with_request(
+            "cloudtrail-sns-unsubscribe.json",
+            {
+                "subscriptionArn": f"{topic}:6b0d3c2a-1f4e-4d5c-9b8a-7f6e5d4c3b2a",
+                "attributeName": "FilterPolicy",
+                "attributeValue": '{"kind": ["nothing"]}',
+            },
+            eventName="SetSubscriptionAttributes",
+        )
+    )
+    assert (filtered.decision, filtered.finding.evidence["attribute"]) == (Decision.ALERT, "FilterPolicy")
+
+
+def test_another_topic_is_not_the_guards() -> None:
+    raw = with_request(
+        "cloudtrail-sns-unsubscribe.json",
+        {"subscriptionArn": "arn:aws:sns:us-east-1:111122223333:billing-alerts:6b0d3c2a"},
+    )
+    assert judged(raw).reason == "not_guard_wiring"
 
 
 # ---------------------------------------------------------------- the guard's identity

@@ -1,5 +1,5 @@
 """The guard's own wiring: its EventBridge rules, its functions, the Config recorder and the trail it
-listens through. Changing one of them by hand can blind the guard, so it is `detection_disabled`."""
+listens through, and its alert topic. Changing one by hand can blind the guard: `detection_disabled`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ _EVENTS: Final = "events.amazonaws.com"
 _LAMBDA: Final = "lambda.amazonaws.com"
 _CONFIG: Final = "config.amazonaws.com"
 _CLOUDTRAIL: Final = "cloudtrail.amazonaws.com"
+_SNS: Final = "sns.amazonaws.com"
 
 # The Config item types Detect judges; a recorder that stops recording one hides those changes.
 WATCHED_CONFIG_TYPES: Final = (
@@ -269,11 +270,47 @@ def _update_trail(detail: CloudTrailDetail) -> Facts:
     )
 
 
+# ---------------------------------------------------------------- the alert topic
+
+# What each call does to the alert topic (or one of its subscriptions), and how bad that is: without
+# the topic nobody hears of an incident; a subscription gone or filtered silences one reader.
+_TOPIC_CALLS: Final = {
+    "DeleteTopic": ("deleted", Severity.CRITICAL),
+    "SetTopicAttributes": ("changed", Severity.HIGH),
+    "Unsubscribe": ("lost a subscription", Severity.HIGH),
+    "SetSubscriptionAttributes": ("had a subscription changed", Severity.HIGH),
+}
+
+
+def _topic_name(arn: str | None) -> str | None:
+    """The topic of a topic ARN (…:TOPIC) or a subscription ARN (…:TOPIC:SUBSCRIPTION-ID)."""
+    parts = (arn or "").split(":")
+    return parts[5] if len(parts) > 5 and parts[0] == "arn" and parts[2] == "sns" else None
+
+
+def _alert_topic_change(detail: CloudTrailDetail) -> Facts:
+    request = detail.request_parameters or {}
+    arn = text_of(first_of(request, "topicArn", "TopicArn", "subscriptionArn", "SubscriptionArn"))
+    topic = _topic_name(arn)
+    ours = is_guard_resource(topic, guard_identity())
+    verb, severity = _TOPIC_CALLS[detail.event_name]
+    attribute = text_of(first_of(request, "attributeName", "AttributeName"))
+    outcome = "its alerts may no longer reach anyone." if ours else "it is not Immutable Guard's alert topic."
+    return _wiring(
+        ours,
+        severity,
+        f"Topic {quote(topic or '?')} {verb}{f' ({attribute})' if attribute else ''}: {outcome}",
+        arn,
+        {"sensor": "alert topic", "target": clip(topic), "attribute": clip(attribute)},
+    )
+
+
 HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     **{(_EVENTS, name): _event_rule for name in _RULE_VERBS},
     **{(_LAMBDA, name): _function_change for name in _FUNCTION_VERBS},
     (_CONFIG, "PutConfigurationRecorder"): _put_configuration_recorder,
     (_CLOUDTRAIL, "UpdateTrail"): _update_trail,
+    **{(_SNS, name): _alert_topic_change for name in _TOPIC_CALLS},
 }
 """(eventSource, eventName) -> handler, for the CloudTrail records of this path."""
 
