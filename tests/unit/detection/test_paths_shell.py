@@ -381,3 +381,38 @@ def test_enabling_the_serial_console_is_an_account_alert(world: World) -> None:
     assert judged(world, failed(world.event("cloudtrail-enable-serial-console-access.json"))).reason == (
         "failed_call"
     )
+
+
+# ---------------------------------------------------------------- Session Manager port forwarding
+
+
+def _address_of(world: World, instance_id: str) -> str:
+    reservations = world.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return str(reservations[0]["Instances"][0]["PrivateIpAddress"])
+
+
+def test_a_port_forward_through_a_mutable_jump_host_reaches_the_immutable_server(world: World) -> None:
+    """StartSession with AWS-StartPortForwardingSessionToRemoteHost: parameters {"host": [...],
+    "portNumber": [...], "localPortNumber": [...]} (SSM Session Manager documents), target the jump host."""
+    # Given a session on the mutable instance forwarding to the immutable one's private address
+    raw = world.event(
+        "cloudtrail-ssm-start-session-port-forward.json",
+        **{SAMPLE_PRIVATE_IP: _address_of(world, world.immutable_id)},
+    )
+    # When judged / Then the server behind the jump host is remediated, not the jump host
+    judgement = judged(world, raw)
+    assert judgement.decision is Decision.REMEDIATE
+    assert instance_ids(judgement) == {world.immutable_id}
+    assert judgement.finding.evidence["remote_port"] == "22"
+
+
+def test_a_port_forward_to_a_mutable_server_or_a_dns_name_reaches_nothing_immutable(world: World) -> None:
+    to_mutable = world.event(
+        "cloudtrail-ssm-start-session-port-forward.json",
+        **{SAMPLE_PRIVATE_IP: _address_of(world, world.mutable_id)},
+    )
+    assert judged(world, to_mutable).reason == "out_of_scope"
+    to_name = world.event("cloudtrail-ssm-start-session-port-forward.json")
+    to_name["detail"]["requestParameters"]["parameters"]["host"] = ["db.internal.example"]
+    assert finding_of(to_name).resource_ids == (world.mutable_id,)
+    assert judged(world, to_name).reason == "out_of_scope"

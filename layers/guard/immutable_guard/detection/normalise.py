@@ -10,7 +10,7 @@ from typing import Any, Final
 from immutable_guard.detection import paths
 from immutable_guard.detection.config import CONFIG_HANDLERS
 from immutable_guard.detection.events import CloudTrailEvent, ParsedEvent, quote
-from immutable_guard.detection.paths.shell import read_ssm_targets
+from immutable_guard.detection.paths.shell import read_ssm_targets, remote_host_id
 from immutable_guard.detection.readers import (
     Facts,
     as_dict,
@@ -241,14 +241,25 @@ def _send_ssh_public_key(request: dict[str, Any], name: str) -> Facts:
 def _start_session(request: dict[str, Any], name: str) -> Facts:
     target = text_of(first_of(request, "target", "Target"))
     document = text_of(first_of(request, "documentName", "DocumentName"))
+    # A port forward to a remote host (AWS-StartPortForwardingSessionToRemoteHost) reaches that host
+    # through the target: a mutable jump box must not hide the immutable server behind it.
+    parameters = as_dict(first_of(request, "parameters", "Parameters"))
+    hosts = strings_of(first_of(parameters, "host", "Host"))[:5]
+    ports = strings_of(first_of(parameters, "portNumber", "PortNumber"))[:5]
+    forwarded = f" forwarding to {', '.join(hosts)}{f' port {ports[0]}' if ports else ''}" if hosts else ""
     return Facts(
         Kind.SHELL_ACCESS,
         Severity.HIGH,
         f"Session Manager session started on {target or 'an unnamed target'}"
-        f"{f' with {document}' if document else ''}.",
-        resource_ids=[target],
+        f"{f' with {document}' if document else ''}{forwarded}.",
+        resource_ids=[target, *(remote_host_id(host, target) for host in hosts)],
         instance_ids=[target],
-        evidence={"target": clip(target), "document_name": clip(document)},
+        evidence={
+            "target": clip(target),
+            "document_name": clip(document),
+            "remote_hosts": clip(hosts) if hosts else None,
+            "remote_port": clip(ports[0]) if ports else None,
+        },
     )
 
 

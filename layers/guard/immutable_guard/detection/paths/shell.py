@@ -4,8 +4,9 @@ associations, EC2 Instance Connect Endpoint tunnels and endpoints, and the seria
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -403,38 +404,84 @@ def _enable_serial_console_access(detail: CloudTrailDetail) -> Facts:
     )
 
 
-# ---------------------------------------------------------------- resolving a tunnel's address
+# ---------------------------------------------------------------- resolving a private address
+
+REMOTE_HOST_PREFIX: Final = "remote-host:"
+"""Resource id of a Session Manager port forward's remote host: "remote-host:<address>@<jump host>"."""
+
+
+def remote_host_id(address: str | None, jump_host: str | None) -> str | None:
+    """The resource id of a forwarded-to private address, or None when it is not an IP address (a DNS
+    name cannot be resolved to an instance here)."""
+    if not address or not _is_ip(address):
+        return None
+    return f"{REMOTE_HOST_PREFIX}{address}@{jump_host or ''}"
+
+
+def _owners_by_vpc(clients: Clients, address: str, through: str) -> dict[str, list[str]]:
+    owners: dict[str, list[str]] = {}
+    try:
+        paginator = clients.ec2.get_paginator("describe_network_interfaces")
+        by_address: list[Any] = [{"Name": "addresses.private-ip-address", "Values": [address]}]
+        for page in paginator.paginate(Filters=by_address):
+            for eni in page.get("NetworkInterfaces", []):
+                owner = eni.get("Attachment", {}).get("InstanceId")
+                if owner:
+                    owners.setdefault(eni.get("VpcId", ""), []).append(owner)
+    except (ClientError, BotoCoreError) as exc:
+        raise ScopeResolutionFailed(
+            f"could not resolve the instance at {address} behind {through}: {type(exc).__name__}"
+        ) from exc
+    return owners
+
+
+def _instances_at(
+    clients: Clients, address: str, through: str, vpc_of: Callable[[], str | None]
+) -> list[str]:
+    """The instances holding a private address. Private addresses repeat across VPCs: when the address
+    is held in more than one, only the VPC `vpc_of` names counts; when that cannot be learnt, nothing is
+    resolved and the finding is alerted (or judged on its other instances) instead of guessed."""
+    owners = _owners_by_vpc(clients, address, through)
+    if len(owners) == 1:
+        return next(iter(owners.values()))
+    return owners.get(vpc_of() or "", []) if owners else []
 
 
 def _tunnel_instances(clients: Clients, tunnels: list[str]) -> list[str]:
-    """The instances behind "eice-.../10.0.1.5" ids: the interface holding that private address.
-
-    Private addresses repeat across VPCs: when the address is held in more than one, only the
-    endpoint's own VPC counts; when that cannot be learnt (the endpoint is gone), nothing is resolved
-    and the finding is alerted instead.
-    """
+    """The instances behind "eice-.../10.0.1.5" ids, in the endpoint's VPC."""
     found: list[str] = []
     for tunnel in tunnels:
         endpoint_id, _, address = tunnel.partition("/")
-        owners_by_vpc: dict[str, list[str]] = {}
-        try:
-            paginator = clients.ec2.get_paginator("describe_network_interfaces")
-            for page in paginator.paginate(
-                Filters=[{"Name": "addresses.private-ip-address", "Values": [address]}]
-            ):
-                for eni in page.get("NetworkInterfaces", []):
-                    owner = eni.get("Attachment", {}).get("InstanceId")
-                    if owner:
-                        owners_by_vpc.setdefault(eni.get("VpcId", ""), []).append(owner)
-        except (ClientError, BotoCoreError) as exc:
-            raise ScopeResolutionFailed(
-                f"could not resolve the instance at {address} behind {endpoint_id}: {type(exc).__name__}"
-            ) from exc
-        if len(owners_by_vpc) == 1:
-            found += next(iter(owners_by_vpc.values()))
-        elif owners_by_vpc:
-            found += owners_by_vpc.get(_endpoint_vpc(clients, endpoint_id) or "", [])
+        found += _instances_at(clients, address, endpoint_id, partial(_endpoint_vpc, clients, endpoint_id))
     return found
+
+
+def _remote_host_instances(clients: Clients, hosts: list[str]) -> list[str]:
+    """The instances behind "remote-host:10.0.1.5@i-jump" ids, in the jump host's VPC."""
+    found: list[str] = []
+    for host in hosts:
+        address, _, jump_host = host.removeprefix(REMOTE_HOST_PREFIX).partition("@")
+        vpc_of = partial(_instance_vpc, clients, jump_host)
+        found += _instances_at(clients, address, jump_host or "a session", vpc_of)
+    return found
+
+
+def _instance_vpc(clients: Clients, instance_id: str) -> str | None:
+    if not instance_id.startswith("i-"):
+        return None
+    try:
+        reservations = clients.ec2.describe_instances(InstanceIds=[instance_id]).get("Reservations", [])
+    except ClientError as exc:
+        if "NotFound" in exc.response.get("Error", {}).get("Code", ""):
+            return None
+        raise ScopeResolutionFailed(f"could not describe jump host {instance_id}") from exc
+    except BotoCoreError as exc:
+        raise ScopeResolutionFailed(f"could not describe jump host {instance_id}") from exc
+    for reservation in reservations:
+        for instance in reservation.get("Instances", []):
+            if instance.get("VpcId"):
+                return instance["VpcId"]
+    return None
 
 
 def _endpoint_vpc(clients: Clients, endpoint_id: str) -> str | None:
@@ -476,5 +523,10 @@ RESOLVERS: Final[tuple[Resolver, ...]] = (
         applies_to=lambda rid: rid.startswith("eice-") and "/" in rid,
         find_instances=_tunnel_instances,
     ),
+    Resolver(
+        name="port forward to a remote host",
+        applies_to=lambda rid: rid.startswith(REMOTE_HOST_PREFIX),
+        find_instances=_remote_host_instances,
+    ),
 )
-"""A tunnel names an endpoint and a private address: the instance holding that address."""
+"""A tunnel or a port forward names a private address: the instance holding it."""
