@@ -289,8 +289,9 @@ def test_malformed_targets_yield_less_evidence_not_a_crash() -> None:
 
 
 def test_a_tunnel_is_resolved_from_the_private_address_to_the_instance(world: World) -> None:
-    """OpenTunnel as AWS documents it (EC2 User Guide, "Log connections established over EC2 Instance
-    Connect Endpoint"): eventSource ec2-instance-connect.amazonaws.com, requestParameters
+    """OpenTunnel as AWS documents it (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/
+    log-ec2-instance-connect-endpoint-using-cloudtrail.html): eventSource
+    ec2-instance-connect.amazonaws.com, requestParameters
     instanceConnectEndpointId, maxTunnelDuration, remotePort, privateIpAddress; no instance id."""
     address = world.ec2.describe_instances(InstanceIds=[world.immutable_id])["Reservations"][0]["Instances"][
         0
@@ -362,8 +363,9 @@ def test_a_tunnel_opened_by_an_allow_listed_pipeline_opens_nothing(world: World)
 
 
 def test_creating_an_endpoint_is_alerted_and_never_remediates_the_vpc(world: World) -> None:
-    """CreateInstanceConnectEndpoint is an EC2 API recorded in the wrapped form
-    ({"CreateInstanceConnectEndpointRequest": {...}}), as the newer EC2 APIs are."""
+    """CreateInstanceConnectEndpoint is recorded in the wrapped form: public CloudTrail handlers read
+    requestParameters.CreateInstanceConnectEndpointRequest.SubnetId and
+    responseElements.CreateInstanceConnectEndpointResponse.instanceConnectEndpoint.vpcId."""
     judgement = judged(world, world.event("cloudtrail-create-instance-connect-endpoint.json"))
     assert (judgement.decision, judgement.reason) == (Decision.ALERT, "unresolved_target")
     finding = judgement.finding
