@@ -26,6 +26,7 @@ from immutable_guard.detection.readers import (
     protocol_of,
     strings_of,
     text_of,
+    unique,
 )
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.model import Actor, Finding, Kind, Severity, Source
@@ -244,7 +245,7 @@ def _start_session(request: dict[str, Any], name: str) -> Facts:
     # A port forward to a remote host (AWS-StartPortForwardingSessionToRemoteHost) reaches that host
     # through the target: a mutable jump box must not hide the immutable server behind it.
     parameters = as_dict(first_of(request, "parameters", "Parameters"))
-    hosts = strings_of(first_of(parameters, "host", "Host"))[:5]
+    hosts = list(unique(strings_of(first_of(parameters, "host", "Host"))))[:5]
     ports = strings_of(first_of(parameters, "portNumber", "PortNumber"))[:5]
     forwarded = f" forwarding to {', '.join(hosts)}{f' port {ports[0]}' if ports else ''}" if hosts else ""
     return Facts(
