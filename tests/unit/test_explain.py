@@ -26,6 +26,21 @@ EXPECTED = {
     "cloudtrail-delete-tags-scope.json": ("remediate", "scope_tampered"),
     "cloudtrail-create-tags-forged-quarantine.json": ("remediate", "scope_tampered"),
     "benign-create-tags-unrelated.json": ("ignore", "tags_only"),
+    # paths/shell.py and paths/wiring.py
+    "benign-disable-rule-not-the-guards.json": ("ignore", "not_guard_wiring"),
+    "benign-update-function-code-cloudformation.json": ("ignore", "cloudformation_change"),
+    "cloudtrail-create-instance-connect-endpoint.json": ("alert", "unresolved_target"),
+    "cloudtrail-enable-serial-console-access.json": ("alert", "unresolved_target"),
+    "cloudtrail-update-association-guard-inventory.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-delete-association.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-disable-rule.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-remove-targets.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-put-targets.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-update-function-configuration.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-put-function-concurrency.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-put-configuration-recorder.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-update-trail.json": ("alert", "account_level_alert_only"),
+    "cloudtrail-sns-unsubscribe.json": ("alert", "account_level_alert_only"),
 }
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 

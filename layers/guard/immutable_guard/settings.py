@@ -51,7 +51,31 @@ class StepSettings(_EnvSettings):
     alert_topic_arn: str
 
 
-class DetectSettings(StepSettings):
+DEFAULT_STACK_NAME = "immutable-guard"
+"""The stack name `sam deploy` and the local runtime use unless told otherwise (samconfig.toml)."""
+
+
+class GuardIdentity(_EnvSettings):
+    """How detection recognises the guard's own wiring: its rules and functions are named
+    "<stack name>-<LogicalId>-<suffix>" by CloudFormation, its inventory association by id.
+
+    The detection handlers receive no settings, so they read this from the environment; outside the
+    Detect function (`explain`, tests) the default stack name stands in for the deployed one.
+    """
+
+    guard_stack_name: str = DEFAULT_STACK_NAME
+    guard_inventory_association_id: str | None = None
+
+    optional_env: ClassVar[frozenset[str]] = frozenset({"guard_stack_name", "guard_inventory_association_id"})
+
+    @field_validator("guard_inventory_association_id", mode="before")
+    @classmethod
+    def _no_association_is_none(cls, value: Any) -> Any:
+        # The template passes "" when the stack creates no inventory association.
+        return value or None
+
+
+class DetectSettings(StepSettings, GuardIdentity):
     mode: Mode
     scope_tag_key: str
     scope_tag_value: str
@@ -73,6 +97,8 @@ class DetectSettings(StepSettings):
             "allowed_principal_arns",
             "own_role_arns",
             "expected_account",
+            "guard_stack_name",
+            "guard_inventory_association_id",
         }
     )
 

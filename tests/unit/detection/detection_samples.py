@@ -25,6 +25,12 @@ SAMPLE_GROUP = "sg-0a1b2c3d4e5f67890"
 SAMPLE_ENI = "eni-0123456789abcdef0"
 SAMPLE_ACL = "acl-0f1e2d3c4b5a69788"
 SAMPLE_ASSOCIATION = "iip-assoc-0123456789abcdef0"
+SAMPLE_GUARD_STACK = "immutable-guard"
+SAMPLE_GUARD_RULE = "immutable-guard-DetectFunctionShellOpened-1A2B3C4D5E6F"
+SAMPLE_GUARD_FUNCTION = "immutable-guard-DetectFunction-Q7W8E9R0T1Y2"
+SAMPLE_GUARD_INVENTORY_ASSOCIATION = "3f2a1b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b"
+SAMPLE_INSTANCE_CONNECT_ENDPOINT = "eice-0123456789abcdef0"
+SAMPLE_PRIVATE_IP = "10.0.1.25"
 
 LoadEvent = Callable[..., dict[str, Any]]
 

@@ -10,8 +10,8 @@ from typing import Any, Final
 from immutable_guard.detection import paths
 from immutable_guard.detection.config import CONFIG_HANDLERS
 from immutable_guard.detection.events import CloudTrailEvent, ParsedEvent, quote
+from immutable_guard.detection.paths.shell import read_ssm_targets, remote_host_id
 from immutable_guard.detection.readers import (
-    SSM_TAG_TARGETS_EVIDENCE_KEY,
     Facts,
     as_dict,
     clip,
@@ -277,31 +277,34 @@ def _send_ssh_public_key(request: dict[str, Any], name: str) -> Facts:
 def _start_session(request: dict[str, Any], name: str) -> Facts:
     target = text_of(first_of(request, "target", "Target"))
     document = text_of(first_of(request, "documentName", "DocumentName"))
+    # A port forward to a remote host (AWS-StartPortForwardingSessionToRemoteHost) reaches that host
+    # through the target: a mutable jump box must not hide the immutable server behind it.
+    parameters = as_dict(first_of(request, "parameters", "Parameters"))
+    hosts = list(unique(strings_of(first_of(parameters, "host", "Host"))))[:5]
+    ports = strings_of(first_of(parameters, "portNumber", "PortNumber"))[:5]
+    forwarded = f" forwarding to {', '.join(hosts)}{f' port {ports[0]}' if ports else ''}" if hosts else ""
     return Facts(
         Kind.SHELL_ACCESS,
         Severity.HIGH,
         f"Session Manager session started on {target or 'an unnamed target'}"
-        f"{f' with {document}' if document else ''}.",
-        resource_ids=[target],
+        f"{f' with {document}' if document else ''}{forwarded}.",
+        resource_ids=[target, *(remote_host_id(host, target) for host in hosts)],
         instance_ids=[target],
-        evidence={"target": clip(target), "document_name": clip(document)},
+        evidence={
+            "target": clip(target),
+            "document_name": clip(document),
+            "remote_hosts": clip(hosts) if hosts else None,
+            "remote_port": clip(ports[0]) if ports else None,
+        },
     )
 
 
 def _send_command(request: dict[str, Any], name: str) -> Facts:
-    instance_ids = strings_of(first_of(request, "instanceIds", "InstanceIds"))
-    tag_targets: list[dict[str, Any]] = []
-    other_targets: list[dict[str, Any]] = []
-    for raw in items_of(first_of(request, "targets", "Targets")):
-        target = as_dict(raw)
-        key = text_of(first_of(target, "key", "Key")) or ""
-        values = strings_of(first_of(target, "values", "Values"))
-        if key.lower() == "instanceids":
-            instance_ids.extend(values)
-        elif key.startswith("tag:") and len(key) > 4:
-            tag_targets.append({"key": key, "values": values})
-        else:
-            other_targets.append({"key": key, "values": values})
+    # Every documented target key (InstanceIds, tag:<key>, tag-key, resource-groups:Name) and the older
+    # instanceIds list; what scope cannot resolve (a resource group) is alerted rather than ignored.
+    targets = read_ssm_targets(
+        first_of(request, "targets", "Targets"), first_of(request, "instanceIds", "InstanceIds")
+    )
     document = text_of(first_of(request, "documentName", "DocumentName"))
     parameters = first_of(request, "parameters", "Parameters")
     # CloudTrail usually hides parameters ("HIDDEN_DUE_TO_SECURITY_REASONS"); keep them when present.
@@ -311,19 +314,17 @@ def _send_command(request: dict[str, Any], name: str) -> Facts:
         "commands": clip(strings_of(commands)) if commands is not None else None,
         "parameters": clip(parameters) if not isinstance(parameters, dict) else None,
         "comment": clip(text_of(first_of(request, "comment", "Comment"))),
+        **targets.evidence(),
     }
-    if tag_targets:
-        evidence[SSM_TAG_TARGETS_EVIDENCE_KEY] = clip(tag_targets)
-    if other_targets:
-        evidence["other_targets"] = clip(other_targets)
-    targets = ", ".join(unique(instance_ids)[:5]) or "tag-selected instances"
+    named = ", ".join(targets.instance_ids[:5]) or ", ".join(targets.descriptors()[:3]) or "no named target"
     return Facts(
         Kind.SHELL_ACCESS,
         Severity.HIGH,
-        f"Run Command {document or 'with an unnamed document'} sent to {targets}.",
-        resource_ids=instance_ids,
-        instance_ids=instance_ids,
+        f"Run Command {document or 'with an unnamed document'} sent to {named}.",
+        resource_ids=[*targets.instance_ids, *targets.descriptors()],
+        instance_ids=targets.instance_ids,
         evidence=evidence,
+        alert_if_unresolved=bool(targets.unresolvable),
     )
 
 

@@ -18,7 +18,7 @@ from immutable_guard.detection.paths.tags import (
     tag_changes_of,
     tags_before,
 )
-from immutable_guard.detection.readers import TAGS_ONLY_EVIDENCE_KEY
+from immutable_guard.detection.readers import GUARD_WIRING_EVIDENCE_KEY, TAGS_ONLY_EVIDENCE_KEY
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
 from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode, Severity, Source
 
@@ -50,6 +50,7 @@ class Reason:
     TAGS_ONLY: Final = "tags_only"
     SCOPE_TAMPERED: Final = "scope_tampered"
     FORGED_QUARANTINE_MARKER: Final = "forged_quarantine_marker"
+    NOT_GUARD_WIRING: Final = "not_guard_wiring"
 
 
 class Policy(BaseModel):
@@ -188,6 +189,13 @@ def judge(
             Decision.IGNORE,
             Reason.WRONG_ACCOUNT,
             f"Reported for account {finding.account}, not the protected account {policy.expected_account}.",
+        )
+    if finding.kind is Kind.DETECTION_DISABLED and finding.evidence.get(GUARD_WIRING_EVIDENCE_KEY) is False:
+        # A rule or function of someone else's, or a setting that does not blind the guard.
+        return verdict(
+            Decision.IGNORE,
+            Reason.NOT_GUARD_WIRING,
+            f"{finding.summary} Nothing Immutable Guard relies on was changed.",
         )
     if finding.kind in ACCOUNT_LEVEL_KINDS:
         return verdict(Decision.ALERT, Reason.ACCOUNT_LEVEL_ALERT_ONLY, _ACCOUNT_LEVEL_DETAIL[finding.kind])

@@ -33,6 +33,10 @@ TAGS_ONLY_EVIDENCE_KEY: Final = "tags_only"
 """Evidence key, True when the only thing that changed was tags: no mutation, unless the policy finds
 the scope or the guard's own tags among them (scope tampering)."""
 
+GUARD_WIRING_EVIDENCE_KEY: Final = "guard_wiring"
+"""Evidence key of a detection_disabled finding: False when the call touched a rule, function, trail
+setting or association Immutable Guard does not rely on (someone else's), so it blinds nothing."""
+
 
 # ---------------------------------------------------------------- defensive readers
 

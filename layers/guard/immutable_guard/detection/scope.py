@@ -273,13 +273,20 @@ class Ec2InstanceDirectory:
         return found
 
     def _tag_target(self, target: Any) -> dict[str, InstanceInfo]:
+        """Instances an SSM selector reaches: `tag:<key>` (values), `tag-key` (keys), `InstanceIds=*`."""
         if not isinstance(target, dict):
             return {}
         key, values = target.get("key"), target.get("values")
-        if not isinstance(key, str) or not key.startswith("tag:") or not isinstance(values, list):
+        if not isinstance(key, str) or not isinstance(values, list):
             return {}
         values = [v for v in values if isinstance(v, str)]
-        return self._describe([{"Name": key, "Values": values}]) if values else {}
+        if not values:
+            return {}
+        if key.startswith("tag:") or key == "tag-key":
+            return self._describe([{"Name": key, "Values": values}])
+        if key.lower() == "instanceids" and "*" in values:
+            return self._describe([{"Name": "instance-state-name", "Values": sorted(LIVE_STATES)}])
+        return {}
 
 
 def _not_found(exc: ClientError) -> bool:
