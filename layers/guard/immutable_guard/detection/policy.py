@@ -203,7 +203,8 @@ def judge(
         return verdict(
             Decision.ALERT,
             Reason.UNRESOLVED_TARGET,
-            f"{finding.summary} The instance it reaches could not be determined: a person must check.",
+            f"{finding.summary} It names no instance that could be resolved, so nothing is remediated "
+            "automatically: alert only, a person must check which servers it reaches.",
         )
     return _judge_scope(finding, instances, policy, memory)
 
