@@ -12,7 +12,7 @@ from immutable_guard.detection.events import parse_event
 from immutable_guard.detection.memory import DetectionMemory, NoMemory
 from immutable_guard.detection.normalise import normalise
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
-from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode
+from immutable_guard.model import ACCOUNT_LEVEL_KINDS, ALERT_ONLY_KINDS, Actor, Decision, Finding, Kind, Mode
 
 _CLOUDFORMATION: Final = "cloudformation.amazonaws.com"
 QUARANTINE_TAG: Final = "immutable-guard:state"
@@ -37,6 +37,7 @@ class Reason:
     ALREADY_QUARANTINED: Final = "already_quarantined"
     MUTATION_OF_IMMUTABLE_INSTANCE: Final = "mutation_of_immutable_instance"
     UNRESOLVED_TARGET: Final = "unresolved_target"
+    GOLDEN_IMAGE_AT_RISK: Final = "golden_image_at_risk"
 
 
 class Policy(BaseModel):
@@ -181,6 +182,15 @@ def judge(
             f"{finding.summary} The instance it reaches could not be determined: a person must check.",
         )
     in_scope = tuple(info for info in instances if policy.scope.in_scope(info))
+    if finding.kind in ALERT_ONLY_KINDS and in_scope:
+        return verdict(
+            Decision.ALERT,
+            Reason.GOLDEN_IMAGE_AT_RISK,
+            f"{finding.summary} Immutable instance(s) {', '.join(i.instance_id for i in in_scope)} would be "
+            "replaced from it. Alert only: the running servers are unchanged; check the launch template "
+            "before any replacement.",
+            in_scope,
+        )
     # Our own quarantine comes back from Config as an instance change with no actor; an instance we
     # quarantined (and tagged) is already handled by its incident, whatever reports it later.
     quarantined = tuple(info for info in in_scope if (info.tags or {}).get(QUARANTINE_TAG) == "quarantined")
