@@ -25,6 +25,11 @@ SAMPLE_GROUP = "sg-0a1b2c3d4e5f67890"
 SAMPLE_ENI = "eni-0123456789abcdef0"
 SAMPLE_ACL = "acl-0f1e2d3c4b5a69788"
 SAMPLE_ASSOCIATION = "iip-assoc-0123456789abcdef0"
+SAMPLE_ROLE = "web-server-role"
+SAMPLE_INSTANCE_PROFILE = "web-server-profile"
+SAMPLE_LAUNCH_TEMPLATE = "lt-0a1b2c3d4e5f67890"
+SAMPLE_OTHER_LAUNCH_TEMPLATE = "lt-0f9e8d7c6b5a43210"
+SAMPLE_AUTO_SCALING_GROUP = "web-asg"
 
 LoadEvent = Callable[..., dict[str, Any]]
 

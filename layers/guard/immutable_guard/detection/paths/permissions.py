@@ -5,7 +5,7 @@ carries it, so one change reaches all of them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,7 +27,6 @@ PROFILE_PREFIX: Final = "instance-profile/"
 """And an instance profile as "instance-profile/<InstanceProfileName>"."""
 
 _IAM: Final = "iam.amazonaws.com"
-_CHUNK: Final = 100  # EC2 accepts at most 200 values per filter
 
 # What each IAM call does to the role, and how bad it is. Granting (a policy attached or put, the
 # boundary deleted, the trust widened) is critical; taking a policy away is still a change of a running
@@ -128,30 +127,25 @@ def _no_such_entity(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code", "") == "NoSuchEntity"
 
 
-def _chunks(values: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
-
-
 def _instances_using(clients: Clients, profile_arns: Iterable[str]) -> list[str]:
-    """Instances whose profile is one of these (DescribeIamInstanceProfileAssociations has no profile
-    filter; DescribeInstances does)."""
-    arns = list(dict.fromkeys(profile_arns))
-    found: list[str] = []
-    for chunk in _chunks(arns):
-        try:
-            pages = clients.ec2.get_paginator("describe_instances").paginate(
-                Filters=[{"Name": "iam-instance-profile.arn", "Values": chunk}]
-            )
-            found += [
-                instance["InstanceId"]
-                for page in pages
-                for reservation in page.get("Reservations", [])
-                for instance in reservation.get("Instances", [])
-            ]
-        except (ClientError, BotoCoreError) as exc:
-            raise _failure(f"instance profiles {', '.join(chunk[:3])}", exc) from exc
-    return found
+    """Instances whose profile is one of these. No API filters associations by profile (and moto lacks
+    DescribeInstances' iam-instance-profile.arn filter), so the region's live associations are read and
+    matched here: one paginated call, whatever the number of profiles."""
+    wanted = set(profile_arns)
+    if not wanted:
+        return []
+    try:
+        pages = clients.ec2.get_paginator("describe_iam_instance_profile_associations").paginate(
+            Filters=[{"Name": "state", "Values": ["associating", "associated"]}]
+        )
+        return [
+            association["InstanceId"]
+            for page in pages
+            for association in page.get("IamInstanceProfileAssociations", [])
+            if association.get("IamInstanceProfile", {}).get("Arn") in wanted and "InstanceId" in association
+        ]
+    except (ClientError, BotoCoreError) as exc:
+        raise _failure(f"instance profiles {', '.join(sorted(wanted)[:3])}", exc) from exc
 
 
 def _role_servers(clients: Clients, resource_ids: list[str]) -> list[str]:
