@@ -154,10 +154,10 @@ def verify_launch_source(
 
 
 def _describe(source: Mapping[str, Any]) -> str:
-    parts = [
-        f"{' '.join(str(n) for n in (t.get('name'), t.get('id')) if n)} {t.get('version')}={t.get('resolved')}"
-        for t in source.get("launch_templates") or []
-    ]
+    parts = []
+    for template in source.get("launch_templates") or []:
+        named = " ".join(str(n) for n in (template.get("name"), template.get("id")) if n)
+        parts.append(f"{named} {template.get('version')}={template.get('resolved')}")
     if source.get("launch_configuration"):
         parts.append(f"launch configuration {source['launch_configuration']}")
     return ", ".join(parts) or "no launch template"
