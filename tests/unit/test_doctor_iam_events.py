@@ -5,15 +5,27 @@ us-east-1 only, so a stack elsewhere hears role changes only through an enabled 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from immutable_guard.doctor import IAM_EVENTS_REGION, CheckResult, Verdict, run_checks
+import boto3
+import pytest
+from immutable_guard.doctor import IAM_EVENTS_REGION, CheckResult, DoctorClients, Verdict, run_checks
 from immutable_guard.template import load_template
-from test_doctor import Guard, guard  # noqa: F401  (the fixture of a healthy guard on moto)
+from moto import mock_aws
+from test_doctor import REGION, Guard, _deploy
 
 ELSEWHERE = "eu-west-1"
 FORWARDER = Path(__file__).resolve().parents[2] / "iam-events-forwarder.yaml"
+
+
+@pytest.fixture
+def guard() -> Iterator[Guard]:
+    """A healthy guard on moto, deployed as test_doctor deploys it."""
+    with mock_aws():
+        clients = DoctorClients(boto3.Session(region_name=REGION), region_name=REGION)
+        yield Guard(clients, _deploy(clients))
 
 
 def _forwarding_rule(

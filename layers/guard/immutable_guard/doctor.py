@@ -827,7 +827,8 @@ def check_iam_events(clients: DoctorClients, stack: StackView) -> CheckResult:
         token = page.get("NextToken")
         if not token:
             break
-    forwarding, disabled = [], []
+    forwarding: list[str] = []
+    disabled: list[str] = []
     for name in names:
         rule = events.describe_rule(Name=name)
         if "iam.amazonaws.com" not in str(rule.get("EventPattern", "")):
