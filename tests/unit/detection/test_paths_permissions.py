@@ -3,7 +3,8 @@ server's instance profile, its trust policy and boundary, the role swapped in th
 profile disassociated. A role reaches every instance whose profile carries it.
 
 Record shapes: IAM records carry IAM's JSON request fields (`roleName`, `policyArn`, `policyName`,
-`policyDocument`, `instanceProfileName`), as in the IAM User Guide's "Logging IAM and AWS STS API calls
+`policyDocument`, `instanceProfileName`; CreatePolicyVersion's `setAsDefault`, SetDefaultPolicyVersion's
+`versionId`), as in the IAM User Guide's "Logging IAM and AWS STS API calls
 with AWS CloudTrail" examples and the AttachRolePolicy EventBridge event used by public detection code
 (an `aws.iam` event, region us-east-1). DisassociateIamInstanceProfile is one of the newer EC2 APIs whose
 request CloudTrail wraps (`DisassociateIamInstanceProfileRequest.AssociationId`); its response names the
@@ -41,6 +42,7 @@ ROLE_SAMPLES = [
     "cloudtrail-attach-role-policy.json",
     "cloudtrail-put-role-policy.json",
     "cloudtrail-update-assume-role-policy.json",
+    "cloudtrail-create-policy-version.json",
 ]
 
 
@@ -71,7 +73,7 @@ def _judge(world: World, clients: Clients, raw: dict[str, Any], **policy: Any) -
 # ---------------------------------------------------------------- what the records say
 
 
-@pytest.mark.parametrize("sample", ROLE_SAMPLES)
+@pytest.mark.parametrize("sample", ROLE_SAMPLES[:3])
 def test_a_grant_on_a_role_is_a_critical_role_change_naming_the_role(sample: str) -> None:
     # Given a policy attached, an inline policy put, or the trust policy changed on a role
     # When the record is normalised
@@ -246,3 +248,58 @@ def test_an_iam_refusal_is_a_typed_error_naming_the_role(world: World, refusing_
     # When the finding is resolved / Then the failure names the role, never a silent "no instance"
     with pytest.raises(ScopeResolutionFailed, match=f"role {SAMPLE_ROLE}: AccessDenied"):
         Ec2InstanceDirectory(world.ec2, refusing_iam).resolve(found)
+
+
+# ---------------------------------------------------------------- managed policies attached to the role
+
+
+def _managed_policy_on_the_role(world: World) -> str:
+    arn = world.iam.create_policy(
+        PolicyName="web-server-s3-read",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}],
+            }
+        ),
+    )["Policy"]["Arn"]
+    world.iam.attach_role_policy(RoleName=SAMPLE_ROLE, PolicyArn=arn)
+    return arn
+
+
+def test_a_new_default_version_of_a_policy_on_the_role_remediates_its_immutable_instances(
+    world: World, clients: Clients
+) -> None:
+    # Given a customer-managed policy attached to the role of the immutable instance's profile
+    _profile_for(world)
+    _give(world, world.immutable_id)
+    arn = _managed_policy_on_the_role(world)
+    # When a new version of the policy is made the default
+    raw = load_sample(
+        "cloudtrail-create-policy-version.json", {"arn:aws:iam::111122223333:policy/web-server-s3-read": arn}
+    )
+    judgement = _judge(world, clients, raw)
+    # Then the instance is remediated: the role changed without a call on the role itself
+    assert judgement.decision is Decision.REMEDIATE
+    assert judgement.finding.kind is Kind.ROLE_CHANGED
+    assert [i.instance_id for i in judgement.instances_in_scope] == [world.immutable_id]
+
+
+def test_a_version_that_is_not_made_the_default_is_ignored() -> None:
+    raw = load_sample("cloudtrail-create-policy-version.json")
+    raw["detail"]["requestParameters"]["setAsDefault"] = False
+    found = finding_of(raw)
+    assert found.resource_ids == ()
+    assert judge(found, [], Policy()).decision is Decision.IGNORE
+
+
+def test_setting_an_older_version_as_default_names_the_policy() -> None:
+    raw = load_sample("cloudtrail-create-policy-version.json")
+    raw["detail"]["eventName"] = "SetDefaultPolicyVersion"
+    raw["detail"]["requestParameters"] = {
+        "policyArn": "arn:aws:iam::111122223333:policy/web-server-s3-read",
+        "versionId": "v1",
+    }
+    found = finding_of(raw)
+    assert (found.kind, found.severity) == (Kind.ROLE_CHANGED, Severity.CRITICAL)
+    assert found.resource_ids == ("arn:aws:iam::111122223333:policy/web-server-s3-read",)

@@ -1,7 +1,7 @@
 """What an immutable server may do through its role: policies attached to, put on or removed from the role
-behind its instance profile, its trust policy and permissions boundary, the role swapped inside the
-profile, and the profile taken off the instance. A role is shared by every instance whose profile
-carries it, so one change reaches all of them."""
+behind its instance profile, a new default version of a managed policy attached to it, its trust policy
+and permissions boundary, the role swapped inside the profile, and the profile taken off the instance.
+A role is shared by every instance whose profile carries it, so one change reaches all of them."""
 
 from __future__ import annotations
 
@@ -103,8 +103,45 @@ def _profile_disassociated(detail: CloudTrailDetail) -> Facts:
     )
 
 
+def _managed_policy_changed(detail: CloudTrailDetail) -> Facts:
+    request = detail.request_parameters or {}
+    policy_arn = text_of(first_of(request, "policyArn", "PolicyArn"))
+    if detail.event_name == "SetDefaultPolicyVersion":
+        version, in_force = text_of(first_of(request, "versionId", "VersionId")), True
+    else:
+        version = None
+        flag = first_of(request, "setAsDefault", "SetAsDefault")
+        in_force = flag is True or (isinstance(flag, str) and flag.lower() == "true")
+    if not in_force:
+        # A version that is not the default grants nothing until SetDefaultPolicyVersion (heard too).
+        return Facts(
+            Kind.ROLE_CHANGED,
+            Severity.LOW,
+            f"New non-default version of managed policy {policy_arn or '?'}: nothing changes until it is "
+            "made the default.",
+            evidence={"policy_arn": policy_arn, "in_force": False},
+        )
+    which = f"version {version}" if version else "new version"
+    return Facts(
+        Kind.ROLE_CHANGED,
+        Severity.CRITICAL,
+        f"Managed policy {policy_arn or '?'} now grants what its {which} says: every role it is attached to, "
+        "and every instance running with such a role, may do something else.",
+        resource_ids=[policy_arn],
+        evidence={
+            "policy_arn": policy_arn,
+            "version_id": version,
+            "policy_document": text_of(first_of(request, "policyDocument", "PolicyDocument")),
+            "in_force": True,
+        },
+        alert_if_unresolved=policy_arn is None,
+    )
+
+
 HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     **{(_IAM, name): _role_policy_changed for name in _ROLE_CALLS},
+    (_IAM, "CreatePolicyVersion"): _managed_policy_changed,
+    (_IAM, "SetDefaultPolicyVersion"): _managed_policy_changed,
     (_IAM, "AddRoleToInstanceProfile"): _profile_role_changed,
     (_IAM, "RemoveRoleFromInstanceProfile"): _profile_role_changed,
     ("ec2.amazonaws.com", "DisassociateIamInstanceProfile"): _profile_disassociated,
@@ -181,6 +218,27 @@ def _profile_servers(clients: Clients, resource_ids: list[str]) -> list[str]:
     return _instances_using(clients, profile_arns)
 
 
+def _policy_servers(clients: Clients, resource_ids: list[str]) -> list[str]:
+    roles: list[str] = []
+    for policy_arn in resource_ids:
+        try:
+            pages = clients.iam.get_paginator("list_entities_for_policy").paginate(
+                PolicyArn=policy_arn, EntityFilter="Role"
+            )
+            roles += [f"{ROLE_PREFIX}{r['RoleName']}" for page in pages for r in page.get("PolicyRoles", [])]
+        except ClientError as exc:
+            if _no_such_entity(exc):
+                continue
+            raise _failure(f"managed policy {policy_arn}", exc) from exc
+        except BotoCoreError as exc:
+            raise _failure(f"managed policy {policy_arn}", exc) from exc
+    return _role_servers(clients, list(dict.fromkeys(roles)))
+
+
+def _is_managed_policy(resource_id: str) -> bool:
+    return resource_id.startswith("arn:") and ":policy/" in resource_id
+
+
 def _named(prefix: str) -> Any:
     return lambda resource_id: resource_id.startswith(prefix) and len(resource_id) > len(prefix)
 
@@ -188,5 +246,7 @@ def _named(prefix: str) -> Any:
 RESOLVERS: Final[tuple[Resolver, ...]] = (
     Resolver("IAM role", _named(ROLE_PREFIX), _role_servers),
     Resolver("instance profile", _named(PROFILE_PREFIX), _profile_servers),
+    Resolver("managed policy", _is_managed_policy, _policy_servers),
 )
-"""A role reaches the instances of every profile that carries it; a profile, the instances using it."""
+"""A role reaches the instances of every profile that carries it; a profile, the instances using it; a
+managed policy (by ARN), the instances of every role it is attached to."""
