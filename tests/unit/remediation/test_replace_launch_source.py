@@ -138,3 +138,39 @@ def test_the_state_machine_sends_the_refusal_to_the_failure_path() -> None:
     (catch,) = start["Catch"]
     assert catch["ErrorEquals"] == ["States.ALL"]
     assert definition["States"][catch["Next"]]["Next"] == "AlertFailed"
+
+
+def test_a_stack_instance_is_not_updated_when_its_template_changed_since(
+    aws: Clients, ledger: IncidentLedger, open_incident: OpenIncident
+) -> None:
+    # Given a stack's instance launched from a launch template, contained with its launch source recorded
+    template_id = aws.ec2.create_launch_template(
+        LaunchTemplateName="web-golden", LaunchTemplateData={"ImageId": GOLDEN_AMI}
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    server = aws.ec2.run_instances(
+        LaunchTemplate={"LaunchTemplateId": template_id},
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [
+                    {"Key": "aws:cloudformation:stack-name", "Value": "web"},
+                    {"Key": "aws:cloudformation:logical-id", "Value": "Web"},
+                ],
+            }
+        ],
+    )["Instances"][0]["InstanceId"]
+    finding = make_finding()
+    incident_id = open_incident(server, finding)
+    quarantine_instance(aws, ledger, incident_id, server, finding)
+    recorded = (ledger.get(incident_id).prior_state or {})[PRIOR_STATE_KEY]
+    assert {t["version"]: t["resolved"] for t in recorded["launch_templates"]} == {
+        "$Latest": 1,
+        "$Default": 1,
+    }
+    # When a new version appears before Replace / Then the stack is never asked to update (no stack exists
+    # here: any CloudFormation call would fail with another error)
+    _new_version(aws)
+    with pytest.raises(LaunchTemplateChanged, match=r"\$Latest=1"):
+        start_replacement(aws, ledger, incident_id, server)
