@@ -244,14 +244,13 @@ def test_detect_is_granted_every_permission_its_calls_need(detect_calls: set[str
 
 def test_detect_holds_no_permission_that_no_sample_event_uses(detect_calls: set[str]) -> None:
     granted = {action for action, _ in _function_grants("DetectFunction")}
-    # Resolving an association id whose CloudTrail response named no instance (scope.py); no published
-    # record lacks that response, so no sample reaches it.
+    # (ec2:DescribeIamInstanceProfileAssociations is reached: a role leads to instances through the live
+    # associations of its profiles, paths/permissions.py.)
     # Forgetting an account-level event whose alert could not be published, so its redelivery alerts
     # (triage); only a failed Publish reaches it.
     # Telling apart two VPCs that hold a tunnel's private address by the endpoint's VPC (paths/shell.py);
     # the sample world has one VPC.
     unreached = {
-        "ec2:DescribeIamInstanceProfileAssociations",
         "dynamodb:DeleteItem",
         "ec2:DescribeInstanceConnectEndpoints",
     }

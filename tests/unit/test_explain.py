@@ -41,6 +41,14 @@ EXPECTED = {
     "cloudtrail-put-configuration-recorder.json": ("alert", "account_level_alert_only"),
     "cloudtrail-update-trail.json": ("alert", "account_level_alert_only"),
     "cloudtrail-sns-unsubscribe.json": ("alert", "account_level_alert_only"),
+    # paths/permissions.py and paths/golden_image.py: a launch template or group change is alerted, never
+    # remediated; a capacity change names no launch source.
+    "benign-put-role-policy-cloudformation.json": ("ignore", "cloudformation_change"),
+    "benign-update-auto-scaling-group-capacity.json": ("ignore", "out_of_scope"),
+    "cloudtrail-create-launch-template-version.json": ("alert", "golden_image_at_risk"),
+    "cloudtrail-modify-launch-template.json": ("alert", "golden_image_at_risk"),
+    "cloudtrail-delete-launch-template-versions.json": ("alert", "golden_image_at_risk"),
+    "cloudtrail-update-auto-scaling-group-launch-template.json": ("alert", "golden_image_at_risk"),
 }
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 

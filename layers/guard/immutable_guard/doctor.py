@@ -32,6 +32,9 @@ REQUIRED_CONFIG_TYPES = (
 # File changes may also arrive under this type (the rules listen to it too).
 OPTIONAL_CONFIG_TYPES = ("AWS::SSM::FileData",)
 INVENTORY_DOCUMENT = "AWS-GatherSoftwareInventory"
+# IAM is global: its CloudTrail events reach EventBridge in this region only.
+IAM_EVENTS_REGION = "us-east-1"
+FORWARDER_TEMPLATE = "iam-events-forwarder.yaml"
 FAILED_EXECUTION_WINDOW = timedelta(days=1)
 # Per-instance SSM calls stop here; the summary says when the fleet was larger.
 MAX_INSTANCES_INSPECTED = 100
@@ -54,6 +57,8 @@ DOCTOR_PERMISSIONS = frozenset(
         "ssm:ListAssociations",
         "events:DescribeRule",
         "events:ListTargetsByRule",
+        "events:ListRuleNamesByTarget",
+        "sts:GetCallerIdentity",
         "lambda:GetFunctionConfiguration",
         "lambda:GetPolicy",
         "sns:ListSubscriptionsByTopic",
@@ -164,6 +169,11 @@ class DoctorClients(Clients):
     @cached_property
     def events(self) -> Any:
         return self._client("events")
+
+    @cached_property
+    def events_of_iam_region(self) -> Any:
+        """EventBridge where IAM's CloudTrail events arrive (IAM is global: us-east-1 only)."""
+        return self._session.client("events", region_name=IAM_EVENTS_REGION)
 
 
 # ---------------------------------------------------------------------------- finding the stack
@@ -795,12 +805,68 @@ def check_alarms(clients: DoctorClients, stack: StackView) -> CheckResult:
     return CheckResult("alarms", Verdict.PASS, f"{len(names)} alarms, none firing", details=details)
 
 
+def check_iam_events(clients: DoctorClients, stack: StackView) -> CheckResult:
+    """Changes to instance roles reach Detect: the stack runs in us-east-1, where IAM's events arrive, or
+    an enabled rule there forwards IAM's events to this region's default bus (iam-events-forwarder.yaml)."""
+    if stack.region == IAM_EVENTS_REGION:
+        return CheckResult(
+            "iam_events",
+            Verdict.PASS,
+            f"the stack runs in {IAM_EVENTS_REGION}, where IAM's events arrive: its own rule hears role "
+            "changes",
+        )
+    caller = clients.sts.get_caller_identity()["Arn"]
+    partition, account = caller.split(":")[1], caller.split(":")[4]
+    bus = f"arn:{partition}:events:{stack.region}:{account}:event-bus/default"
+    events = clients.events_of_iam_region
+    names: list[str] = []
+    token: str | None = None
+    while True:
+        page = events.list_rule_names_by_target(TargetArn=bus, **({"NextToken": token} if token else {}))
+        names += page.get("RuleNames", [])
+        token = page.get("NextToken")
+        if not token:
+            break
+    forwarding: list[str] = []
+    disabled: list[str] = []
+    for name in names:
+        rule = events.describe_rule(Name=name)
+        if "iam.amazonaws.com" not in str(rule.get("EventPattern", "")):
+            continue
+        (forwarding if rule.get("State") == "ENABLED" else disabled).append(name)
+    details = {"bus": bus, "forwarding_rules": forwarding, "disabled_forwarding_rules": disabled}
+    if not forwarding:
+        fix = (
+            f"aws events enable-rule --region {IAM_EVENTS_REGION} --name {disabled[0]}"
+            if disabled
+            else f"deploy {FORWARDER_TEMPLATE} in {IAM_EVENTS_REGION}: aws cloudformation deploy --region "
+            f"{IAM_EVENTS_REGION} --stack-name {stack.name}-iam-events --template-file {FORWARDER_TEMPLATE} "
+            f"--capabilities CAPABILITY_IAM --parameter-overrides GuardRegion={stack.region}"
+        )
+        return CheckResult(
+            "iam_events",
+            Verdict.FAIL,
+            f"the instance-role path is BLIND: IAM's events arrive in {IAM_EVENTS_REGION} only, and no "
+            f"enabled rule there forwards them to {stack.region}: policies attached to an immutable "
+            "server's role go unseen" + (f" (disabled: {', '.join(disabled)})" if disabled else ""),
+            fix,
+            details,
+        )
+    return CheckResult(
+        "iam_events",
+        Verdict.PASS,
+        f"IAM's events are forwarded from {IAM_EVENTS_REGION} to {stack.region} by {', '.join(forwarding)}",
+        details=details,
+    )
+
+
 Check = Callable[[DoctorClients, StackView], CheckResult]
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("trail", check_trail),
     ("config", check_config),
     ("inventory", check_inventory),
     ("rules", check_rules),
+    ("iam_events", check_iam_events),
     ("alerts", check_alert_subscriptions),
     ("dead_letter_queue", check_dead_letter_queue),
     ("remediation_failures", check_remediation_failures),
@@ -911,7 +977,8 @@ def add_doctor_parser(subparsers: Any) -> None:
     """Register `immutable-guard doctor` on the CLI's sub-command parsers."""
     doctor = subparsers.add_parser(
         "doctor",
-        help="check that detection is not blind (trail, Config, inventory, rules, alerts, failures)",
+        help="check that detection is not blind (trail, Config, inventory, rules, IAM events, alerts, "
+        "failures)",
         description="Prints pass / warn / fail per check with the fix for each; exit code 1 on any fail. "
         "Without --stack, checks the template deployed on the embedded local AWS.",
     )

@@ -53,6 +53,11 @@ class ReplacementFailed(GuardError):
     """The owner of the instance could not replace it (stack rolled back, group failed)."""
 
 
+class LaunchTemplateChanged(GuardError):
+    """The launch template (or launch configuration) the owner would replace the instance from changed
+    after the incident opened: the replacement could be built from an attacker's image."""
+
+
 class NukeRefused(GuardError):
     """The safety checks before terminating did not pass."""
 

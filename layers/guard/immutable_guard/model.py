@@ -36,6 +36,10 @@ class Kind(StrEnum):
 # Findings about the account, not about a running instance: alerted, never remediated.
 ACCOUNT_LEVEL_KINDS = frozenset({Kind.KEY_PAIR_ADDED, Kind.DETECTION_DISABLED})
 
+# Findings about what future servers are built from: alerted when they reach an in-scope server, never
+# remediated (the running servers are unchanged; quarantining them would not stop the next launch).
+ALERT_ONLY_KINDS = frozenset({Kind.GOLDEN_IMAGE_CHANGED})
+
 
 class Severity(StrEnum):
     LOW = "low"

@@ -20,7 +20,17 @@ from immutable_guard.detection.paths.tags import (
 )
 from immutable_guard.detection.readers import GUARD_WIRING_EVIDENCE_KEY, TAGS_ONLY_EVIDENCE_KEY
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
-from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode, Severity, Source
+from immutable_guard.model import (
+    ACCOUNT_LEVEL_KINDS,
+    ALERT_ONLY_KINDS,
+    Actor,
+    Decision,
+    Finding,
+    Kind,
+    Mode,
+    Severity,
+    Source,
+)
 
 _CLOUDFORMATION: Final = "cloudformation.amazonaws.com"
 QUARANTINE_TAG: Final = "immutable-guard:state"
@@ -51,6 +61,7 @@ class Reason:
     SCOPE_TAMPERED: Final = "scope_tampered"
     FORGED_QUARANTINE_MARKER: Final = "forged_quarantine_marker"
     NOT_GUARD_WIRING: Final = "not_guard_wiring"
+    GOLDEN_IMAGE_AT_RISK: Final = "golden_image_at_risk"
 
 
 class Policy(BaseModel):
@@ -324,6 +335,15 @@ def _judge_scope(
             info, tags_before(info.tags, changes) if changes and info.tags is not None else None, memory
         )
     )
+    if finding.kind in ALERT_ONLY_KINDS and in_scope:
+        return verdict(
+            Decision.ALERT,
+            Reason.GOLDEN_IMAGE_AT_RISK,
+            f"{finding.summary} Immutable instance(s) {', '.join(i.instance_id for i in in_scope)} would be "
+            "replaced from it. Alert only: the running servers are unchanged; check the launch template "
+            "before any replacement.",
+            in_scope,
+        )
     # Our own quarantine comes back from Config as an instance change with no actor; an instance we
     # quarantined is already handled by its incident, whatever reports it later. Anyone can set the
     # marker tag, so it counts only while the ledger holds the instance's open incident.

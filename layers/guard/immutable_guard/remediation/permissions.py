@@ -15,6 +15,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "ec2:DescribeSecurityGroups",
             "elasticloadbalancing:DescribeTargetGroups",
             "elasticloadbalancing:DescribeTargetHealth",
+            # The launch source in force when the incident opens, for Replace to compare.
+            "autoscaling:DescribeAutoScalingGroups",
+            "ec2:DescribeLaunchTemplateVersions",
             # Isolation groups: get-or-create per VPC, kept free of rules we did not put there.
             "ec2:CreateSecurityGroup",
             "ec2:CreateTags",
@@ -77,6 +80,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "ReplaceFunction": frozenset(
         {
             "ec2:DescribeInstances",
+            # What the owner would launch, compared with what Contain recorded.
+            "ec2:DescribeLaunchTemplateVersions",
             "autoscaling:DescribeAutoScalingGroups",
             "autoscaling:DescribeAutoScalingInstances",
             "cloudformation:DescribeStacks",

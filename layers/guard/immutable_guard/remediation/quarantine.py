@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from immutable_guard.errors import AwsCallFailed, GuardError, InstanceNotFound, IsolationFailed, error_code
 from immutable_guard.ledger import IncidentLedger, Status, now_iso
 from immutable_guard.model import Finding
+from immutable_guard.remediation.launch_source import PRIOR_STATE_KEY as LAUNCH_SOURCE_KEY
+from immutable_guard.remediation.launch_source import record_launch_source
 from immutable_guard.remediation.offending_rules import (
     offending_acl_entries,
     offending_rules,
@@ -173,6 +175,10 @@ class ObservedInstance:
             "volumes": self.volumes,
             "recorded_at": now_iso(),
         }
+
+
+def _tag_map(instance: Mapping[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", []) if "Key" in t and "Value" in t}
 
 
 def call_on_instance(call: Callable[..., _T], instance_id: str, what: str, **kwargs: Any) -> _T:
@@ -655,7 +661,9 @@ def quarantine_instance(
     ec2 = clients.ec2
     observed = observe_instance(clients, instance_id)
     # First write wins in the ledger, so a retry cannot overwrite the real prior state with ours.
-    ledger.record_prior_state(incident_id, observed.prior_state())
+    # With it the launch source in force now, so Replace can refuse a golden image changed after this.
+    launch = record_launch_source(clients, observed.auto_scaling_group, _tag_map(observed.instance))
+    ledger.record_prior_state(incident_id, {**observed.prior_state(), LAUNCH_SOURCE_KEY: launch})
 
     actions: list[str] = []
     isolation_by_vpc = isolate_network_interfaces(ec2, observed, actions)

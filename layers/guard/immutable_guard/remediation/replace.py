@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from immutable_guard.errors import AwsCallFailed, InstanceNotFound, ReplacementFailed
 from immutable_guard.ledger import Incident, IncidentLedger, Status
 from immutable_guard.remediation.evidence import describe_instance
+from immutable_guard.remediation.launch_source import PRIOR_STATE_KEY as LAUNCH_SOURCE_KEY
+from immutable_guard.remediation.launch_source import verify_launch_source
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
@@ -226,6 +228,18 @@ def _start_stack(
     return result
 
 
+def _verify_launch_source(
+    clients: Clients, incident: Incident, asg_name: str | None, tags: Mapping[str, str]
+) -> None:
+    recorded = (incident.prior_state or {}).get(LAUNCH_SOURCE_KEY)
+    try:
+        verify_launch_source(clients, incident.incident_id, recorded, asg_name, tags)
+    except (ClientError, BotoCoreError) as exc:
+        raise AwsCallFailed(
+            f"cannot read the launch source of incident {incident.incident_id}: {exc}"
+        ) from exc
+
+
 def start_replacement(
     clients: Clients, ledger: IncidentLedger, incident_id: str, instance_id: str
 ) -> dict[str, Any]:
@@ -245,11 +259,17 @@ def start_replacement(
     ------
     ReplacementFailed
         The owner cannot replace it (group or stack gone, replacement parameter missing, update refused).
+    LaunchTemplateChanged
+        What the owner would launch (launch template, the version $Latest / $Default resolve to, launch
+        configuration) differs from what Contain recorded when the incident opened.
     """
     incident = ledger.get(incident_id)
     instance = describe_instance(clients.ec2, instance_id)
     tags = _tags(instance)
     asg_name = _remembered_asg(incident) or tags.get(ASG_NAME_TAG) or _current_asg(clients, instance_id)
+    if asg_name or (tags.get(STACK_NAME_TAG) and tags.get(LOGICAL_ID_TAG)):
+        # Before the owner launches anything: not from a golden image changed since the incident opened.
+        _verify_launch_source(clients, incident, asg_name, tags)
     if asg_name:
         result = _start_asg(clients, asg_name)
     elif tags.get(STACK_NAME_TAG) and tags.get(LOGICAL_ID_TAG):
