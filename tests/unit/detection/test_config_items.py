@@ -511,3 +511,11 @@ def test_a_cloudtrail_record_is_never_excused_by_the_memory_of_a_change() -> Non
     finding = finding_of(raw)
     memory = Remembers(changes={finding.change_key: Reason.ALLOW_LISTED_PRINCIPAL})
     assert judge(finding, [IMMUTABLE], Policy(), memory).decision is Decision.REMEDIATE
+
+
+def test_a_second_interface_attached_to_the_server_is_a_network_path_change() -> None:
+    raw = load_sample("config-network-interface-attached.json")
+    finding = finding_of(raw)
+    assert (finding.kind, finding.instance_ids) == (Kind.NETWORK_PATH_CHANGED, (SAMPLE_INSTANCE,))
+    assert finding.resource_ids == ("eni-0fedcba9876543210",)
+    assert decided(raw) == REMEDIATED
