@@ -74,3 +74,17 @@ def test_an_exempt_change_is_remembered_only_for_the_echo_window(world: World) -
     )
     assert ledger.exempt_reason_of_change("port_opened:i-0abc") is None
     assert ledger.exempt_reason_of_event("evt-never-seen") is None
+
+
+def test_a_release_is_remembered_only_for_the_echo_window(world: World) -> None:
+    ledger: IncidentLedger = world.ledger
+    assert ledger.released_recently("i-0abc") is None
+    ledger.remember_released("i-0abc", "ig-i-0abc-1")
+    assert ledger.released_recently("i-0abc") == "ig-i-0abc-1"
+    world.aws.dynamodb.update_item(
+        TableName=world.settings.ledger_table,
+        Key={"pk": {"S": "RELEASED#i-0abc"}},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
+    )
+    assert ledger.released_recently("i-0abc") is None

@@ -150,6 +150,40 @@ class IncidentLedger:
                     f"ledger {self._table}: cannot remember exempt {event_id}: {exc}"
                 ) from exc
 
+    def remember_released(self, instance_id: str, incident_id: str) -> None:
+        """Remember that the guard released `instance_id` just now: Config's report of what Release
+        restored (groups, profile, its own tags) is the guard's own change, even when it names no event.
+        An update, not a put: the Release function may update ledger items, not create them blindly."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"RELEASED#{instance_id}"}},
+                UpdateExpression="SET incident_id = :i, released_at = :now, expires_at = :exp",
+                ExpressionAttributeValues={
+                    ":i": {"S": incident_id},
+                    ":now": {"S": now_iso()},
+                    ":exp": {"N": str(int(time.time()) + ECHO_WINDOW_SECONDS)},
+                },
+            )
+        except ClientError as exc:
+            raise AwsCallFailed(
+                f"ledger {self._table}: cannot record the release of {instance_id}: {exc}"
+            ) from exc
+
+    def released_recently(self, instance_id: str) -> str | None:
+        """The incident that released `instance_id` within the echo window, if one did."""
+        try:
+            item = self._db.get_item(
+                TableName=self._table, Key={"pk": {"S": f"RELEASED#{instance_id}"}}, ConsistentRead=True
+            ).get("Item")
+        except ClientError as exc:
+            raise AwsCallFailed(
+                f"ledger {self._table}: cannot read the release of {instance_id}: {exc}"
+            ) from exc
+        if not item or int(item["expires_at"]["N"]) < int(time.time()):
+            return None
+        return item["incident_id"]["S"]
+
     def exempt_reason_of_event(self, event_id: str) -> str | None:
         """The reason CloudTrail event `event_id` was judged exempt, if it was (and not long ago)."""
         return self._exempt_reason(f"EXEMPT#EVENT#{event_id}")

@@ -464,8 +464,13 @@ def test_an_elastic_ip_associated_names_the_instance_and_interface_and_a_disasso
 class Remembers:
     """A ledger that judged some CloudTrail events and changes exempt."""
 
-    def __init__(self, events: dict[str, str] | None = None, changes: dict[str, str] | None = None) -> None:
-        self.events, self.changes = events or {}, changes or {}
+    def __init__(
+        self,
+        events: dict[str, str] | None = None,
+        changes: dict[str, str] | None = None,
+        released: dict[str, str] | None = None,
+    ) -> None:
+        self.events, self.changes, self.released = events or {}, changes or {}, released or {}
 
     def open_incident_for(self, instance_id: str) -> str | None:
         return None
@@ -478,6 +483,9 @@ class Remembers:
 
     def exempt_reason_of_change(self, change_key: str) -> str | None:
         return self.changes.get(change_key)
+
+    def released_recently(self, instance_id: str) -> str | None:
+        return self.released.get(instance_id)
 
 
 def test_an_item_naming_an_allow_listed_event_takes_its_judgement_and_alone_is_judged_alone() -> None:
@@ -519,3 +527,39 @@ def test_a_second_interface_attached_to_the_server_is_a_network_path_change() ->
     assert (finding.kind, finding.instance_ids) == (Kind.NETWORK_PATH_CHANGED, (SAMPLE_INSTANCE,))
     assert finding.resource_ids == ("eni-0fedcba9876543210",)
     assert decided(raw) == REMEDIATED
+
+
+def _release_item(**extra: Any) -> dict[str, Any]:
+    """What Config reports of a release: the quarantine groups swapped back, the guard's tags removed."""
+    changed = {
+        "Configuration.SecurityGroups.0": change(
+            {"groupName": "isolation", "groupId": "sg-0150la7e0000000aa"}, None
+        ),
+        "Configuration.SecurityGroups.1": change(None, {"groupName": "web-tier", "groupId": SAMPLE_GROUP}),
+        "Configuration.Tags.3": change({"key": "immutable-guard:state", "value": "quarantined"}, None),
+        "Configuration.Tags.4": change({"key": "immutable-guard:incident", "value": "ig-i-0abc-1"}, None),
+        **extra,
+    }
+    return with_diff("config-instance-changed.json", changed)
+
+
+def test_configs_report_of_a_release_is_the_guards_own_change() -> None:
+    memory = Remembers(released={SAMPLE_INSTANCE: "ig-i-0abc-1"})
+    assert decided(_release_item(), memory) == (Decision.IGNORE, Reason.OWN_CHANGE)
+    # The same item with no release behind it is judged alone.
+    assert decided(_release_item(), Remembers())[0] is Decision.REMEDIATE
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"Configuration.PublicIpAddress": change(None, "198.51.100.7")},
+        {"Configuration.Tags.5": change(None, {"key": "owner", "value": "mallory"})},
+        {"Configuration.UserData": change(None, "IyEvYmluL3NoCg==")},
+    ],
+)
+def test_a_released_server_changed_beyond_what_release_restores_is_judged_alone(
+    extra: dict[str, Any],
+) -> None:
+    memory = Remembers(released={SAMPLE_INSTANCE: "ig-i-0abc-1"})
+    assert decided(_release_item(**extra), memory)[0] is Decision.REMEDIATE

@@ -36,6 +36,13 @@ NOT_A_CHANGE_EVIDENCE_KEY: Final = "config_not_a_change"
 RELATED_EVENTS_EVIDENCE_KEY: Final = "related_events"
 """Evidence key holding the ids of the CloudTrail events Config names as the cause (`relatedEvents`)."""
 
+RELEASE_SHAPED_EVIDENCE_KEY: Final = "release_shaped"
+"""Evidence key, True when an item changes only what the guard's Release restores (security groups, the
+instance profile, the guard's own `immutable-guard:*` tags): the policy takes it as the release's echo
+when the ledger says the guard released the instance a short while ago."""
+
+GUARD_TAG_PREFIX: Final = "immutable-guard:"
+
 PREVIOUS_TAGS_EVIDENCE_KEY: Final = "previous_instance_tags"
 """Evidence key holding the instance's tags before the change, when the item's diff shows every change."""
 
@@ -443,6 +450,12 @@ def _config_instance(event: ConfigEvent) -> Facts:
         evidence[TAGS_ONLY_EVIDENCE_KEY] = change.tags_only
         if item is not None and item.tags is not None:
             evidence[PREVIOUS_TAGS_EVIDENCE_KEY] = _previous_tags(item.tags, change.tag_changes)
+    evidence[RELEASE_SHAPED_EVIDENCE_KEY] = (
+        (change.groups_changed or change.profile_changed or bool(change.tag_changes))
+        and not (change.public_ips or change.interfaces_moved or change.disks_changed)
+        and not (change.metadata_changed or change.other)
+        and all(key.startswith(GUARD_TAG_PREFIX) for key in change.tag_changes)
+    )
     what = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
     kind, severity, summary = (
         Kind.INSTANCE_MODIFIED,
@@ -525,6 +538,7 @@ def _config_network_interface(event: ConfigEvent) -> Facts:
                 public_ips.append(address)
     if groups_changed or public_ips:
         evidence.update({"groups_added": added, "public_ips": public_ips})
+        evidence[RELEASE_SHAPED_EVIDENCE_KEY] = not public_ips and before_instance == after_instance
         return Facts(
             Kind.PORT_OPENED,
             Severity.HIGH,

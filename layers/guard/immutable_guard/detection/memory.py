@@ -24,6 +24,10 @@ class DetectionMemory(Protocol):
         while ago, if it was: Config names no related event since item version 1.3."""
         ...
 
+    def released_recently(self, instance_id: str) -> str | None:
+        """The incident that released the instance a short while ago, if one did."""
+        ...
+
 
 class NoMemory:
     """Remembers nothing: `explain` offline, and judgements that depend on the event alone."""
@@ -35,4 +39,7 @@ class NoMemory:
         return None
 
     def exempt_reason_of_change(self, change_key: str) -> str | None:
+        return None
+
+    def released_recently(self, instance_id: str) -> str | None:
         return None

@@ -8,7 +8,11 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
-from immutable_guard.detection.config import NOT_A_CHANGE_EVIDENCE_KEY, RELATED_EVENTS_EVIDENCE_KEY
+from immutable_guard.detection.config import (
+    NOT_A_CHANGE_EVIDENCE_KEY,
+    RELATED_EVENTS_EVIDENCE_KEY,
+    RELEASE_SHAPED_EVIDENCE_KEY,
+)
 from immutable_guard.detection.events import parse_event
 from immutable_guard.detection.memory import DetectionMemory, NoMemory
 from immutable_guard.detection.normalise import normalise
@@ -138,6 +142,16 @@ def _config_verdict(finding: Finding, memory: DetectionMemory) -> tuple[str, str
             reason,
             f"Config's echo of a change ({finding.change_key}) already judged {reason} from CloudTrail.",
         )
+    if finding.evidence.get(RELEASE_SHAPED_EVIDENCE_KEY) is True:
+        # Release restores groups and profile and removes its own tags, through calls that often name
+        # the interface, not the instance: the release itself is what the ledger knows.
+        for instance_id in finding.instance_ids:
+            incident_id = memory.released_recently(instance_id)
+            if incident_id is not None:
+                return Reason.OWN_CHANGE, (
+                    f"Config's echo of Immutable Guard's release of {instance_id} (incident {incident_id}): "
+                    "only what the release restores changed."
+                )
     return None
 
 
