@@ -84,6 +84,10 @@ def test_an_item_whose_status_records_no_change_is_not_a_mutation(status: str) -
 def test_the_discovery_of_a_new_immutable_server_opens_nothing_and_its_twin_does() -> None:
     # Given the discovery item of a new server (a scale-out, or the guard's own replacement)
     assert decided(load_sample("benign-config-resource-discovered.json")) == IGNORED
+    # Named all the same, with its tags: the ledger remembers the server in scope from its discovery.
+    discovered = finding_of(load_sample("benign-config-resource-discovered.json"))
+    assert discovered.instance_ids == (SAMPLE_INSTANCE,)
+    assert discovered.evidence["instance_tags"]["immutable"] == "true"
     # And its twin: the same server's item with status OK and a group added
     assert decided(load_sample("config-instance-changed.json"))[0] is Decision.REMEDIATE
 

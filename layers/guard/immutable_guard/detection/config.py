@@ -128,6 +128,8 @@ def _not_a_change(facts_kind: Kind, resource_id: str, why: str, evidence: dict[s
         Severity.LOW,
         f"Config item of {resource_id}: {why}",
         resource_ids=[resource_id],
+        # Named all the same: what the ledger remembers of a server (its scope) is read from such items.
+        instance_ids=[resource_id],
         evidence={**evidence, NOT_A_CHANGE_EVIDENCE_KEY: why},
     )
 
@@ -776,11 +778,12 @@ def _judged(handler: ConfigHandler, kind: Kind) -> ConfigHandler:
     def handle(event: ConfigEvent) -> Facts:
         status = _status_of(event)
         if status in _NOT_CHANGES:
+            item = event.detail.configuration_item
+            evidence: dict[str, Any] = {"status": status}
+            if item is not None and item.tags is not None and item.resource_id.startswith("i-"):
+                evidence[INSTANCE_TAGS_EVIDENCE_KEY] = clip(item.tags)
             facts = _not_a_change(
-                kind,
-                event.detail.resource_id,
-                f"status {status}: {_NOT_CHANGES[status]}",
-                {"status": status},
+                kind, event.detail.resource_id, f"status {status}: {_NOT_CHANGES[status]}", evidence
             )
         else:
             facts = handler(event)
