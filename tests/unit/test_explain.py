@@ -49,6 +49,12 @@ EXPECTED = {
     "cloudtrail-modify-launch-template.json": ("alert", "golden_image_at_risk"),
     "cloudtrail-delete-launch-template-versions.json": ("alert", "golden_image_at_risk"),
     "cloudtrail-update-auto-scaling-group-launch-template.json": ("alert", "golden_image_at_risk"),
+    "benign-config-resource-discovered.json": ("ignore", "config_not_a_change"),
+    "benign-config-instance-state-change.json": ("ignore", "config_not_a_change"),
+    "benign-config-sg-rule-revoked.json": ("ignore", "config_not_a_change"),
+    "benign-config-network-acl-deny-added.json": ("ignore", "config_not_a_change"),
+    "benign-config-inventory-access-time-only.json": ("ignore", "config_not_a_change"),
+    "benign-config-instance-tag-change.json": ("ignore", "tags_only"),
 }
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 

@@ -25,6 +25,8 @@ BREAKER_TTL_SECONDS = 2 * 3600
 INCIDENT_TTL_SECONDS = 400 * 24 * 3600
 # A server seen in scope is remembered as long as an incident is: refreshed on every sighting.
 SCOPE_TTL_SECONDS = INCIDENT_TTL_SECONDS
+# Config reports a change minutes after CloudTrail; its echo is matched to the change only this long.
+ECHO_WINDOW_SECONDS = 3600
 
 
 class Status(StrEnum):
@@ -121,6 +123,92 @@ class IncidentLedger:
             self._db.delete_item(TableName=self._table, Key={"pk": {"S": f"EVENT#{event_id}"}})
         except ClientError as exc:
             raise AwsCallFailed(f"ledger {self._table}: cannot forget event {event_id}: {exc}") from exc
+
+    def remember_exempt(self, event_id: str, change_key: str, reason: str) -> None:
+        """Remember that a CloudTrail event (and the change it made) was judged exempt for `reason`, so
+        Config's echo of it takes the same judgement: by event id (items naming `relatedEvents`), and by
+        change for a short window (items naming none)."""
+        now = int(time.time())
+        records = [
+            (f"EXEMPT#EVENT#{event_id}", now + EVENT_TTL_SECONDS, "attribute_not_exists(pk)"),
+            # The latest exempt change wins: the window starts again with each one.
+            (f"EXEMPT#CHANGE#{change_key}", now + ECHO_WINDOW_SECONDS, None),
+        ]
+        for key, expires_at, condition in records:
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "Item": {
+                    "pk": {"S": key},
+                    "reason": {"S": reason},
+                    "event_id": {"S": event_id},
+                    "seen_at": {"S": now_iso()},
+                    "expires_at": {"N": str(expires_at)},
+                },
+            }
+            if condition:
+                kwargs["ConditionExpression"] = condition
+            try:
+                self._db.put_item(**kwargs)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                    continue
+                raise AwsCallFailed(
+                    f"ledger {self._table}: cannot remember exempt {event_id}: {exc}"
+                ) from exc
+
+    def remember_released(self, instance_id: str, incident_id: str) -> None:
+        """Remember that the guard released `instance_id` just now: Config's report of what Release
+        restored (groups, profile, its own tags) is the guard's own change, even when it names no event.
+        An update, not a put: the Release function may update ledger items, not create them blindly."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"RELEASED#{instance_id}"}},
+                UpdateExpression="SET incident_id = :i, released_at = :now, expires_at = :exp",
+                ExpressionAttributeValues={
+                    ":i": {"S": incident_id},
+                    ":now": {"S": now_iso()},
+                    ":exp": {"N": str(int(time.time()) + ECHO_WINDOW_SECONDS)},
+                },
+            )
+        except ClientError as exc:
+            raise AwsCallFailed(
+                f"ledger {self._table}: cannot record the release of {instance_id}: {exc}"
+            ) from exc
+
+    def released_recently(self, instance_id: str) -> str | None:
+        """The incident that released `instance_id` within the echo window, if one did."""
+        try:
+            item = self._db.get_item(
+                TableName=self._table, Key={"pk": {"S": f"RELEASED#{instance_id}"}}, ConsistentRead=True
+            ).get("Item")
+        except ClientError as exc:
+            raise AwsCallFailed(
+                f"ledger {self._table}: cannot read the release of {instance_id}: {exc}"
+            ) from exc
+        if not item or int(item["expires_at"]["N"]) < int(time.time()):
+            return None
+        return item["incident_id"]["S"]
+
+    def exempt_reason_of_event(self, event_id: str) -> str | None:
+        """The reason CloudTrail event `event_id` was judged exempt, if it was (and not long ago)."""
+        return self._exempt_reason(f"EXEMPT#EVENT#{event_id}")
+
+    def exempt_reason_of_change(self, change_key: str) -> str | None:
+        """The reason the same change was judged exempt within the echo window, if it was."""
+        return self._exempt_reason(f"EXEMPT#CHANGE#{change_key}")
+
+    def _exempt_reason(self, key: str) -> str | None:
+        try:
+            item = self._db.get_item(TableName=self._table, Key={"pk": {"S": key}}, ConsistentRead=True).get(
+                "Item"
+            )
+        except ClientError as exc:
+            raise AwsCallFailed(f"ledger {self._table}: cannot read {key}: {exc}") from exc
+        # TTL deletion lags by up to days: an expired record counts as absent.
+        if not item or int(item["expires_at"]["N"]) < int(time.time()):
+            return None
+        return item["reason"]["S"]
 
     def open_incident(self, incident: Incident, lock_seconds: int = LOCK_TTL_SECONDS) -> OpenResult:
         """Open an incident unless the instance already has an open one (lock + record, atomically).

@@ -19,6 +19,7 @@ from immutable_guard.detection import (
     normalise,
     parse_event,
 )
+from immutable_guard.detection.memory import NoMemory
 from immutable_guard.detection.paths.tags import EVERY_USER_TAG, tag_changes_of
 from immutable_guard.detection.readers import TAG_CHANGES_EVIDENCE_KEY, TAGS_ONLY_EVIDENCE_KEY
 from immutable_guard.detection.scope import ScopeRule
@@ -37,8 +38,8 @@ IMMUTABLE = InstanceInfo(
 MUTABLE = InstanceInfo(instance_id=SAMPLE_OTHER_INSTANCE, state="running", tags={"Name": "scratch"})
 
 
-class Memory:
-    """What the ledger would remember: instances seen with a scope tag, open incidents."""
+class Memory(NoMemory):
+    """What the ledger would remember: instances seen with a scope tag, open incidents (no echoes)."""
 
     def __init__(self, in_scope: dict[str, str] | None = None, incidents: dict[str, str] | None = None):
         self.in_scope = in_scope or {}

@@ -19,6 +19,20 @@ class DetectionMemory(Protocol):
         exempt principal (allow-listed, CloudFormation, the guard) has removed it since."""
         ...
 
+    def exempt_reason_of_event(self, event_id: str) -> str | None:
+        """The reason a CloudTrail event was judged exempt (allow-listed, CloudFormation, the guard's
+        own), if it was: Config's echo of that event takes the same judgement."""
+        ...
+
+    def exempt_reason_of_change(self, change_key: str) -> str | None:
+        """The reason the same change (`Finding.change_key`) was judged exempt from CloudTrail a short
+        while ago, if it was: Config names no related event since item version 1.3."""
+        ...
+
+    def released_recently(self, instance_id: str) -> str | None:
+        """The incident that released the instance a short while ago, if one did."""
+        ...
+
 
 class NoMemory:
     """Remembers nothing: `explain` offline, and judgements that depend on the event alone."""
@@ -28,3 +42,12 @@ class NoMemory:
 
     def was_in_scope(self, instance_id: str, scope_tag: str) -> bool:
         return False
+
+    def exempt_reason_of_event(self, event_id: str) -> str | None:
+        return None
+
+    def exempt_reason_of_change(self, change_key: str) -> str | None:
+        return None
+
+    def released_recently(self, instance_id: str) -> str | None:
+        return None

@@ -8,6 +8,11 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
+from immutable_guard.detection.config import (
+    NOT_A_CHANGE_EVIDENCE_KEY,
+    RELATED_EVENTS_EVIDENCE_KEY,
+    RELEASE_SHAPED_EVIDENCE_KEY,
+)
 from immutable_guard.detection.events import parse_event
 from immutable_guard.detection.memory import DetectionMemory, NoMemory
 from immutable_guard.detection.normalise import normalise
@@ -62,6 +67,7 @@ class Reason:
     FORGED_QUARANTINE_MARKER: Final = "forged_quarantine_marker"
     NOT_GUARD_WIRING: Final = "not_guard_wiring"
     GOLDEN_IMAGE_AT_RISK: Final = "golden_image_at_risk"
+    CONFIG_NOT_A_CHANGE: Final = "config_not_a_change"
 
 
 class Policy(BaseModel):
@@ -140,6 +146,44 @@ def _who(actor: Actor) -> str:
     return actor.principal_arn or actor.session_issuer_arn or "an unknown principal"
 
 
+# ---------------------------------------------------------------- Config items
+
+EXEMPT_REASONS: Final = frozenset(
+    {Reason.ALLOW_LISTED_PRINCIPAL, Reason.CLOUDFORMATION_CHANGE, Reason.OWN_CHANGE}
+)
+"""Judgements of a CloudTrail event that Config's later echo of the same change takes over."""
+
+
+def _config_verdict(finding: Finding, memory: DetectionMemory) -> tuple[str, str] | None:
+    """(reason, detail) when a Config item is to be ignored: it records no mutation, or it is the echo of
+    a change already judged exempt from CloudTrail (named in `relatedEvents`, or the same change in the
+    ledger). None when the item is judged alone, like any finding."""
+    why = finding.evidence.get(NOT_A_CHANGE_EVIDENCE_KEY)
+    if isinstance(why, str):
+        return Reason.CONFIG_NOT_A_CHANGE, f"Not a mutation: {why}"
+    for event_id in finding.evidence.get(RELATED_EVENTS_EVIDENCE_KEY) or []:
+        reason = memory.exempt_reason_of_event(str(event_id))
+        if reason in EXEMPT_REASONS:
+            return reason, f"Config's echo of CloudTrail event {event_id}, already judged {reason}."
+    reason = memory.exempt_reason_of_change(finding.change_key)
+    if reason in EXEMPT_REASONS:
+        return (
+            reason,
+            f"Config's echo of a change ({finding.change_key}) already judged {reason} from CloudTrail.",
+        )
+    if finding.evidence.get(RELEASE_SHAPED_EVIDENCE_KEY) is True:
+        # Release restores groups and profile and removes its own tags, through calls that often name
+        # the interface, not the instance: the release itself is what the ledger knows.
+        for instance_id in finding.instance_ids:
+            incident_id = memory.released_recently(instance_id)
+            if incident_id is not None:
+                return Reason.OWN_CHANGE, (
+                    f"Config's echo of Immutable Guard's release of {instance_id} (incident {incident_id}): "
+                    "only what the release restores changed."
+                )
+    return None
+
+
 def judge(
     finding: Finding,
     instances: list[InstanceInfo] | tuple[InstanceInfo, ...],
@@ -174,6 +218,10 @@ def judge(
         )
 
     memory = memory or NoMemory()
+    if finding.source is Source.CONFIG:
+        config_verdict = _config_verdict(finding, memory)
+        if config_verdict is not None:
+            return verdict(Decision.IGNORE, *config_verdict)
     actor = finding.actor
     if finding.error_code:
         return verdict(

@@ -285,6 +285,8 @@ def release_incident(
         "acl_entries_not_restored": removed_acl_entries,
         "actions": actions,
     }
+    # Before the incident is marked released: Config's report of what was restored is the guard's own.
+    ledger.remember_released(instance_id, incident_id)
     ledger.record_stage(incident_id, STAGE_RELEASED, status=Status.RELEASED, details=result)
     ledger.release_lock(instance_id, incident_id)
     if alert_topic_arn:
