@@ -22,6 +22,9 @@ SCENARIOS = {
     "delivered-twice",
     "trail-stopped",
     "dry-run",
+    "scale-out",
+    "released",
+    "pipeline-via-config",
 }
 
 
