@@ -192,6 +192,10 @@ def ingress_rule_added(
     return security_group_changed(group, diff, region)
 
 
+# When the watched file was last written before the drill changed it.
+_EARLIER = "2026-01-01T00:00:00Z"
+
+
 def file_changed(
     instance_id: str,
     path: str,
@@ -230,12 +234,20 @@ def file_changed(
         "AWS:InstanceInformation": {"Content": {instance_id: {"InstanceId": instance_id}}},
     }
     diff_type = {"UPDATE": "UPDATE", "CREATE": "CREATE", "DELETE": "DELETE"}[change_type]
-    diff = {
-        f"AWS:File.Content.{key}": {
-            **({"updatedValue": file_record} if diff_type != "DELETE" else {"previousValue": file_record}),
-            "changeType": diff_type,
-        }
+    # An update shows the record before and after: here the content changed (size, modification time).
+    before = {
+        **file_record,
+        "Size": str(max(size - 33, 0)),
+        "ModificationTime": _EARLIER,
+        "LastAccessTime": _EARLIER,
     }
+    values = {
+        "UPDATE": {"previousValue": before, "updatedValue": file_record},
+        "CREATE": {"previousValue": None, "updatedValue": file_record},
+        "DELETE": {"previousValue": file_record, "updatedValue": None},
+    }[diff_type]
+    # Config prefixes the paths of the diff with "Configuration." (as events/config-inventory-*.json).
+    diff = {f"Configuration.AWS:File.Content.{key}": {**values, "changeType": diff_type}}
     return configuration_item_event(
         "AWS::SSM::ManagedInstanceInventory",
         instance_id,
