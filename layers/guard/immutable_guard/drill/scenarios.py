@@ -11,6 +11,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import boto3
+
 from immutable_guard.clients import Clients
 from immutable_guard.drill.report import Check, Progress, ScenarioReport, ScenarioSkipped, timeline
 from immutable_guard.drill.world import Attacks, Guard, IsolationWatch, Workload, poll
@@ -18,8 +20,8 @@ from immutable_guard.drill.world import Attacks, Guard, IsolationWatch, Workload
 EVIDENCE_TAG = "immutable-guard:incident"
 WATCHED_FILE = "/etc/ssh/sshd_config"
 
-# Incident states in which Contain will not run.
-_NOT_CONTAINED = ("NOTIFIED", "DRY_RUN", "FAILED", "CLOSED", "RELEASED")
+# The drill's scope tag (a stack drilled in an account must use it: see account.preflight).
+SCOPE_TAG = ("immutable", "true")
 
 # What the old instance must look like once the remediation is over, per PostEvidenceAction.
 FINAL_STATES = {
@@ -470,24 +472,55 @@ class Drill:
             str(states),
         )
 
+    def hand_launched(self, session: boto3.Session) -> str:
+        """An immutable server launched by hand beside the group, like its members: no group or stack
+        replaces it, so its remediation stops at contained and preserved (never nuked)."""
+        member = self.instance(self.group_members()[0])
+        launched = session.client("ec2").run_instances(
+            ImageId=member["ImageId"],
+            InstanceType=member["InstanceType"],
+            SubnetId=member["SubnetId"],
+            SecurityGroupIds=[self.workload.security_group_id],
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": SCOPE_TAG[0], "Value": SCOPE_TAG[1]},
+                        {"Key": "Name", "Value": "by-hand"},
+                    ],
+                }
+            ],
+        )
+        instance_id = str(launched["Instances"][0]["InstanceId"])
+        self.touched.add(instance_id)  # the account's cleanup terminates it
+        return instance_id
+
     def released(self, report: ScenarioReport) -> None:
         guard = self.enforcing()
-        instance_id = self.fresh_member()
+        instance_id = self.hand_launched(guard.attacks.attacker())
+        poll(
+            lambda: self.instance(instance_id)["State"]["Name"],
+            lambda state: state == "running",
+            guard.pace.execution_seconds,
+            guard.pace.poll_seconds,
+        )
         groups_before = self.groups_of(instance_id)
+        self.volumes(instance_id)
         guard.attacks.push_ssh_key(instance_id)  # which the team will judge a false positive
         incidents = guard.wait_for_incidents([instance_id])[instance_id]
         if not report.expect("one incident opened", len(incidents) == 1, f"{len(incidents)} incident(s)"):
             return
         incident_id = incidents[0].incident_id
         report.incidents.append(incident_id)
-        contained = poll(
-            lambda: guard.ledger.get(incident_id),
-            # Contained, or decided otherwise (notified only, failed): no use waiting then.
-            lambda incident: "contained" in incident.timeline or incident.status.value in _NOT_CONTAINED,
-            guard.pace.execution_seconds,
-            guard.pace.poll_seconds / 2,
-        )
-        if not report.expect("contained", "contained" in contained.timeline, contained.status.value):
+        execution = guard.wait_for_execution(incident_id)
+        contained = guard.ledger.get(incident_id)
+        if not report.expect(
+            "contained, evidence kept, left for a person to replace",
+            "contained" in contained.timeline and execution["status"] == "SUCCEEDED",
+            f"{contained.status.value}, execution {execution['status']}",
+        ):
             return
         alerts_before = len(guard.alerts())
         executions_before = set(guard.executions())
@@ -514,10 +547,6 @@ class Drill:
             guard.ledger.get(incident_id).status.value == "RELEASED",
             guard.ledger.get(incident_id).status.value,
         )
-        execution = self.clients.stepfunctions.describe_execution(
-            executionArn=guard.execution_arn(incident_id)
-        )
-        report.expect("its remediation stopped", execution["status"] == "ABORTED", execution["status"])
         instance = self.instance(instance_id)
         tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
         report.expect(

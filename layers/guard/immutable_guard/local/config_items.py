@@ -241,13 +241,13 @@ def file_changed(
         "ModificationTime": _EARLIER,
         "LastAccessTime": _EARLIER,
     }
-    values = {
+    values: dict[str, Any] = {
         "UPDATE": {"previousValue": before, "updatedValue": file_record},
         "CREATE": {"previousValue": None, "updatedValue": file_record},
         "DELETE": {"previousValue": file_record, "updatedValue": None},
-    }[diff_type]
+    }
     # Config prefixes the paths of the diff with "Configuration." (as events/config-inventory-*.json).
-    diff = {f"Configuration.AWS:File.Content.{key}": {**values, "changeType": diff_type}}
+    diff = {f"Configuration.AWS:File.Content.{key}": {**values[diff_type], "changeType": diff_type}}
     return configuration_item_event(
         "AWS::SSM::ManagedInstanceInventory",
         instance_id,
