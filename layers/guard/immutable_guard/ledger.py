@@ -23,6 +23,8 @@ LOCK_TTL_SECONDS = 7 * 24 * 3600
 EVENT_TTL_SECONDS = 2 * 24 * 3600
 BREAKER_TTL_SECONDS = 2 * 3600
 INCIDENT_TTL_SECONDS = 400 * 24 * 3600
+# Config reports a change minutes after CloudTrail; its echo is matched to the change only this long.
+ECHO_WINDOW_SECONDS = 3600
 
 
 class Status(StrEnum):
@@ -115,6 +117,58 @@ class IncidentLedger:
             self._db.delete_item(TableName=self._table, Key={"pk": {"S": f"EVENT#{event_id}"}})
         except ClientError as exc:
             raise AwsCallFailed(f"ledger {self._table}: cannot forget event {event_id}: {exc}") from exc
+
+    def remember_exempt(self, event_id: str, change_key: str, reason: str) -> None:
+        """Remember that a CloudTrail event (and the change it made) was judged exempt for `reason`, so
+        Config's echo of it takes the same judgement: by event id (items naming `relatedEvents`), and by
+        change for a short window (items naming none)."""
+        now = int(time.time())
+        records = [
+            (f"EXEMPT#EVENT#{event_id}", now + EVENT_TTL_SECONDS, "attribute_not_exists(pk)"),
+            # The latest exempt change wins: the window starts again with each one.
+            (f"EXEMPT#CHANGE#{change_key}", now + ECHO_WINDOW_SECONDS, None),
+        ]
+        for key, expires_at, condition in records:
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "Item": {
+                    "pk": {"S": key},
+                    "reason": {"S": reason},
+                    "event_id": {"S": event_id},
+                    "seen_at": {"S": now_iso()},
+                    "expires_at": {"N": str(expires_at)},
+                },
+            }
+            if condition:
+                kwargs["ConditionExpression"] = condition
+            try:
+                self._db.put_item(**kwargs)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                    continue
+                raise AwsCallFailed(
+                    f"ledger {self._table}: cannot remember exempt {event_id}: {exc}"
+                ) from exc
+
+    def exempt_reason_of_event(self, event_id: str) -> str | None:
+        """The reason CloudTrail event `event_id` was judged exempt, if it was (and not long ago)."""
+        return self._exempt_reason(f"EXEMPT#EVENT#{event_id}")
+
+    def exempt_reason_of_change(self, change_key: str) -> str | None:
+        """The reason the same change was judged exempt within the echo window, if it was."""
+        return self._exempt_reason(f"EXEMPT#CHANGE#{change_key}")
+
+    def _exempt_reason(self, key: str) -> str | None:
+        try:
+            item = self._db.get_item(TableName=self._table, Key={"pk": {"S": key}}, ConsistentRead=True).get(
+                "Item"
+            )
+        except ClientError as exc:
+            raise AwsCallFailed(f"ledger {self._table}: cannot read {key}: {exc}") from exc
+        # TTL deletion lags by up to days: an expired record counts as absent.
+        if not item or int(item["expires_at"]["N"]) < int(time.time()):
+            return None
+        return item["reason"]["S"]
 
     def open_incident(self, incident: Incident, lock_seconds: int = LOCK_TTL_SECONDS) -> OpenResult:
         """Open an incident unless the instance already has an open one (lock + record, atomically).

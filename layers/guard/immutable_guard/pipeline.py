@@ -8,10 +8,11 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from immutable_guard.clients import Clients
 from immutable_guard.dead_letter import send_to_dead_letter
-from immutable_guard.detection.policy import Policy, judge_event
+from immutable_guard.detection.policy import EXEMPT_REASONS, Policy, judge_event
 from immutable_guard.detection.scope import Ec2InstanceDirectory, ScopeRule
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
+from immutable_guard.model import Source
 from immutable_guard.settings import DetectSettings
 from immutable_guard.triage import Triage, TriageResult
 
@@ -73,6 +74,10 @@ def process_event(
         return TriageResult(decision="reject", reason="invalid_event", detail=str(exc))
 
     result = Triage(settings, ledger, clients.sns, clients.stepfunctions).handle(judgement)
+    finding = judgement.finding
+    if finding.source is Source.CLOUDTRAIL and judgement.reason in EXEMPT_REASONS:
+        # Config reports the same change minutes later, with no actor: it takes this judgement.
+        ledger.remember_exempt(finding.event_id, finding.change_key, judgement.reason)
     metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
         result.decision
     ]

@@ -40,7 +40,7 @@ KINDS_AND_SEVERITIES = [
     ("cloudtrail-import-key-pair.json", Kind.KEY_PAIR_ADDED, Severity.MEDIUM),
     ("cloudtrail-modify-instance-attribute-userdata.json", Kind.INSTANCE_MODIFIED, Severity.HIGH),
     ("benign-allow-listed-principal.json", Kind.INSTANCE_MODIFIED, Severity.MEDIUM),
-    ("config-instance-changed.json", Kind.INSTANCE_MODIFIED, Severity.MEDIUM),
+    ("config-instance-changed.json", Kind.PORT_OPENED, Severity.HIGH),
     ("config-oversized-item-changed.json", Kind.INSTANCE_MODIFIED, Severity.MEDIUM),
     ("cloudtrail-associate-iam-instance-profile.json", Kind.IAM_PROFILE_CHANGED, Severity.HIGH),
     ("cloudtrail-replace-iam-instance-profile-association.json", Kind.IAM_PROFILE_CHANGED, Severity.HIGH),

@@ -109,6 +109,9 @@ class ConfigurationItem(_ItemHeader):
     supplementary_configuration: dict[str, Any] | None = Field(
         default=None, alias="supplementaryConfiguration"
     )
+    # Ids of the CloudTrail events behind the change. Config documents it as empty since item version
+    # 1.3, so an item without them is judged alone (or matched to the same change in the ledger).
+    related_events: list[Any] | None = Field(default=None, alias="relatedEvents")
 
 
 class ConfigurationItemSummary(_ItemHeader):

@@ -8,11 +8,12 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
+from immutable_guard.detection.config import NOT_A_CHANGE_EVIDENCE_KEY, RELATED_EVENTS_EVIDENCE_KEY
 from immutable_guard.detection.events import parse_event
 from immutable_guard.detection.memory import DetectionMemory, NoMemory
 from immutable_guard.detection.normalise import normalise
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
-from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode
+from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Actor, Decision, Finding, Kind, Mode, Source
 
 _CLOUDFORMATION: Final = "cloudformation.amazonaws.com"
 QUARANTINE_TAG: Final = "immutable-guard:state"
@@ -37,6 +38,7 @@ class Reason:
     ALREADY_QUARANTINED: Final = "already_quarantined"
     MUTATION_OF_IMMUTABLE_INSTANCE: Final = "mutation_of_immutable_instance"
     UNRESOLVED_TARGET: Final = "unresolved_target"
+    CONFIG_NOT_A_CHANGE: Final = "config_not_a_change"
 
 
 class Policy(BaseModel):
@@ -111,6 +113,34 @@ def _who(actor: Actor) -> str:
     return actor.principal_arn or actor.session_issuer_arn or "an unknown principal"
 
 
+# ---------------------------------------------------------------- Config items
+
+EXEMPT_REASONS: Final = frozenset(
+    {Reason.ALLOW_LISTED_PRINCIPAL, Reason.CLOUDFORMATION_CHANGE, Reason.OWN_CHANGE}
+)
+"""Judgements of a CloudTrail event that Config's later echo of the same change takes over."""
+
+
+def _config_verdict(finding: Finding, memory: DetectionMemory) -> tuple[str, str] | None:
+    """(reason, detail) when a Config item is to be ignored: it records no mutation, or it is the echo of
+    a change already judged exempt from CloudTrail (named in `relatedEvents`, or the same change in the
+    ledger). None when the item is judged alone, like any finding."""
+    why = finding.evidence.get(NOT_A_CHANGE_EVIDENCE_KEY)
+    if isinstance(why, str):
+        return Reason.CONFIG_NOT_A_CHANGE, f"Not a mutation: {why}"
+    for event_id in finding.evidence.get(RELATED_EVENTS_EVIDENCE_KEY) or []:
+        reason = memory.exempt_reason_of_event(str(event_id))
+        if reason in EXEMPT_REASONS:
+            return reason, f"Config's echo of CloudTrail event {event_id}, already judged {reason}."
+    reason = memory.exempt_reason_of_change(finding.change_key)
+    if reason in EXEMPT_REASONS:
+        return (
+            reason,
+            f"Config's echo of a change ({finding.change_key}) already judged {reason} from CloudTrail.",
+        )
+    return None
+
+
 def judge(
     finding: Finding,
     instances: list[InstanceInfo] | tuple[InstanceInfo, ...],
@@ -145,6 +175,10 @@ def judge(
         )
 
     memory = memory or NoMemory()
+    if finding.source is Source.CONFIG:
+        config_verdict = _config_verdict(finding, memory)
+        if config_verdict is not None:
+            return verdict(Decision.IGNORE, *config_verdict)
     actor = finding.actor
     if finding.error_code:
         return verdict(
