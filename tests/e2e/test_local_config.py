@@ -215,11 +215,14 @@ def test_the_drills_config_scenarios_pass() -> None:
     assert [s["scenario"] for s in report["scenarios"]] == ["scale-out", "released", "pipeline-via-config"]
 
 
-def test_a_config_echo_without_its_related_events_fails_the_pipeline_scenario() -> None:
-    # Given a Config recorder that loses relatedEvents: the pipeline's change is judged alone
+def test_a_config_echo_judged_alone_fails_the_pipeline_scenario() -> None:
+    # Given a Config recorder that loses relatedEvents, and a ledger that forgets exempt changes: the
+    # echo of the pipeline's change is judged alone
     sabotage = """
+        from immutable_guard.ledger import IncidentLedger
         from immutable_guard.local.config_recorder import ConfigRecorder
         ConfigRecorder._related = lambda self, records, pending: []
+        IncidentLedger.exempt_reason_of_change = lambda self, change_key: None
     """
     code, report = run_drill("--scenario", "pipeline-via-config", prelude=sabotage)
     # Then the drill notices: the echo of an allow-listed change opened an incident
