@@ -206,7 +206,7 @@ def detect_calls() -> set[str]:
 
     botocore.handlers.BUILTIN_HANDLERS.append(("before-call", record))
     try:
-        with detect_world(immutable=30, mutable=2) as world:
+        with detect_world(immutable=len(list(EVENTS.glob("*.json"))), mutable=2) as world:
             recording.set()
             for index, path in enumerate(sorted(EVENTS.glob("*.json"))):
                 # Each sample about its own immutable server, so every sample takes its whole path.

@@ -19,6 +19,11 @@ EXPECTED = {
     "cloudtrail-import-key-pair.json": ("alert", "account_level_alert_only"),
     "cloudtrail-stop-logging.json": ("alert", "account_level_alert_only"),
     "cloudtrail-stop-configuration-recorder.json": ("alert", "account_level_alert_only"),
+    "benign-config-resource-discovered.json": ("ignore", "config_not_a_change"),
+    "benign-config-instance-state-change.json": ("ignore", "config_not_a_change"),
+    "benign-config-sg-rule-revoked.json": ("ignore", "config_not_a_change"),
+    "benign-config-network-acl-deny-added.json": ("ignore", "config_not_a_change"),
+    "benign-config-inventory-access-time-only.json": ("ignore", "config_not_a_change"),
 }
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 

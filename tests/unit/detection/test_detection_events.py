@@ -14,7 +14,9 @@ from immutable_guard.detection import CloudTrailEvent, ConfigEvent, normalise, p
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.model import Finding
 
-CONFIG_SAMPLES = [*sample_names("config-"), "benign-out-of-scope-instance.json"]
+CONFIG_SAMPLES = [
+    name for name in sample_names() if load_sample(name)["detail-type"] == "Config Configuration Item Change"
+]
 CLOUDTRAIL_SAMPLES = [name for name in sample_names() if name not in CONFIG_SAMPLES]
 
 
@@ -35,7 +37,7 @@ def test_config_samples_parse_as_config_events(name: str) -> None:
     raw = load_sample(name)
     event = parse_event(raw)
     assert isinstance(event, ConfigEvent)
-    assert event.detail.resource_id.startswith(("i-", "sg-"))
+    assert event.detail.resource_id.startswith(("i-", "sg-", "acl-", "eni-", "vol-", "eipalloc-"))
 
 
 def test_json_text_is_accepted_like_the_dict() -> None:
