@@ -24,6 +24,9 @@ SCENARIOS = {
     "dry-run",
     "scope-tag-removed",
     "forged-quarantine-tag",
+    "scale-out",
+    "released",
+    "pipeline-via-config",
 }
 
 

@@ -46,7 +46,7 @@ REQUIRED_OUTPUTS = (
     "DetectFunctionName",
 )
 # The incidents a full drill opens in enforce mode: three behind the opened port, one per instance attack.
-INCIDENTS_PER_DRILL = 7
+INCIDENTS_PER_DRILL = 8
 
 
 def read_guard_stack(clients: Clients, name: str) -> GuardStack:

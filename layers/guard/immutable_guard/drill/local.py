@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -78,7 +78,9 @@ class LocalAttacks:
         self.attacker().client("cloudtrail").stop_logging(Name=name)
 
     def deliver_again(self) -> None:
-        self._router.put(self._emitter.events[-1])
+        # The attacker's last call: the trail also holds the guard's own calls, made meanwhile.
+        ours = [e for e in self._emitter.events if e["detail"]["userIdentity"]["arn"] == self._attacker.arn]
+        self._router.put(ours[-1])
 
     def report_instance_change(self, instance: dict[str, Any], changed: dict[str, Any]) -> list[str] | None:
         return list(self._router.put(self._config_items.instance_changed(instance, changed)))
@@ -88,9 +90,10 @@ class LocalAttacks:
 def local_drill(progress: Progress) -> Iterator[Drill]:
     """The embedded local AWS with two guards (enforce and dry-run) and the golden workload."""
     from immutable_guard.local import EventRouter, LocalAws
+    from immutable_guard.local.config_recorder import ConfigRecorder
     from immutable_guard.local.trail import Actor, CloudTrailEmitter
 
-    with LocalAws() as aws:
+    with LocalAws() as aws, ExitStack() as hearing:
         began = time.monotonic()
         clients = aws.clients()
         account = clients.sts.get_caller_identity()["Account"]
@@ -110,13 +113,26 @@ def local_drill(progress: Progress) -> Iterator[Drill]:
         attacker = Actor(arn=ATTACKER_ARN.format(account=account))
         pipeline = Actor(arn=PIPELINE_SESSION.format(account=account), user_agent="deploy-pipeline/1.0")
         guards = []
+        recorder: ConfigRecorder | None = None
         for n, d in enumerate((deployment, dry_deployment)):
             router = EventRouter(d, aws.session())
-            attacks = LocalAttacks(router, CloudTrailEmitter(router.put), attacker, pipeline)
+            # Each guard hears its own world's CloudTrail; the first stack's Config recorder reports to
+            # the first guard (the dry-run guard hears no Config items: its scenario needs none).
+            if n == 0:
+                recorder = ConfigRecorder(aws.session(), router.put, aws.region, account)
+            emitter = CloudTrailEmitter(router.put, aws.region, recorder if n == 0 else None)
+            hearing.callback(emitter.hear_functions(d.function_names.values()))
+            attacks = LocalAttacks(router, emitter, attacker, pipeline)
             queue_url, _ = subscribe_queue(clients, d.outputs["AlertTopicArn"], f"team-{n}")
             guards.append(Guard(clients, dict(d.outputs), dict(d.parameters), queue_url, attacks, LOCAL_PACE))
+        if recorder is not None:
+            recorder.start()
         body = (aws.repo_root / "examples" / "golden-workload.yaml").read_text()
         workload = deploy_workload(clients, body, WORKLOAD_STACK)
+        if recorder is not None:
+            # Config discovers the workload's servers, groups and disks (ResourceDiscovered).
+            discovered = recorder.observe()
+            progress.say(f"AWS Config recorded {len(discovered)} new resource(s) of the workload")
         progress.say(
             f"golden workload deployed: group {workload.group_name}, "
             f"standalone {workload.standalone_instance_id} "

@@ -11,12 +11,17 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import boto3
+
 from immutable_guard.clients import Clients
 from immutable_guard.drill.report import Check, Progress, ScenarioReport, ScenarioSkipped, timeline
-from immutable_guard.drill.world import Attacks, Guard, IsolationWatch, Workload
+from immutable_guard.drill.world import Attacks, Guard, IsolationWatch, Workload, poll
 
 EVIDENCE_TAG = "immutable-guard:incident"
 WATCHED_FILE = "/etc/ssh/sshd_config"
+
+# The drill's scope tag (a stack drilled in an account must use it: see account.preflight).
+SCOPE_TAG = ("immutable", "true")
 
 # What the old instance must look like once the remediation is over, per PostEvidenceAction.
 FINAL_STATES = {
@@ -444,6 +449,187 @@ class Drill:
         )
         self.touched.discard(instance_id)  # untouched: later scenarios may use it
 
+    # ------------------------------------------------------------------ what AWS Config reports too
+    def nothing_happened(
+        self,
+        report: ScenarioReport,
+        guard: Guard,
+        incidents_before: set[str],
+        executions_before: set[str],
+        alerts_before: int,
+    ) -> None:
+        """The checks of a benign change: no incident, no remediation, no alert, once the quiet time is over
+        (in an account, Config's item arrives minutes after the change)."""
+        time.sleep(guard.pace.quiet_seconds)
+        watched = f"watched {guard.pace.quiet_seconds:.0f} s" if guard.pace.quiet_seconds else ""
+        new_incidents = self.incident_ids(guard) - incidents_before
+        report.expect("no incident opened", not new_incidents, ", ".join(sorted(new_incidents)) or watched)
+        report.expect("no remediation started", set(guard.executions()) == executions_before)
+        report.expect("no alert sent", len(guard.alerts()) == alerts_before)
+
+    def groups_of(self, instance_id: str) -> list[str]:
+        """The security groups of the instance's network interfaces, read from EC2."""
+        instance = self.instance(instance_id)
+        return sorted({g["GroupId"] for eni in instance.get("NetworkInterfaces", []) for g in eni["Groups"]})
+
+    def scale_out(self, report: ScenarioReport) -> None:
+        guard = self.enforcing()
+        alerts_before = len(guard.alerts())
+        executions_before = set(guard.executions())
+        incidents_before = self.incident_ids(guard)
+        members_before = set(self.group_members())
+        group = self.clients.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.workload.group_name]
+        )["AutoScalingGroups"][0]
+        # Anyone's session, not an allow-listed one: a new server is not a changed server, whoever adds it.
+        guard.attacks.attacker().client("autoscaling").update_auto_scaling_group(
+            AutoScalingGroupName=self.workload.group_name,
+            MaxSize=group["MaxSize"] + 1,
+            DesiredCapacity=group["DesiredCapacity"] + 1,
+        )
+        joined = poll(
+            lambda: sorted(set(self.group_members()) - members_before),
+            bool,
+            guard.pace.execution_seconds,
+            guard.pace.poll_seconds,
+        )
+        report.expect("a new server joined the group", bool(joined), ", ".join(joined) or "none")
+        self.nothing_happened(report, guard, incidents_before, executions_before, alerts_before)
+        states = {i: self.instance(i)["State"]["Name"] for i in joined}
+        report.expect(
+            "the new server is running, in the workload's group only",
+            bool(joined)
+            and all(s == "running" for s in states.values())
+            and all(self.groups_of(i) == [self.workload.security_group_id] for i in joined),
+            str(states),
+        )
+
+    def hand_launched(self, session: boto3.Session) -> str:
+        """An immutable server launched by hand beside the group, like its members: no group or stack
+        replaces it, so its remediation stops at contained and preserved (never nuked)."""
+        member = self.instance(self.group_members()[0])
+        launched = session.client("ec2").run_instances(
+            ImageId=member["ImageId"],
+            InstanceType=member["InstanceType"],
+            SubnetId=member["SubnetId"],
+            SecurityGroupIds=[self.workload.security_group_id],
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": SCOPE_TAG[0], "Value": SCOPE_TAG[1]},
+                        {"Key": "Name", "Value": "by-hand"},
+                    ],
+                }
+            ],
+        )
+        instance_id = str(launched["Instances"][0]["InstanceId"])
+        self.touched.add(instance_id)  # the account's cleanup terminates it
+        return instance_id
+
+    def released(self, report: ScenarioReport) -> None:
+        guard = self.enforcing()
+        instance_id = self.hand_launched(guard.attacks.attacker())
+        poll(
+            lambda: self.instance(instance_id)["State"]["Name"],
+            lambda state: state == "running",
+            guard.pace.execution_seconds,
+            guard.pace.poll_seconds,
+        )
+        groups_before = self.groups_of(instance_id)
+        self.volumes(instance_id)
+        guard.attacks.push_ssh_key(instance_id)  # which the team will judge a false positive
+        incidents = guard.wait_for_incidents([instance_id])[instance_id]
+        if not report.expect("one incident opened", len(incidents) == 1, f"{len(incidents)} incident(s)"):
+            return
+        incident_id = incidents[0].incident_id
+        report.incidents.append(incident_id)
+        execution = guard.wait_for_execution(incident_id)
+        contained = guard.ledger.get(incident_id)
+        if not report.expect(
+            "contained, evidence kept, left for a person to replace",
+            "contained" in contained.timeline and execution["status"] == "SUCCEEDED",
+            f"{contained.status.value}, execution {execution['status']}",
+        ):
+            return
+        alerts_before = len(guard.alerts())
+        executions_before = set(guard.executions())
+        incidents_before = self.incident_ids(guard)
+        # What `immutable-guard release INCIDENT_ID` does.
+        response = self.clients.lambda_.invoke(
+            FunctionName=guard.outputs["ReleaseFunctionName"],
+            Payload=json.dumps({"incident_id": incident_id}).encode(),
+        )
+        answer = response["Payload"].read().decode()
+        if not report.expect("released", "FunctionError" not in response, answer[:300]):
+            return
+        time.sleep(guard.pace.quiet_seconds)
+        watched = f"watched {guard.pace.quiet_seconds:.0f} s" if guard.pace.quiet_seconds else ""
+        new_incidents = self.incident_ids(guard) - incidents_before
+        report.expect(
+            "not quarantined again: no incident opened",
+            not new_incidents,
+            ", ".join(sorted(new_incidents)) or watched,
+        )
+        report.expect("no remediation started", set(guard.executions()) == executions_before)
+        report.expect(
+            "incident released in the ledger",
+            guard.ledger.get(incident_id).status.value == "RELEASED",
+            guard.ledger.get(incident_id).status.value,
+        )
+        instance = self.instance(instance_id)
+        tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        report.expect(
+            "the server stays running, out of isolation (read from EC2)",
+            instance["State"]["Name"] == "running" and self.groups_of(instance_id) == groups_before,
+            f"{instance['State']['Name']}, groups {self.groups_of(instance_id)}",
+        )
+        report.expect(
+            "quarantine tags removed",
+            not any(key.startswith("immutable-guard:") for key in tags),
+            ", ".join(k for k in tags if k.startswith("immutable-guard:")) or "none",
+        )
+        alerts = guard.wait_for_alerts(
+            lambda received: any(a.get("stage") == "released" for a in received[alerts_before:])
+        )
+        # The incident's own alerts only (its "contained" may still be on its way): no new one.
+        others = [a for a in alerts[alerts_before:] if a.get("incident_id") != incident_id]
+        stages = [str(a.get("stage")) for a in alerts[alerts_before:] if a.get("incident_id") == incident_id]
+        report.expect("the release was alerted", "released" in stages, ", ".join(stages) or "none")
+        report.expect(
+            "no other alert sent",
+            not others,
+            ", ".join(f"{a.get('incident_id')}/{a.get('stage')}" for a in others) or "none",
+        )
+
+    def pipeline_via_config(self, report: ScenarioReport) -> None:
+        guard = self.enforcing()
+        pipeline = guard.attacks.pipeline()
+        instance_id = self.fresh_member()
+        alerts_before = len(guard.alerts())
+        executions_before = set(guard.executions())
+        incidents_before = self.incident_ids(guard)
+        instance = self.instance(instance_id)
+        default_group = self.clients.ec2.describe_security_groups(
+            Filters=[
+                {"Name": "vpc-id", "Values": [instance["VpcId"]]},
+                {"Name": "group-name", "Values": ["default"]},
+            ]
+        )["SecurityGroups"][0]["GroupId"]
+        wanted = sorted({*self.groups_of(instance_id), default_group})
+        # The pipeline puts the server in one more group: CloudTrail records its call, and Config its echo
+        # (the instance's groups changed, no actor in the item, the call in its relatedEvents).
+        pipeline.client("ec2").modify_instance_attribute(InstanceId=instance_id, Groups=wanted)
+        self.nothing_happened(report, guard, incidents_before, executions_before, alerts_before)
+        state = self.instance(instance_id)["State"]["Name"]
+        report.expect(
+            "the pipeline's change stays (read from EC2)",
+            state == "running" and self.groups_of(instance_id) == wanted,
+            f"{state}, groups {self.groups_of(instance_id)}",
+        )
+
     SCENARIOS: tuple[tuple[str, str, str], ...] = (
         ("port-opened", "port 22 opened to 0.0.0.0/0 on the workload's security group", "port_opened"),
         ("ssh-key-pushed", "an SSH key pushed through EC2 Instance Connect", "ssh_key_pushed"),
@@ -458,6 +644,13 @@ class Drill:
             "forged-quarantine-tag",
             "immutable-guard:state=quarantined set by hand on a healthy server, then an SSH key pushed",
             "forged_quarantine_tag",
+        ),
+        ("scale-out", "a new server joins the group (Config discovers it): nothing happens", "scale_out"),
+        ("released", "a released server (Config reports the release) is not quarantined again", "released"),
+        (
+            "pipeline-via-config",
+            "the allow-listed pipeline changes a server's groups, and Config reports it: nothing happens",
+            "pipeline_via_config",
         ),
     )
 

@@ -4,6 +4,10 @@ Functions, from SNS), because moto can only run Lambda code in Docker.
 Each invocation sees its function's environment through a per-thread view of ``os.environ``: Step
 Functions calls Lambda over HTTP from its own thread, and a handler may trigger another invocation
 synchronously (SNS publish, invoke), so a process-wide lock held for a whole call could deadlock.
+
+The AWS calls a handler makes can be observed (``observe_calls``), e.g. to record them as CloudTrail
+records the calls of the function's role: botocore's ``BaseClient._make_api_call`` is wrapped while
+installed, and consults the observer of the invocation running on the calling thread.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,61 @@ _code_dirs: dict[str, Path] = {}
 _handlers: dict[tuple[str, str, str], Callable[[Any, Any], Any]] = {}
 _extracted: dict[str, Path] = {}
 _local = threading.local()
+_original_make_api_call: Callable[..., Any] | None = None
+
+
+class CallObserver(Protocol):
+    """Sees every AWS call of one invocation, and its end."""
+
+    def call(self, model: Any, params: dict[str, Any], make_call: Callable[[], Any]) -> Any:
+        """Make the call (``make_call()``) and return what it returns (or raise what it raises)."""
+
+    def finished(self) -> None:
+        """The invocation ended (its calls are no longer observed)."""
+
+
+ObserverFactory = Callable[[Any], CallObserver | None]
+_observer_factories: list[ObserverFactory] = []
+
+
+def observe_calls(factory: ObserverFactory) -> Callable[[], None]:
+    """Have ``factory(function)`` (moto's LambdaFunction) give each invocation an observer of its calls,
+    or None. Returns the function that stops it."""
+    with _state_lock:
+        _observer_factories.append(factory)
+
+    def stop() -> None:
+        with _state_lock:
+            if factory in _observer_factories:
+                _observer_factories.remove(factory)
+
+    return stop
+
+
+def _observer_for(function: Any) -> CallObserver | None:
+    with _state_lock:
+        factories = list(_observer_factories)
+    for factory in factories:
+        observer = factory(function)
+        if observer is not None:
+            return observer
+    return None
+
+
+def _observed_make_api_call(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+    """botocore's ``_make_api_call``, shown to the observer of the handler running on this thread."""
+    original = _original_make_api_call
+    assert original is not None
+    observer: CallObserver | None = getattr(_local, "calls", None)
+    if observer is None:
+        return original(client, operation_name, api_params)
+    # What the observer calls itself (delivering an event, invoking Detect) is not the function's call.
+    _local.calls = None
+    try:
+        model = client.meta.service_model.operation_model(operation_name)
+        return observer.call(model, api_params, lambda: original(client, operation_name, api_params))
+    finally:
+        _local.calls = observer
 
 
 @dataclass
@@ -124,7 +183,8 @@ def install(repo_root: Path | None = None) -> None:
         Repository whose ``functions/<function name>/`` is used for functions nobody registered and
         whose zip holds no handler.
     """
-    global _install_count, _original_invoke, _repo_root
+    global _install_count, _original_invoke, _repo_root, _original_make_api_call
+    from botocore.client import BaseClient
     from moto.awslambda.models import LambdaFunction
 
     with _state_lock:
@@ -133,6 +193,8 @@ def install(repo_root: Path | None = None) -> None:
         if _install_count == 0:
             _original_invoke = LambdaFunction._invoke_lambda
             LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
+            _original_make_api_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 (private)
+            setattr(BaseClient, "_make_api_call", _observed_make_api_call)  # noqa: B010
             if not isinstance(os.environ, _ThreadEnviron):
                 os.environ.__class__ = _ThreadEnviron
         _install_count += 1
@@ -140,7 +202,8 @@ def install(repo_root: Path | None = None) -> None:
 
 def uninstall() -> None:
     """Undo one ``install()``; the last one restores moto and forgets loaded handlers."""
-    global _install_count, _original_invoke
+    global _install_count, _original_invoke, _original_make_api_call
+    from botocore.client import BaseClient
     from moto.awslambda.models import LambdaFunction
 
     with _state_lock:
@@ -152,11 +215,15 @@ def uninstall() -> None:
         if _original_invoke is not None:
             LambdaFunction._invoke_lambda = _original_invoke  # type: ignore[method-assign]
             _original_invoke = None
+        if _original_make_api_call is not None:
+            setattr(BaseClient, "_make_api_call", _original_make_api_call)  # noqa: B010
+            _original_make_api_call = None
         if type(os.environ) is _ThreadEnviron:
             os.environ.__class__ = os._Environ  # type: ignore[assignment]
         _code_dirs.clear()
         _handlers.clear()
         _extracted.clear()
+        _observer_factories.clear()
 
 
 def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
@@ -175,8 +242,9 @@ def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
         log_stream_name=f"local/[{function.version}]{uuid.uuid4().hex}",
     )
     started = f"START RequestId: {context.aws_request_id} Version: {context.function_version}\n"
+    observer = _observer_for(function)
     try:
-        with function_environment(_lambda_environment(function, context)):
+        with function_environment(_lambda_environment(function, context)), _observed_by(observer):
             handler = _load_handler(function)
             result = handler(event, context)
         payload = json.dumps(result, default=str)
@@ -191,6 +259,23 @@ def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
         log = started + "".join(traceback.format_exception(exc)) + _end(context)
         return json.dumps(error), True, log
     return payload, False, started + _end(context)
+
+
+@contextmanager
+def _observed_by(observer: CallObserver | None) -> Iterator[None]:
+    """This thread's calls go to ``observer`` until the block ends; then it hears that the invocation
+    ended (even when the handler raised: what it changed before is still changed)."""
+    previous = getattr(_local, "calls", None)
+    _local.calls = observer
+    try:
+        yield
+    finally:
+        _local.calls = previous
+        if observer is not None:
+            try:
+                observer.finished()
+            except Exception:
+                logger.exception("observing the end of an invocation failed")
 
 
 def _end(context: LambdaContext) -> str:

@@ -9,13 +9,16 @@ services (SSM, EC2 Instance Connect) keep their lowerCamel request fields.
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
+from botocore.exceptions import ClientError
 from botocore.model import ListShape, OperationModel, Shape, StructureShape
 
 DETAIL_TYPE = "AWS API Call via CloudTrail"
@@ -43,6 +46,51 @@ _TAG_OPERATIONS = frozenset({"CreateTags", "DeleteTags"})
 # CloudTrail records the new security groups of these as groupSet.items[].groupId.
 _GROUP_SET_OPERATIONS = frozenset({"ModifyInstanceAttribute", "ModifyNetworkInterfaceAttribute"})
 _SENSITIVE_MEMBERS = {"UserData", "Parameters"}
+_READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Lookup", "Search", "Head")
+# Calls of these services change what the Config recorder records (EC2 resources; Auto Scaling and
+# CloudFormation launch and terminate instances).
+_RECORDED_SERVICES = frozenset({"ec2", "autoscaling", "cloudformation"})
+# Data events: a trail of management events does not record them.
+_DATA_EVENTS = frozenset(
+    {
+        ("dynamodb", "PutItem"),
+        ("dynamodb", "UpdateItem"),
+        ("dynamodb", "DeleteItem"),
+        ("dynamodb", "BatchWriteItem"),
+        ("dynamodb", "TransactWriteItems"),
+        ("s3", "PutObject"),
+        ("s3", "DeleteObject"),
+        ("s3", "DeleteObjects"),
+        ("s3", "CopyObject"),
+        ("sns", "Publish"),
+        ("sqs", "SendMessage"),
+        ("sqs", "DeleteMessage"),
+        ("lambda", "Invoke"),
+    }
+)
+LAMBDA_SOURCE_IP = "192.0.2.10"  # where a function's calls come from (a documentation address)
+
+
+class Recorder(Protocol):
+    """What the emitter tells AWS Config about (config_recorder.ConfigRecorder)."""
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]:
+        """Held by a change until its event is noted, and by a snapshot."""
+
+    def note(self, event: dict[str, Any]) -> None: ...
+
+    def observe(self) -> list[dict[str, Any]]: ...
+
+
+def read_only(operation_name: str) -> bool:
+    """CloudTrail's readOnly: the call reads and changes nothing."""
+    return operation_name.startswith(_READ_ONLY_PREFIXES)
+
+
+def changes_recorded_resources(model: OperationModel) -> bool:
+    """A call that may change what Config records: it must be noted before a snapshot can see it."""
+    return model.service_model.endpoint_prefix in _RECORDED_SERVICES and not read_only(model.name)
 
 
 @dataclass(frozen=True)
@@ -57,6 +105,19 @@ class Actor:
     @property
     def account_id(self) -> str:
         return self.arn.split(":")[4]
+
+    @classmethod
+    def for_function(cls, role_arn: str, function_name: str) -> Actor:
+        """A Lambda function calling AWS: a session of its execution role named after the function."""
+        account = role_arn.split(":")[4]
+        role_name = role_arn.rsplit("/", 1)[-1]
+        return cls(
+            arn=f"arn:aws:sts::{account}:assumed-role/{role_name}/{function_name}",
+            source_ip=LAMBDA_SOURCE_IP,
+            user_agent="Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 os/linux lang/python#3.12 "
+            "exec-env/AWS_Lambda_python3.12",
+            access_key_id="ASIAEXAMPLELAMBDA001",
+        )
 
     def user_identity(self) -> dict[str, Any]:
         """userIdentity as CloudTrail writes it: an assumed role names the role it was issued for."""
@@ -201,10 +262,17 @@ class CloudTrailEmitter:
         awsRegion of the records.
     """
 
-    def __init__(self, deliver: Callable[[dict[str, Any]], Any], region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        deliver: Callable[[dict[str, Any]], Any],
+        region: str = "us-east-1",
+        recorder: Recorder | None = None,
+    ) -> None:
         self.deliver = deliver
         self.region = region
+        self.recorder = recorder
         self.events: list[dict[str, Any]] = []
+        self._holding = threading.local()
 
     def record(
         self,
@@ -230,7 +298,7 @@ class CloudTrailEmitter:
             "responseElements": response_elements,
             "requestID": str(uuid.uuid4()),
             "eventID": str(uuid.uuid4()),
-            "readOnly": False,
+            "readOnly": read_only(event_name),
             "eventType": "AwsApiCall",
             "managementEvent": True,
             "recipientAccountId": actor.account_id,
@@ -267,9 +335,15 @@ class CloudTrailEmitter:
         event = self.record(
             actor, event_source, event_name, request_parameters, response_elements, error_code, error_message
         )
-        self.events.append(event)
+        self.keep(event)
         self.deliver(event)
         return event
+
+    def keep(self, event: dict[str, Any]) -> None:
+        """Remember an event (and tell the recorder of it) without delivering it."""
+        self.events.append(event)
+        if self.recorder is not None:
+            self.recorder.note(event)
 
     def session(self, actor: Actor, region: str | None = None) -> boto3.Session:
         """A boto3 session whose every call (successful or failed) is emitted as the actor's."""
@@ -279,8 +353,21 @@ class CloudTrailEmitter:
             region_name=region or self.region,
         )
         session.events.register("before-parameter-build.*.*", remember_params)
+        session.events.register("before-call.*.*", self._before_call)
         session.events.register("after-call.*.*", lambda **kwargs: self._after_call(actor, **kwargs))
+        session.events.register("after-call-error.*.*", lambda **kwargs: self._release())
         return session
+
+    def _before_call(self, model: OperationModel, **_: Any) -> None:
+        # A change is noted before the recorder may snapshot it (see config_recorder).
+        if self.recorder is not None and changes_recorded_resources(model):
+            self.recorder.lock.__enter__()
+            self._holding.depth = getattr(self._holding, "depth", 0) + 1
+
+    def _release(self) -> None:
+        if getattr(self._holding, "depth", 0) and self.recorder is not None:
+            self._holding.depth -= 1
+            self.recorder.lock.__exit__(None, None, None)
 
     def _after_call(
         self,
@@ -291,13 +378,30 @@ class CloudTrailEmitter:
         context: Any,
         **_: Any,
     ) -> None:
-        params = (context or {}).get("immutable_guard_params") or {}
-        endpoint_prefix = model.service_model.endpoint_prefix
-        source = f"{endpoint_prefix}.amazonaws.com"
+        try:
+            params = (context or {}).get("immutable_guard_params") or {}
+            failed = getattr(http_response, "status_code", 200) >= 300
+            event = self.record_call(actor, model, params, parsed, failed)
+            self.keep(event)
+        finally:
+            self._release()
+        self.deliver(event)
+        if self.recorder is not None and changes_recorded_resources(model) and not failed:
+            self.recorder.observe()
+
+    def record_call(
+        self,
+        actor: Actor,
+        model: OperationModel,
+        params: dict[str, Any],
+        parsed: dict[str, Any] | None,
+        failed: bool,
+    ) -> dict[str, Any]:
+        """The event of one boto3 call (boto3 parameters and parsed response), without delivering it."""
+        source = f"{model.service_model.endpoint_prefix}.amazonaws.com"
         error = (parsed or {}).get("Error") or {}
-        failed = getattr(http_response, "status_code", 200) >= 300
         response = None if failed else {k: v for k, v in (parsed or {}).items() if k != "ResponseMetadata"}
-        self.emit(
+        return self.record(
             actor,
             source,
             model.name,
@@ -306,6 +410,69 @@ class CloudTrailEmitter:
             error_code=error.get("Code", "Error") if failed else None,
             error_message=error.get("Message") if failed else None,
         )
+
+    def hear_functions(self, function_names: Iterable[str]) -> Callable[[], None]:
+        """Record the calls these Lambda functions make (run in-process by lambda_runner) as CloudTrail
+        records their execution roles' calls, and observe Config after an invocation that changed
+        recorded resources. Returns the function that stops it."""
+        from immutable_guard.local import lambda_runner
+
+        names = frozenset(function_names)
+
+        def calls_of(function: Any) -> FunctionCalls | None:
+            if function.function_name not in names:
+                return None
+            return FunctionCalls(self, Actor.for_function(str(function.role), str(function.function_name)))
+
+        return lambda_runner.observe_calls(calls_of)
+
+
+class FunctionCalls:
+    """The calls of one Lambda invocation, recorded as CloudTrail records them (a lambda_runner observer).
+
+    Parameters
+    ----------
+    emitter:
+        Builds and delivers the events; its recorder hears of them.
+    actor:
+        The function's execution role session (``Actor.for_function``).
+    """
+
+    def __init__(self, emitter: CloudTrailEmitter, actor: Actor) -> None:
+        self.emitter = emitter
+        self.actor = actor
+        self.changed = False
+
+    def call(self, model: OperationModel, params: dict[str, Any], make_call: Callable[[], Any]) -> Any:
+        """Make one call of the function and record it; what the call returns or raises is unchanged."""
+        service = model.service_model.endpoint_prefix
+        if read_only(model.name) or (service, model.name) in _DATA_EVENTS:
+            return make_call()
+        recorder = self.emitter.recorder
+        holds = recorder is not None and changes_recorded_resources(model)
+        failure: ClientError | None = None
+        if holds and recorder is not None:
+            recorder.lock.__enter__()
+        try:
+            try:
+                response = make_call()
+            except ClientError as exc:
+                failure, response = exc, exc.response
+            event = self.emitter.record_call(self.actor, model, params, response, failure is not None)
+            self.emitter.keep(event)
+        finally:
+            if holds and recorder is not None:
+                recorder.lock.__exit__(None, None, None)
+        self.emitter.deliver(event)
+        self.changed = self.changed or (holds and failure is None)
+        if failure is not None:
+            raise failure
+        return response
+
+    def finished(self) -> None:
+        """The invocation ended: Config observes what it changed."""
+        if self.changed and self.emitter.recorder is not None:
+            self.emitter.recorder.observe()
 
 
 def remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
