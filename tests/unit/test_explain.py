@@ -177,3 +177,23 @@ def test_a_valid_event_no_rule_delivers_is_ignored_as_not_delivered(
     assert code == 0 and err == ""
     result = json.loads(out)
     assert (result["matched_rules"], result["decision"], result["reason"]) == ([], "ignore", "not_delivered")
+
+
+def test_config_s_echo_of_an_allow_listed_call_is_ignored_when_explained_after_the_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given the pipeline's allow-listed call and Config's item naming it in relatedEvents
+    allow = ["--allow", "arn:aws:iam::111122223333:role/deploy-pipeline"]
+    call, echo = EVENTS / "benign-allow-listed-principal.json", EVENTS / "config-echo-of-pipeline-change.json"
+    # When the echo is explained alone, nothing says who made the change
+    _, alone, _ = explain(capsys, str(echo), *allow)
+    assert json.loads(alone)["decision"] == "remediate"
+    # When both are explained as one sequence, the echo takes the call's judgement, as in Detect
+    code, out, _ = explain(capsys, str(call), str(echo), *allow)
+    assert code == 0
+    results = json.loads(out)
+    assert [(r["decision"], r["reason"]) for r in results] == [
+        ("ignore", "allow_listed_principal"),
+        ("ignore", "allow_listed_principal"),
+    ]
+    assert "echo" in results[1]["detail"].lower() or "config" in results[1]["detail"].lower()

@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from immutable_guard.errors import GuardError, InvalidEvent
+
+if TYPE_CHECKING:
+    from immutable_guard.detection.memory import SessionMemory
 
 EXIT_USAGE = 2
 NOT_DELIVERED = "not_delivered"
@@ -22,15 +25,19 @@ def explain_event(
     scope_tag: tuple[str, str] | None = None,
     allowed_principals: tuple[str, ...] | None = None,
     account: str | None = None,
+    memory: SessionMemory | None = None,
 ) -> dict[str, Any]:
     """Evaluate one event against the template's EventBridge rules and the detector's policy, offline.
 
     Policy options default to the template's parameter defaults, as a fresh `sam deploy` would set them.
+    With `memory`, the event is judged after the events explained before it with the same memory, and
+    what Detect would write down about it is kept there (Config's echo of an allow-listed call, a server
+    seen in scope before its tag was stripped).
     """
     # Imported here so `immutable-guard --help` stays fast.
     from immutable_guard.detection.events import parse_event
     from immutable_guard.detection.normalise import normalise
-    from immutable_guard.detection.policy import Policy, judge
+    from immutable_guard.detection.policy import Policy, judge, remember_judgement, scope_observations
     from immutable_guard.detection.scope import InstanceInfo, OfflineInstanceDirectory, ScopeRule
     from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Mode
     from immutable_guard.patterns import matches
@@ -77,7 +84,9 @@ def explain_event(
         # one does, and say so, rather than answer "out of scope" for what is unknown.
         instances = [InstanceInfo(instance_id=f"instances-using-{rid}") for rid in finding.resource_ids]
         assumed = "offline: assumed an immutable instance uses " + ", ".join(finding.resource_ids)
-    judgement = judge(finding, instances, policy)
+    judgement = scope_observations(judge(finding, instances, policy, memory), instances, policy)
+    if memory is not None:
+        remember_judgement(memory, judgement, policy)
     return {
         "matched_rules": matched,
         "finding": finding.model_dump(mode="json"),
@@ -108,37 +117,47 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from immutable_guard.detection.memory import SessionMemory
     from immutable_guard.template import find_template, load_template
 
-    path = Path(args.event_file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        print(f"immutable-guard explain: cannot read {path}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        print(f"immutable-guard explain: {path} is not JSON: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    events = []
+    for name in args.event_files:
+        path = Path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            print(f"immutable-guard explain: cannot read {path}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            events.append((path, json.loads(text)))
+        except ValueError as exc:
+            print(f"immutable-guard explain: {path} is not JSON: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     template = load_template(Path(args.template) if args.template else find_template())
     scope_tag = None
     if args.scope_tag:
         key, _, value = args.scope_tag.partition("=")
         scope_tag = (key, value)
-    try:
-        result = explain_event(
-            raw,
-            template,
-            mode=args.mode,
-            scope_tag=scope_tag,
-            allowed_principals=tuple(args.allow) if args.allow else None,
-            account=args.account,
-        )
-    except InvalidEvent as exc:
-        print(f"immutable-guard explain: {path}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(json.dumps(result, indent=2))
+    # Several files are one sequence of events, judged in order with what Detect remembers between them.
+    memory = SessionMemory() if len(events) > 1 else None
+    results = []
+    for path, raw in events:
+        try:
+            results.append(
+                explain_event(
+                    raw,
+                    template,
+                    mode=args.mode,
+                    scope_tag=scope_tag,
+                    allowed_principals=tuple(args.allow) if args.allow else None,
+                    account=args.account,
+                    memory=memory,
+                )
+            )
+        except InvalidEvent as exc:
+            print(f"immutable-guard explain: {path}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     return 0
 
 
@@ -195,7 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser(
         "explain", help="evaluate an event file offline against the rules and the policy"
     )
-    explain.add_argument("event_file")
+    explain.add_argument(
+        "event_files",
+        nargs="+",
+        metavar="EVENT_FILE",
+        help="an EventBridge event as JSON; several files are judged in order, as one sequence of events "
+        "(e.g. an allow-listed call, then Config's report of it), and printed as a list",
+    )
     explain.add_argument("--template", help="template.yaml to read (default: the project's)")
     explain.add_argument("--mode", choices=["enforce", "dry-run", "notify-only"])
     explain.add_argument("--scope-tag", metavar="KEY=VALUE", help="the tag that marks immutable instances")

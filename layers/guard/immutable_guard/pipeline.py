@@ -8,11 +8,10 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from immutable_guard.clients import Clients
 from immutable_guard.dead_letter import send_to_dead_letter
-from immutable_guard.detection.policy import EXEMPT_REASONS, Policy, judge_event
+from immutable_guard.detection.policy import Policy, judge_event, remember_judgement
 from immutable_guard.detection.scope import Ec2InstanceDirectory, ScopeRule
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
-from immutable_guard.model import Source
 from immutable_guard.settings import DetectSettings
 from immutable_guard.triage import Triage, TriageResult
 
@@ -73,16 +72,8 @@ def process_event(
         send_to_dead_letter(clients.sqs, settings.dead_letter_queue_url, raw_event, "invalid_event", str(exc))
         return TriageResult(decision="reject", reason="invalid_event", detail=str(exc))
 
-    # Scope as of the change: a server seen with the scope tag stays in scope if an attacker strips it.
-    for instance_id in judgement.seen_in_scope:
-        ledger.remember_in_scope(instance_id, policy.scope.scope_tag, judgement.finding.event_id)
-    for instance_id in judgement.left_scope:
-        ledger.forget_scope(instance_id)
+    remember_judgement(ledger, judgement, policy)
     result = Triage(settings, ledger, clients.sns, clients.stepfunctions).handle(judgement)
-    finding = judgement.finding
-    if finding.source is Source.CLOUDTRAIL and judgement.reason in EXEMPT_REASONS:
-        # Config reports the same change minutes later, with no actor: it takes this judgement.
-        ledger.remember_exempt(finding.event_id, finding.change_key, judgement.reason)
     metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
         result.decision
     ]

@@ -51,3 +51,42 @@ class NoMemory:
 
     def released_recently(self, instance_id: str) -> str | None:
         return None
+
+
+class MemoryWriter(Protocol):
+    """What detection writes down after judging an event, for the events that come after it."""
+
+    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> None: ...
+
+    def forget_scope(self, instance_id: str) -> None: ...
+
+    def remember_exempt(self, event_id: str, change_key: str, reason: str) -> None: ...
+
+
+class SessionMemory(NoMemory):
+    """The ledger's memory kept in this process, for `explain` over several events in order: Config's
+    echo of an allow-listed call explained after that call is judged as Detect would judge it."""
+
+    def __init__(self) -> None:
+        self._in_scope: dict[str, str] = {}
+        self._exempt_events: dict[str, str] = {}
+        self._exempt_changes: dict[str, str] = {}
+
+    def was_in_scope(self, instance_id: str, scope_tag: str) -> bool:
+        return self._in_scope.get(instance_id) == scope_tag
+
+    def exempt_reason_of_event(self, event_id: str) -> str | None:
+        return self._exempt_events.get(event_id)
+
+    def exempt_reason_of_change(self, change_key: str) -> str | None:
+        return self._exempt_changes.get(change_key)
+
+    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> None:
+        self._in_scope[instance_id] = scope_tag
+
+    def forget_scope(self, instance_id: str) -> None:
+        self._in_scope.pop(instance_id, None)
+
+    def remember_exempt(self, event_id: str, change_key: str, reason: str) -> None:
+        self._exempt_events[event_id] = reason
+        self._exempt_changes[change_key] = reason

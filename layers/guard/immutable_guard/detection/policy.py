@@ -14,7 +14,7 @@ from immutable_guard.detection.config import (
     RELEASE_SHAPED_EVIDENCE_KEY,
 )
 from immutable_guard.detection.events import parse_event
-from immutable_guard.detection.memory import DetectionMemory, NoMemory
+from immutable_guard.detection.memory import DetectionMemory, MemoryWriter, NoMemory
 from immutable_guard.detection.normalise import normalise
 from immutable_guard.detection.paths.tags import (
     EVERY_USER_TAG,
@@ -456,6 +456,20 @@ def scope_observations(
     if not seen and not left:
         return judgement
     return judgement.model_copy(update={"seen_in_scope": seen, "left_scope": left})
+
+
+def remember_judgement(memory: MemoryWriter, judgement: Judgement, policy: Policy) -> None:
+    """Write down what later events need from this one: servers seen in scope (a server stays in scope
+    after an attacker strips the tag), servers an exempt principal took out of scope, and CloudTrail
+    changes judged exempt (Config reports the same change minutes later, with no actor: it takes this
+    judgement)."""
+    finding = judgement.finding
+    for instance_id in judgement.seen_in_scope:
+        memory.remember_in_scope(instance_id, policy.scope.scope_tag, finding.event_id)
+    for instance_id in judgement.left_scope:
+        memory.forget_scope(instance_id)
+    if finding.source is Source.CLOUDTRAIL and judgement.reason in EXEMPT_REASONS:
+        memory.remember_exempt(finding.event_id, finding.change_key, judgement.reason)
 
 
 def judge_event(
