@@ -18,6 +18,8 @@ import boto3
 import pytest
 from immutable_guard.doctor import (
     CHECKS,
+    OPTIONAL_CONFIG_TYPES,
+    REQUIRED_CONFIG_TYPES,
     DoctorClients,
     StackView,
     Verdict,
@@ -75,12 +77,7 @@ def _deploy(clients: DoctorClients) -> StackView:
             "recordingGroup": {
                 "allSupported": False,
                 "includeGlobalResourceTypes": False,
-                "resourceTypes": [
-                    "AWS::EC2::SecurityGroup",
-                    "AWS::EC2::Instance",
-                    "AWS::SSM::ManagedInstanceInventory",
-                    "AWS::SSM::FileData",
-                ],
+                "resourceTypes": [*REQUIRED_CONFIG_TYPES, *OPTIONAL_CONFIG_TYPES],
             },
         }
     )

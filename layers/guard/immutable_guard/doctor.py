@@ -29,8 +29,15 @@ REQUIRED_CONFIG_TYPES = (
     "AWS::EC2::Instance",
     "AWS::SSM::ManagedInstanceInventory",
 )
-# File changes may also arrive under this type (the rules listen to it too).
-OPTIONAL_CONFIG_TYPES = ("AWS::SSM::FileData",)
+# Without these some changes are seen from CloudTrail only: file changes reported as FileData, and the
+# interface, network ACL, volume and Elastic IP items that report a change with no actor.
+OPTIONAL_CONFIG_TYPES = (
+    "AWS::SSM::FileData",
+    "AWS::EC2::NetworkInterface",
+    "AWS::EC2::NetworkAcl",
+    "AWS::EC2::Volume",
+    "AWS::EC2::EIP",
+)
 INVENTORY_DOCUMENT = "AWS-GatherSoftwareInventory"
 # IAM is global: its CloudTrail events reach EventBridge in this region only.
 IAM_EVENTS_REGION = "us-east-1"
@@ -387,7 +394,8 @@ def check_config(clients: DoctorClients, stack: StackView) -> CheckResult:
             "config",
             Verdict.WARN,
             f"Config recorder {name} records the required types but not "
-            f"{', '.join(best['missing_optional_types'])}; file changes reported under it are missed",
+            f"{', '.join(best['missing_optional_types'])}; changes reported under them are seen from "
+            "CloudTrail only",
             f"add {', '.join(best['missing_optional_types'])} to recorder {name}'s recording group",
             details,
         )
