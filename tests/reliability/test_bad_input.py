@@ -145,9 +145,25 @@ def test_injection_strings_as_instance_ids_reach_nothing(world: DetectWorld, val
     assert result.instances == []
 
 
+def _fresh_immutable_server(world: DetectWorld) -> str:
+    """A new immutable server like the fleet's: the hostile-input test above may have opened incidents
+    on the fleet (samples such as Run Command to every instance reach them all)."""
+    ec2 = world.clients.ec2
+    model = ec2.describe_instances(InstanceIds=[world.immutable_ids[0]])["Reservations"][0]["Instances"][0]
+    launched = ec2.run_instances(
+        ImageId=model["ImageId"],
+        InstanceType=model["InstanceType"],
+        SubnetId=model["SubnetId"],
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "immutable", "Value": "true"}]}],
+    )
+    return str(launched["Instances"][0]["InstanceId"])
+
+
 def test_a_huge_user_agent_is_alerted_not_crashed_on(world: DetectWorld) -> None:
     event = _sample("cloudtrail-send-ssh-public-key.json")
-    event["detail"]["requestParameters"]["instanceId"] = world.immutable_ids[0]
+    event["detail"]["requestParameters"]["instanceId"] = _fresh_immutable_server(world)
     event["detail"]["userAgent"] = "A" * 150_000
     assert len(json.dumps(event)) < 256 * 1024
     result = process_event(
