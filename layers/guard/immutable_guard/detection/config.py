@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from immutable_guard.detection.events import ConfigEvent
 from immutable_guard.detection.readers import (
+    GUARD_TAG_PREFIX,
     INSTANCE_TAGS_EVIDENCE_KEY,
     MAX_ITEMS,
     TAG_CHANGES_EVIDENCE_KEY,
@@ -41,7 +42,6 @@ RELEASE_SHAPED_EVIDENCE_KEY: Final = "release_shaped"
 instance profile, the guard's own `immutable-guard:*` tags): the policy takes it as the release's echo
 when the ledger says the guard released the instance a short while ago."""
 
-GUARD_TAG_PREFIX: Final = "immutable-guard:"
 
 PREVIOUS_TAGS_EVIDENCE_KEY: Final = "previous_instance_tags"
 """Evidence key holding the instance's tags before the change, when the item's diff shows every change."""

@@ -18,12 +18,15 @@ from immutable_guard.detection.memory import DetectionMemory, MemoryWriter, NoMe
 from immutable_guard.detection.normalise import normalise
 from immutable_guard.detection.paths.tags import (
     EVERY_USER_TAG,
-    GUARD_TAG_PREFIX,
     TagChange,
     tag_changes_of,
     tags_before,
 )
-from immutable_guard.detection.readers import GUARD_WIRING_EVIDENCE_KEY, TAGS_ONLY_EVIDENCE_KEY
+from immutable_guard.detection.readers import (
+    GUARD_TAG_PREFIX,
+    GUARD_WIRING_EVIDENCE_KEY,
+    TAGS_ONLY_EVIDENCE_KEY,
+)
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
 from immutable_guard.model import (
     ACCOUNT_LEVEL_KINDS,

@@ -25,6 +25,9 @@ INSTANCE_TAGS_EVIDENCE_KEY: Final = "instance_tags"
 SSM_TAG_TARGETS_EVIDENCE_KEY: Final = "tag_targets"
 """Evidence key holding SSM `tag:` targets ({"key": "tag:Name", "values": [...]}) to resolve."""
 
+GUARD_TAG_PREFIX: Final = "immutable-guard:"
+"""The prefix of the tags the guard sets on what it acts on (quarantine marker, incident, role)."""
+
 TAG_CHANGES_EVIDENCE_KEY: Final = "tag_changes"
 """Evidence key holding tag changes of an instance: {key: {"previous": str | None, "updated": str | None}}
 (None = absent). The policy decides whether a change touches the scope or the guard's own tags."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from immutable_guard.detection.readers import (
+    GUARD_TAG_PREFIX,
     MAX_ITEMS,
     TAG_CHANGES_EVIDENCE_KEY,
     TAGS_ONLY_EVIDENCE_KEY,
@@ -23,7 +24,6 @@ from immutable_guard.model import Kind, Severity
 if TYPE_CHECKING:
     from immutable_guard.detection.events import CloudTrailDetail
 
-GUARD_TAG_PREFIX: Final = "immutable-guard:"
 """The guard's own tags (quarantine marker, incident, evidence): only the guard may set or remove them."""
 
 EVERY_USER_TAG: Final = "*"
