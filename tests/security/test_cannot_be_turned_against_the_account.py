@@ -58,10 +58,6 @@ def _as(arn: str) -> dict[str, Any]:
             },
             "own_change",
         ),
-        (
-            {"sourceIPAddress": "cloudformation.amazonaws.com", "userAgent": "cloudformation.amazonaws.com"},
-            "cloudformation_change",
-        ),
     ],
 )
 def test_known_changers_never_open_an_incident(who: dict[str, Any], reason: str) -> None:
@@ -69,6 +65,36 @@ def test_known_changers_never_open_an_incident(who: dict[str, Any], reason: str)
         result = _process(world, _ssh_key_event(world.immutable_ids[0], **who))
         assert (result.decision, result.reason) == ("ignore", reason)
         assert world.executions() == [] and world.ledger.list_incidents() == []
+
+
+THROUGH_CLOUDFORMATION = {
+    "sourceIPAddress": "cloudformation.amazonaws.com",
+    "userAgent": "cloudformation.amazonaws.com",
+}
+
+
+@pytest.mark.parametrize(
+    ("declared", "decision", "reason"),
+    [
+        (("web-stack",), "ignore", "cloudformation_change"),
+        ((), "remediate", "mutation_of_immutable_instance"),
+        (("another-stack",), "remediate", "mutation_of_immutable_instance"),
+    ],
+    ids=["declared", "nothing-declared", "another-stack-declared"],
+)
+def test_only_a_stack_the_operator_declared_may_change_its_servers_through_cloudformation(
+    declared: tuple[str, ...], decision: str, reason: str
+) -> None:
+    # An attacker allowed to create a stack would otherwise have CloudFormation make any change for them.
+    with detect_world(immutable=1, mutable=0) as world:
+        server = world.immutable_ids[0]
+        world.clients.ec2.create_tags(
+            Resources=[server], Tags=[{"Key": "aws:cloudformation:stack-name", "Value": "web-stack"}]
+        )
+        world.settings = world.settings.model_copy(update={"scope_stack_names": declared})
+        result = _process(world, _ssh_key_event(server, **THROUGH_CLOUDFORMATION))
+        assert (result.decision, result.reason) == (decision, reason)
+        assert len(world.executions()) == (decision == "remediate")
 
 
 def test_a_user_agent_posing_as_cloudformation_is_not_trusted() -> None:

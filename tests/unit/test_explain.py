@@ -28,7 +28,9 @@ EXPECTED = {
     "benign-create-tags-unrelated.json": ("ignore", "tags_only"),
     # paths/shell.py and paths/wiring.py
     "benign-disable-rule-not-the-guards.json": ("ignore", "not_guard_wiring"),
-    "benign-update-function-code-cloudformation.json": ("ignore", "cloudformation_change"),
+    # CloudTrail does not name the stack CloudFormation acted for: new code for the guard is alerted
+    # unless the deployer is allow-listed.
+    "cloudtrail-update-guard-function-code-via-cloudformation.json": ("alert", "account_level_alert_only"),
     "cloudtrail-create-instance-connect-endpoint.json": ("alert", "unresolved_target"),
     "cloudtrail-enable-serial-console-access.json": ("alert", "unresolved_target"),
     "cloudtrail-update-association-guard-inventory.json": ("alert", "account_level_alert_only"),
@@ -56,6 +58,10 @@ EXPECTED = {
     "benign-config-inventory-access-time-only.json": ("ignore", "config_not_a_change"),
     "benign-config-instance-tag-change.json": ("ignore", "tags_only"),
 }
+
+# Changes the operator's own stack made to its servers: explained as the operator would, with the stack
+# declared (ScopeStackNames) and the servers taken to be its members.
+DECLARED_STACK_SAMPLES = {"benign-cloudformation-change.json", "benign-put-role-policy-cloudformation.json"}
 REMEDIATE = ("remediate", "mutation_of_immutable_instance")
 
 
@@ -76,7 +82,8 @@ def test_explain_gives_the_right_decision_for_every_sample(
     # Given an allow-list naming the deployment pipeline, as an operator would configure it
     allow = ["--allow", "arn:aws:iam::111122223333:role/deploy-pipeline"]
     # When
-    code, out, _ = explain(capsys, str(EVENTS / sample), *allow)
+    declared = ["--declared-stack", "web-stack"] if sample in DECLARED_STACK_SAMPLES else []
+    code, out, _ = explain(capsys, str(EVENTS / sample), *allow, *declared)
     # Then
     assert code == 0
     result = json.loads(out)
@@ -95,6 +102,24 @@ def test_the_allow_listed_sample_is_remediated_when_nobody_is_allow_listed(
     # The template's default allow-list is empty.
     _, out, _ = explain(capsys, str(EVENTS / "benign-allow-listed-principal.json"))
     assert json.loads(out)["decision"] == "remediate"
+
+
+@pytest.mark.parametrize("sample", sorted(DECLARED_STACK_SAMPLES))
+def test_a_change_through_a_stack_nobody_declared_is_remediated(
+    capsys: pytest.CaptureFixture[str], sample: str
+) -> None:
+    # Given the same change made through CloudFormation, with no stack declared: any principal allowed
+    # to create a stack could have made it
+    _, out, _ = explain(capsys, str(EVENTS / sample))
+    result = json.loads(out)
+    # Then it is judged like any change, and says why the stack did not exempt it
+    assert (result["decision"], result["reason"]) == ("remediate", "mutation_of_immutable_instance")
+    assert "ScopeStackNames" in result["detail"]
+    # And declared, the servers it reaches are the stack's own: ignored, and the assumption is said
+    _, out, _ = explain(capsys, str(EVENTS / sample), "--declared-stack", "web-stack")
+    declared = json.loads(out)
+    assert declared["reason"] == "cloudformation_change"
+    assert "web-stack" in declared["assumption"]
 
 
 def test_a_port_opened_to_the_world_is_critical(capsys: pytest.CaptureFixture[str]) -> None:

@@ -202,7 +202,6 @@ def test_the_breaker_drops_to_notify_only_and_says_so_once(world: World) -> None
     ("sample", "reason"),
     [
         ("benign-allow-listed-principal.json", "allow_listed_principal"),
-        ("benign-cloudformation-change.json", "cloudformation_change"),
         ("benign-failed-call.json", "failed_call"),
         ("benign-out-of-scope-instance.json", "out_of_scope"),
     ],

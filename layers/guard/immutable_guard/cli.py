@@ -26,19 +26,27 @@ def explain_event(
     allowed_principals: tuple[str, ...] | None = None,
     account: str | None = None,
     memory: SessionMemory | None = None,
+    declared_stack: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate one event against the template's EventBridge rules and the detector's policy, offline.
 
     Policy options default to the template's parameter defaults, as a fresh `sam deploy` would set them.
     With `memory`, the event is judged after the events explained before it with the same memory, and
     what Detect would write down about it is kept there (Config's echo of an allow-listed call, a server
-    seen in scope before its tag was stripped).
+    seen in scope before its tag was stripped). With `declared_stack`, that stack is declared in
+    ScopeStackNames and the instances the event reaches are taken to be its members (offline nothing
+    says which stack a server belongs to): how a change made through the operator's own stack is judged.
     """
     # Imported here so `immutable-guard --help` stays fast.
     from immutable_guard.detection.events import parse_event
     from immutable_guard.detection.normalise import normalise
     from immutable_guard.detection.policy import Policy, judge, remember_judgement, scope_observations
-    from immutable_guard.detection.scope import InstanceInfo, OfflineInstanceDirectory, ScopeRule
+    from immutable_guard.detection.scope import (
+        STACK_TAG,
+        InstanceInfo,
+        OfflineInstanceDirectory,
+        ScopeRule,
+    )
     from immutable_guard.model import ACCOUNT_LEVEL_KINDS, Mode
     from immutable_guard.patterns import matches
     from immutable_guard.template import event_rules, parameter_defaults
@@ -66,7 +74,8 @@ def explain_event(
         scope=ScopeRule(
             tag_key=tag_key,
             tag_value=tag_value,
-            stack_names=_csv(defaults.get("ScopeStackNames", "")),
+            stack_names=_csv(defaults.get("ScopeStackNames", ""))
+            + ((declared_stack,) if declared_stack else ()),
             asg_names=_csv(defaults.get("ScopeAutoScalingGroupNames", "")),
         ),
         allowed_principal_arns=(
@@ -84,6 +93,13 @@ def explain_event(
         # one does, and say so, rather than answer "out of scope" for what is unknown.
         instances = [InstanceInfo(instance_id=f"instances-using-{rid}") for rid in finding.resource_ids]
         assumed = "offline: assumed an immutable instance uses " + ", ".join(finding.resource_ids)
+    if declared_stack:
+        instances = [
+            info.model_copy(update={"tags": {**(info.tags or {}), STACK_TAG: declared_stack}})
+            for info in instances
+        ]
+        membership = f"assumed the instances belong to stack {declared_stack}"
+        assumed = f"{assumed}; {membership}" if assumed else f"offline: {membership}"
     judgement = scope_observations(judge(finding, instances, policy, memory), instances, policy)
     if memory is not None:
         remember_judgement(memory, judgement, policy)
@@ -152,6 +168,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                     allowed_principals=tuple(args.allow) if args.allow else None,
                     account=args.account,
                     memory=memory,
+                    declared_stack=args.declared_stack,
                 )
             )
         except InvalidEvent as exc:
@@ -228,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow", action="append", metavar="PRINCIPAL_ARN", help="an allow-listed principal"
     )
     explain.add_argument("--account", help="refuse events from other accounts")
+    explain.add_argument(
+        "--declared-stack",
+        metavar="STACK_NAME",
+        help="declare this stack in ScopeStackNames and take the instances the event reaches to be its "
+        "members: how a change your own stack made through CloudFormation is judged",
+    )
     explain.set_defaults(func=_cmd_explain)
 
     from immutable_guard.drill.command import SCENARIO_NAMES

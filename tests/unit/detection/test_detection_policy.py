@@ -18,6 +18,7 @@ from immutable_guard.detection import (
     parse_event,
 )
 from immutable_guard.detection.policy import made_through_cloudformation, principal_key
+from immutable_guard.detection.scope import ScopeRule
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.model import Actor, Decision, Finding, Mode
 
@@ -103,9 +104,48 @@ def test_an_allow_listed_user_matches_exactly() -> None:
     assert judge(other, [IMMUTABLE], Policy(allowed_principal_arns=(user,))).decision is Decision.REMEDIATE
 
 
-def test_a_change_made_through_cloudformation_is_ignored() -> None:
-    judgement = judge(finding("benign-cloudformation-change.json"), [IMMUTABLE], Policy())
+DECLARED = InstanceInfo(
+    instance_id=SAMPLE_INSTANCE,
+    state="running",
+    tags={"immutable": "true", "aws:cloudformation:stack-name": "web-stack"},
+)
+WITH_STACKS = Policy(scope=ScopeRule(stack_names=("web-stack",)))
+
+
+def test_a_change_the_operators_declared_stack_makes_to_its_own_servers_is_ignored() -> None:
+    judgement = judge(finding("benign-cloudformation-change.json"), [DECLARED], WITH_STACKS)
     assert (judgement.decision, judgement.reason) == (Decision.IGNORE, "cloudformation_change")
+    assert "web-stack" in judgement.detail
+
+
+@pytest.mark.parametrize(
+    ("instances", "policy"),
+    [
+        # an immutable server in no stack at all: any principal's own stack could change it
+        ([IMMUTABLE], WITH_STACKS),
+        # a server of a stack nobody declared
+        ([DECLARED], Policy(scope=ScopeRule(stack_names=("other-stack",)))),
+        # one server of the declared stack, another immutable one outside it
+        ([DECLARED, IMMUTABLE.model_copy(update={"instance_id": "i-0fff5678abc901234"})], WITH_STACKS),
+    ],
+    ids=["no-stack", "undeclared-stack", "reaches-beyond-the-declared-stack"],
+)
+def test_a_change_through_an_undeclared_stack_is_remediated(
+    instances: list[InstanceInfo], policy: Policy
+) -> None:
+    # Given a change CloudFormation made (AWS says so) for a principal nobody allow-listed
+    judgement = judge(finding("benign-cloudformation-change.json"), instances, policy)
+    # Then it is judged like any other change, and the detail says why the stack did not exempt it
+    assert (judgement.decision, judgement.reason) == (Decision.REMEDIATE, "mutation_of_immutable_instance")
+    assert "ScopeStackNames" in judgement.detail
+
+
+def test_the_allow_listed_deployer_going_through_cloudformation_is_ignored_on_any_stack() -> None:
+    deployer = "arn:aws:iam::111122223333:role/OpsRole"
+    judgement = judge(
+        finding("benign-cloudformation-change.json"), [IMMUTABLE], Policy(allowed_principal_arns=(deployer,))
+    )
+    assert (judgement.decision, judgement.reason) == (Decision.IGNORE, "allow_listed_principal")
 
 
 def test_a_caller_claiming_to_be_cloudformation_in_its_user_agent_is_not_believed() -> None:
@@ -156,14 +196,17 @@ def test_blinding_a_sensor_is_alerted_not_remediated(sample: str) -> None:
     assert "unseen" in judgement.detail
 
 
-def test_a_trail_deleted_with_its_stack_is_not_alerted() -> None:
-    # CloudFormation deleting a stack deletes its trail: AWS says so in invokedBy
+def test_the_guards_trail_stopped_through_a_stack_is_still_alerted() -> None:
+    # CloudFormation deleting or updating a stack can stop the guard's trail: AWS says so in invokedBy,
+    # but not which stack, and a stack reaches no instance to tell. Blinding the guard is alerted unless
+    # an allow-listed deployer did it.
     stopped = finding("cloudtrail-stop-logging.json")
     through_stack = stopped.model_copy(
         update={"actor": stopped.actor.model_copy(update={"invoked_by": "cloudformation.amazonaws.com"})}
     )
     judgement = judge(through_stack, [], Policy())
-    assert (judgement.decision, judgement.reason) == (Decision.IGNORE, "cloudformation_change")
+    assert (judgement.decision, judgement.reason) == (Decision.ALERT, "account_level_alert_only")
+    assert "CloudFormation" in judgement.detail
 
 
 def test_a_mutation_reaching_no_immutable_instance_is_ignored() -> None:
@@ -219,7 +262,6 @@ def test_judge_event_offline_uses_the_config_item_tags() -> None:
     ("name", "reason"),
     [
         ("benign-failed-call.json", "failed_call"),
-        ("benign-cloudformation-change.json", "cloudformation_change"),
         ("benign-allow-listed-principal.json", "allow_listed_principal"),
         ("benign-out-of-scope-instance.json", "out_of_scope"),
     ],

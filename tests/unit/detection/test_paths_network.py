@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from detection_samples import SAMPLE_ENI, SAMPLE_GROUP, SAMPLE_INSTANCE, World, load_sample
 from immutable_guard.detection import Ec2InstanceDirectory, Policy, judge_event, normalise, parse_event
+from immutable_guard.detection.scope import ScopeRule
 from immutable_guard.model import Decision, Finding, Kind, Severity
 from immutable_guard.patterns import matches
 from immutable_guard.template import event_rules, load_template
@@ -486,8 +487,18 @@ REMEDIABLE = [
 ]
 
 
+class _DeclaredStack(_Everything):
+    """Every finding reaches one immutable server of the operator's declared stack web-stack."""
+
+    def resolve(self, finding: Finding) -> list[Any]:
+        return [
+            info.model_copy(update={"tags": {**info.tags, "aws:cloudformation:stack-name": "web-stack"}})
+            for info in super().resolve(finding)
+        ]
+
+
 @pytest.mark.parametrize("name", REMEDIABLE)
-def test_the_same_change_by_the_pipeline_through_cloudformation_or_failing_is_ignored(name: str) -> None:
+def test_the_same_change_by_the_pipeline_the_declared_stack_or_failing_is_ignored(name: str) -> None:
     raw = load_sample(name)
     pipeline = copy.deepcopy(load_sample("benign-allow-listed-principal.json")["detail"]["userIdentity"])
     by_pipeline = copy.deepcopy(raw)
@@ -496,11 +507,12 @@ def test_the_same_change_by_the_pipeline_through_cloudformation_or_failing_is_ig
     by_stack["detail"]["userIdentity"]["invokedBy"] = "cloudformation.amazonaws.com"
     failed = copy.deepcopy(raw)
     failed["detail"]["errorCode"] = "Client.UnauthorizedOperation"
-    policy = Policy(allowed_principal_arns=(PIPELINE,))
-    reasons = [judge_event(e, policy, _Everything()).reason for e in (by_pipeline, by_stack, failed)]
+    policy = Policy(allowed_principal_arns=(PIPELINE,), scope=ScopeRule(stack_names=("web-stack",)))
+    reasons = [judge_event(e, policy, _DeclaredStack()).reason for e in (by_pipeline, by_stack, failed)]
     assert reasons == ["allow_listed_principal", "cloudformation_change", "failed_call"]
-    # And the attack itself would be remediated
+    # And the attack itself would be remediated, as would the same call through a stack nobody declared
     assert judge_event(raw, policy, _Everything()).decision is Decision.REMEDIATE
+    assert judge_event(by_stack, policy, _Everything()).decision is Decision.REMEDIATE
 
 
 def test_removing_a_route_table_association_is_alerted(world: World) -> None:

@@ -32,6 +32,7 @@ from immutable_guard.clients import Clients
 from immutable_guard.detection import Ec2InstanceDirectory, Policy, judge, normalise, parse_event
 from immutable_guard.detection.paths.permissions import ROLE_EVENT_NAMES
 from immutable_guard.detection.policy import judge_event
+from immutable_guard.detection.scope import ScopeRule
 from immutable_guard.errors import ScopeResolutionFailed
 from immutable_guard.model import Decision, Finding, Kind, Severity
 from immutable_guard.patterns import matches
@@ -213,23 +214,48 @@ def test_the_profile_taken_off_an_immutable_instance_remediates_it(world: World,
     assert [i.instance_id for i in judgement.instances_in_scope] == [world.immutable_id]
 
 
-@pytest.mark.parametrize(
-    ("sample", "reason"),
-    [
-        ("benign-attach-role-policy-allow-listed.json", "allow_listed_principal"),
-        ("benign-put-role-policy-cloudformation.json", "cloudformation_change"),
-    ],
-)
-def test_the_pipeline_and_cloudformation_changing_the_role_of_an_immutable_instance_are_ignored(
-    world: World, clients: Clients, sample: str, reason: str
+def test_the_pipeline_changing_the_role_of_an_immutable_instance_is_ignored(
+    world: World, clients: Clients
 ) -> None:
     # Given the role is used by an immutable instance
     _profile_for(world)
     _give(world, world.immutable_id)
-    # When the allow-listed pipeline, or CloudFormation, changes it
-    judgement = _judge(world, clients, load_sample(sample), allowed_principal_arns=(PIPELINE,))
+    # When the allow-listed pipeline changes it
+    judgement = _judge(
+        world,
+        clients,
+        load_sample("benign-attach-role-policy-allow-listed.json"),
+        allowed_principal_arns=(PIPELINE,),
+    )
     # Then nothing happens
-    assert (judgement.decision, judgement.reason) == (Decision.IGNORE, reason)
+    assert (judgement.decision, judgement.reason) == (Decision.IGNORE, "allow_listed_principal")
+
+
+@pytest.mark.parametrize(
+    ("declared", "decision", "reason"),
+    [
+        (("web-stack",), Decision.IGNORE, "cloudformation_change"),
+        ((), Decision.REMEDIATE, "mutation_of_immutable_instance"),
+    ],
+    ids=["declared-stack", "undeclared-stack"],
+)
+def test_cloudformation_changing_the_role_is_ignored_only_for_the_declared_stacks_servers(
+    world: World, clients: Clients, declared: tuple[str, ...], decision: Decision, reason: str
+) -> None:
+    # Given the role is used by an immutable instance of the stack web-stack
+    _profile_for(world)
+    server = world.launch({"immutable": "true", "aws:cloudformation:stack-name": "web-stack"})
+    _give(world, server)
+    # When CloudFormation changes the role, for a principal nobody allow-listed
+    judgement = _judge(
+        world,
+        clients,
+        load_sample("benign-put-role-policy-cloudformation.json"),
+        allowed_principal_arns=(PIPELINE,),
+        scope=ScopeRule(stack_names=declared),
+    )
+    # Then only the operator's declared stack may do so unseen
+    assert (judgement.decision, judgement.reason) == (decision, reason)
 
 
 @pytest.fixture

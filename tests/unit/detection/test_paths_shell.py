@@ -27,6 +27,7 @@ from immutable_guard.detection import (
     parse_event,
 )
 from immutable_guard.detection.paths.shell import read_ssm_targets
+from immutable_guard.detection.scope import ScopeRule
 from immutable_guard.model import Decision, Finding, Kind, Severity
 
 if TYPE_CHECKING:
@@ -134,12 +135,18 @@ def test_an_association_on_an_immutable_instance_is_remediated(world: World) -> 
     assert judgement.finding.kind is Kind.SHELL_ACCESS
 
 
-def test_an_association_on_another_server_or_by_cloudformation_opens_nothing(world: World) -> None:
+def test_an_association_on_another_server_opens_nothing(world: World) -> None:
     raw = world.event("cloudtrail-create-association.json", **{world.immutable_id: world.mutable_id})
     assert judged(world, raw).reason == "out_of_scope"
+
+
+def test_an_association_through_a_stack_nobody_declared_is_remediated(world: World) -> None:
+    # Any principal allowed to create a stack can have CloudFormation make the call for it
     cfn = world.event("cloudtrail-create-association.json")
     cfn["detail"]["userIdentity"]["invokedBy"] = "cloudformation.amazonaws.com"
-    assert judged(world, cfn).reason == "cloudformation_change"
+    judgement = judged(world, cfn, Policy(scope=ScopeRule(stack_names=("web-stack",))))
+    assert judgement.decision is Decision.REMEDIATE
+    assert instance_ids(judgement) == {world.immutable_id}
 
 
 def test_an_association_batch_resolves_every_entry_and_alerts_what_it_cannot(world: World) -> None:
@@ -191,11 +198,16 @@ def test_the_guards_association_is_recognised_by_id_without_a_response(
     assert finding_of(raw).kind is Kind.DETECTION_DISABLED
 
 
-def test_the_guards_own_stack_update_of_its_association_is_exempt() -> None:
+def test_a_stack_update_of_the_guards_association_is_alerted_unless_the_deployer_is_allow_listed() -> None:
+    # CloudTrail does not say which stack CloudFormation acted for: the guard's own stack and an
+    # attacker's look the same, so only the deployer's identity can exempt the change.
     raw = load_sample("cloudtrail-update-association-guard-inventory.json")
     raw["detail"]["userIdentity"]["invokedBy"] = "cloudformation.amazonaws.com"
     judgement = judge_event(raw, Policy(), OfflineInstanceDirectory())
-    assert (judgement.decision, judgement.reason) == (Decision.IGNORE, "cloudformation_change")
+    assert (judgement.decision, judgement.reason) == (Decision.ALERT, "account_level_alert_only")
+    deployer = raw["detail"]["userIdentity"]["arn"]
+    allowed = judge_event(raw, Policy(allowed_principal_arns=(deployer,)), OfflineInstanceDirectory())
+    assert (allowed.decision, allowed.reason) == (Decision.IGNORE, "allow_listed_principal")
 
 
 def test_a_second_inventory_association_is_alerted_as_blinding_not_remediated(world: World) -> None:

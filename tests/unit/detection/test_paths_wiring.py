@@ -87,13 +87,23 @@ def test_a_rule_of_the_same_name_on_another_bus_is_not_the_guards() -> None:
     assert judged(raw).reason == "not_guard_wiring"
 
 
-def test_the_guards_own_stack_update_of_its_function_is_exempt() -> None:
-    judgement = judged(load_sample("benign-update-function-code-cloudformation.json"))
-    assert (judgement.decision, judgement.reason) == (Decision.IGNORE, "cloudformation_change")
+def test_the_guards_own_stack_update_of_its_function_is_exempt_for_the_allow_listed_deployer() -> None:
+    raw = load_sample("cloudtrail-update-guard-function-code-via-cloudformation.json")
+    deployer = raw["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"]
+    judgement = judge_event(raw, Policy(allowed_principal_arns=(deployer,)), OfflineInstanceDirectory())
+    assert (judgement.decision, judgement.reason) == (Decision.IGNORE, "allow_listed_principal")
+
+
+def test_a_stack_update_of_the_guards_function_by_anyone_else_is_alerted() -> None:
+    # CloudTrail does not name the stack CloudFormation acted for: an attacker's stack cannot be told
+    # from the guard's own, so new code for the guard is alerted unless the deployer is allow-listed.
+    judgement = judged(load_sample("cloudtrail-update-guard-function-code-via-cloudformation.json"))
+    assert judgement.decision is Decision.ALERT
+    assert "CloudFormation" in judgement.detail
 
 
 def test_new_code_for_the_guards_function_by_a_person_is_critical() -> None:
-    raw = load_sample("benign-update-function-code-cloudformation.json")
+    raw = load_sample("cloudtrail-update-guard-function-code-via-cloudformation.json")
     base = load_sample("cloudtrail-update-function-configuration.json")["detail"]
     for field in ("userIdentity", "sourceIPAddress", "userAgent"):
         raw["detail"][field] = copy.deepcopy(base[field])

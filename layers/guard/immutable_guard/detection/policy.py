@@ -237,12 +237,16 @@ def judge(
             Reason.ALLOW_LISTED_PRINCIPAL,
             f"Made by {_who(actor)}, allow-listed as {allowed}.",
         )
-    if made_through_cloudformation(actor):
-        return verdict(
-            Decision.IGNORE,
-            Reason.CLOUDFORMATION_CHANGE,
-            f"Made through CloudFormation on behalf of {_who(actor)}.",
-        )
+    through_cloudformation = made_through_cloudformation(actor)
+    if through_cloudformation:
+        stacks = _declared_stacks_reached(finding, instances, policy, memory)
+        if stacks:
+            return verdict(
+                Decision.IGNORE,
+                Reason.CLOUDFORMATION_CHANGE,
+                f"Made through CloudFormation on behalf of {_who(actor)}, on instances of the declared "
+                f"stack(s) {', '.join(stacks)}.",
+            )
     own = _actor_matches(actor, policy.own_role_arns)
     if own is not None:
         return verdict(Decision.IGNORE, Reason.OWN_CHANGE, f"Made by Immutable Guard itself ({own}).")
@@ -260,15 +264,60 @@ def judge(
             f"{finding.summary} Nothing Immutable Guard relies on was changed.",
         )
     if finding.kind in ACCOUNT_LEVEL_KINDS:
-        return verdict(Decision.ALERT, Reason.ACCOUNT_LEVEL_ALERT_ONLY, _ACCOUNT_LEVEL_DETAIL[finding.kind])
-    if not instances and finding.alert_if_unresolved:
-        return verdict(
-            Decision.ALERT,
-            Reason.UNRESOLVED_TARGET,
-            f"{finding.summary} It names no instance that could be resolved, so nothing is remediated "
-            "automatically: alert only, a person must check which servers it reaches.",
+        return _through_cloudformation(
+            verdict(Decision.ALERT, Reason.ACCOUNT_LEVEL_ALERT_ONLY, _ACCOUNT_LEVEL_DETAIL[finding.kind]),
+            through_cloudformation,
         )
-    return _judge_scope(finding, instances, policy, memory)
+    if not instances and finding.alert_if_unresolved:
+        return _through_cloudformation(
+            verdict(
+                Decision.ALERT,
+                Reason.UNRESOLVED_TARGET,
+                f"{finding.summary} It names no instance that could be resolved, so nothing is remediated "
+                "automatically: alert only, a person must check which servers it reaches.",
+            ),
+            through_cloudformation,
+        )
+    return _through_cloudformation(_judge_scope(finding, instances, policy, memory), through_cloudformation)
+
+
+def _through_cloudformation(judgement: Judgement, through_cloudformation: bool) -> Judgement:
+    """Say why a change CloudFormation made was not exempt, on any verdict that acts or alerts."""
+    if not through_cloudformation or judgement.decision is Decision.IGNORE:
+        return judgement
+    return judgement.model_copy(
+        update={
+            "detail": f"{judgement.detail} Made through CloudFormation on behalf of "
+            f"{_who(judgement.finding.actor)}, neither an allow-listed principal nor a stack declared in "
+            "ScopeStackNames: anyone allowed to create a stack could otherwise change servers or the "
+            "guard's wiring unseen."
+        }
+    )
+
+
+def _declared_stacks_reached(
+    finding: Finding,
+    instances: list[InstanceInfo] | tuple[InstanceInfo, ...],
+    policy: Policy,
+    memory: DetectionMemory,
+) -> list[str]:
+    """The declared stacks (ScopeStackNames) whose instances a CloudFormation-made change reaches, when
+    every immutable instance it reaches belongs to one; otherwise none.
+
+    CloudTrail does not name the stack behind a call CloudFormation makes, so the instances tell: the
+    operator's own stack may change its own servers (that is how it rolls out a new image); an
+    attacker's stack, or an undeclared one, may not."""
+    changes = tag_changes_of(finding.evidence)
+    in_scope = [
+        info
+        for info in instances
+        if policy.scope.in_scope_at_change(
+            info, tags_before(info.tags, changes) if changes and info.tags is not None else None, memory
+        )
+    ]
+    if not in_scope or any(info.stack_name not in policy.scope.stack_names for info in in_scope):
+        return []
+    return sorted({info.stack_name for info in in_scope if info.stack_name is not None})
 
 
 # ---------------------------------------------------------------- scope, as of the change
