@@ -29,7 +29,7 @@ def clients() -> Clients:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_step_input(GateRequest, event, metrics)
     logger.append_keys(**correlation(request.plan))
-    result = evaluate(clients().cloudwatch, request.plan, request.step, request.checks)
+    result = evaluate(clients().cloudwatch, request.plan, request.step, request.checks, request.failures)
     metrics.add_metric(name=f"CanaryGate{result['verdict'].capitalize()}", unit=MetricUnit.Count, value=1)
     logger.info("health gate", extra={"result": result})
     return result

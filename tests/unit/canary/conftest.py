@@ -84,6 +84,9 @@ def plan(aws: Clients, target: Target) -> dict[str, object]:
             "alarms": [target.alarm],
             "min_invocations": 10,
             "max_holds": 2,
+            # Judged as at the end of a settled bake unless a test says otherwise.
+            "bake_seconds": 0,
+            "metric_delay_seconds": 0,
         }
     )
     return preflight(aws.lambda_, aws.cloudwatch, request)

@@ -20,7 +20,7 @@ def refused(**changes: Any) -> str:
 def test_defaults_are_ten_percent_steps_with_positive_confirmation() -> None:
     request = parse_request(VALID)
     assert request.steps == DEFAULT_STEPS == (10, 20, 30, 40, 50, 60, 70, 80, 90)
-    assert request.min_invocations >= 1
+    assert request.min_invocations >= 1 and request.failure_limit >= 2 and request.confidence >= 0.99
     assert request.alarms == () and request.pre_traffic_hook is None
 
 
@@ -49,7 +49,9 @@ def test_a_plan_that_would_promote_a_large_share_at_once_is_refused() -> None:
         ({"alias": "12"}, "alias: '12' is not an alias name"),
         ({"function": "orders:live"}, "function: 'orders:live' is not a function name or an unqualified"),
         ({"bake_seconds": -1}, "bake_seconds: Input should be greater than or equal to 0"),
-        ({"min_invocations": 0}, "min_invocations: Input should be greater than or equal to 1"),
+        ({"min_invocations": -1}, "min_invocations: Input should be greater than or equal to 0"),
+        ({"failure_limit": 0}, "failure_limit: Input should be greater than or equal to 1"),
+        ({"confidence": 1}, "confidence: Input should be less than or equal to 0.9999"),
         ({"alarms": ["a", "a"]}, "alarms: an alarm is listed twice"),
         ({"alarm": ["a"]}, "alarm: unknown field (check its spelling)"),
         ({"pre_traffic_hook": "orders"}, "a hook cannot be the function being rolled out"),

@@ -87,7 +87,12 @@ def test_the_only_way_to_promote_is_a_healthy_last_step(states: dict[str, Any]) 
         {"Variable": "$.gate.result.verdict", "StringEquals": "healthy"},
         {"Variable": "$.step.result.last", "BooleanEquals": True},
     ]
-    assert states["Bake"]["SecondsPath"] == "$.plan.result.bake_seconds"
+    # The bake is watched, not slept through: the first look comes one check interval after the shift,
+    # and the gate alone decides how long to wait before the next (it passes nothing before the bake is over)
+    assert states["Bake"]["SecondsPath"] == "$.plan.result.first_check_seconds"
+    assert states["Hold"]["SecondsPath"] == "$.gate.result.wait_seconds"
+    assert states["CountCheck"]["Parameters"]["failures.$"] == "$.gate.result.failures"
+    assert states["NextStep"]["Parameters"]["failures"] == 0
 
 
 def test_canary_alerts_add_to_the_shared_schema_without_changing_it() -> None:

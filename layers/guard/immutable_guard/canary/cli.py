@@ -32,14 +32,30 @@ def add_canary_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--steps", type=_steps, help="cumulative percentages, e.g. 10,20,...,90 (the default)"
     )
     canary.add_argument(
-        "--bake-seconds", type=int, help="wait after each shift before checking (default 300)"
+        "--bake-seconds", type=int, help="how long each step bakes before it can pass (default 300)"
+    )
+    canary.add_argument(
+        "--check-interval-seconds", type=int, help="how often the bake is checked for failures (default 60)"
+    )
+    canary.add_argument(
+        "--metric-delay-seconds", type=int, help="how late CloudWatch metrics may arrive (default 120)"
     )
     canary.add_argument(
         "--alarm", dest="alarms", action="append", metavar="NAME", help="alarm to watch (repeatable)"
     )
-    canary.add_argument("--min-invocations", type=int, help="invocations of the new version needed per step")
+    canary.add_argument(
+        "--min-invocations",
+        type=int,
+        help="invocations of the new version needed over the rollout (default 100; 0 = alarms only)",
+    )
     canary.add_argument(
         "--error-rate-tolerance", type=float, help="percentage points above the stable version"
+    )
+    canary.add_argument(
+        "--failure-limit", type=int, help="consecutive checks finding the version worse before rollback (2)"
+    )
+    canary.add_argument(
+        "--confidence", type=float, help="confidence with which 'worse' must be shown (default 0.99)"
     )
     canary.add_argument("--hold-seconds", type=int, help="wait before re-checking a step short of data")
     canary.add_argument("--max-holds", type=int, help="re-checks of a step short of data before it fails")
@@ -60,9 +76,13 @@ def add_canary_parser(subparsers: Any) -> argparse.ArgumentParser:
 _OPTIONS = (
     "steps",
     "bake_seconds",
+    "check_interval_seconds",
+    "metric_delay_seconds",
     "alarms",
     "min_invocations",
     "error_rate_tolerance",
+    "failure_limit",
+    "confidence",
     "hold_seconds",
     "max_holds",
     "pre_traffic_hook",

@@ -227,6 +227,8 @@ def run_demo(print_line: Callable[[str], None] = print, bake_seconds: int = 1) -
                 "alias": target.alias,
                 "target_version": version,
                 "bake_seconds": bake_seconds,
+                "check_interval_seconds": 1,
+                "metric_delay_seconds": 0,  # the embedded CloudWatch has no delay
                 "alarms": [target.alarm],
                 "min_invocations": 5,
                 "hold_seconds": 1,

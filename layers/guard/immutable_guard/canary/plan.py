@@ -35,11 +35,24 @@ class CanaryRequest(BaseModel):
         Cumulative percent of the alias's traffic on the new version at each step. Each step, and the final
         promotion to 100 %, raises the share by at most 10 points.
     bake_seconds:
-        Wait after each shift before the health gate looks.
+        How long each step bakes. Only a failure ends it early: a step passes once its bake is over and
+        its metrics have settled (``metric_delay_seconds`` later).
+    check_interval_seconds:
+        During the bake the gate looks this often, and fails the step at once on an alarm in ALARM, or
+        once the new version has been shown worse on ``failure_limit`` consecutive checks.
+    metric_delay_seconds:
+        How late CloudWatch's Lambda metrics may arrive; a step is not passed on an unsettled window.
+    failure_limit:
+        Consecutive checks that must find the new version worse before the step fails (noise is not a
+        regression). Alarms in ALARM fail at once.
+    confidence:
+        One-sided confidence with which "worse" must be shown: the lower bound of the difference of error
+        rates (new minus stable) must exceed ``error_rate_tolerance``.
     alarms:
         CloudWatch alarm names (metric or composite); every one must exist. Any in ALARM fails the gate.
     min_invocations:
-        Invocations of the new version needed in a step before it can be judged healthy.
+        Invocations of the new version needed over the rollout before the last step can pass (earlier steps
+        need their share, in proportion to their traffic). 0 gates on alarms alone.
     error_rate_tolerance:
         Percentage points by which the new version's error rate may exceed the stable version's.
     hold_seconds, max_holds:
@@ -60,8 +73,12 @@ class CanaryRequest(BaseModel):
     steps: tuple[float, ...] = DEFAULT_STEPS
     bake_seconds: int = Field(default=300, ge=0, le=86_400)
     alarms: tuple[str, ...] = ()
-    min_invocations: int = Field(default=100, ge=1)
+    check_interval_seconds: int = Field(default=60, ge=1, le=3_600)
+    metric_delay_seconds: int = Field(default=120, ge=0, le=900)
+    min_invocations: int = Field(default=100, ge=0)
     error_rate_tolerance: float = Field(default=1.0, ge=0, le=100)
+    failure_limit: int = Field(default=2, ge=1, le=10)
+    confidence: float = Field(default=0.99, ge=0.5, le=0.9999)
     hold_seconds: int = Field(default=60, ge=0, le=3_600)
     max_holds: int = Field(default=5, ge=0, le=100)
     pre_traffic_hook: str | None = None

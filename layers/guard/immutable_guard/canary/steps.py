@@ -23,6 +23,7 @@ class ShiftRequest(_Step):
 class GateRequest(_Step):
     step: dict[str, Any]
     checks: int = 0
+    failures: int = 0
 
 
 class RollbackRequest(_Step):

@@ -109,6 +109,8 @@ def preflight(lambda_: LambdaClient, cloudwatch: CloudWatchClient, request: Cana
         "post_traffic_hook": hooks.get("post_traffic_hook"),
         "revision_id": alias.get("RevisionId"),
         "started_at": now_iso(),
+        # The first look after a shift: a failure can show before the bake is over.
+        "first_check_seconds": min(request.check_interval_seconds, request.bake_seconds),
     }
 
 
