@@ -13,6 +13,13 @@ from immutable_guard.canary.errors import InvalidCanaryInput
 from immutable_guard.step_input import describe_errors
 
 MAX_STEP_PERCENT = 10.0
+# Step Functions ends a standard execution at 25,000 history events. One look of the gate (Hold, CountCheck,
+# HealthGate, GateVerdict?) writes LOOK_EVENTS of them; a step's shift and the rollout's other states a few
+# dozen. The plan is refused when its looks could exceed the history (tests count these from the ASL).
+HISTORY_EVENT_LIMIT = 25_000
+LOOK_EVENTS = 11
+STEP_EVENTS = 20
+ROLLOUT_EVENTS = 100
 DEFAULT_STEPS: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 _EXECUTION_NAME_LIMIT = 80
 _FUNCTION_ARN = re.compile(r"^arn:aws[\w-]*:lambda:[\w-]+:\d{12}:function:(?P<name>[\w-]+)$")
@@ -156,6 +163,25 @@ class CanaryRequest(BaseModel):
         if self.function_name in {_name(self.pre_traffic_hook), _name(self.post_traffic_hook)}:
             raise ValueError("a hook cannot be the function being rolled out")
         return self
+
+    @model_validator(mode="after")
+    def _fits_the_execution_history(self) -> CanaryRequest:
+        events = self.history_events()
+        if events > HISTORY_EVENT_LIMIT:
+            looks = f"looked at every {self.check_interval_seconds} s"
+            raise ValueError(
+                f"check_interval_seconds: {len(self.steps)} steps of {self.bake_seconds} s bake "
+                f"+ {self.metric_delay_seconds} s metric delay, {looks}, could write {events:,} events, "
+                f"above Step Functions' {HISTORY_EVENT_LIMIT:,}-event history: raise "
+                "check_interval_seconds or use fewer steps"
+            )
+        return self
+
+    def history_events(self) -> int:
+        """The most history events a rollout of this plan can write (every look of every step spent)."""
+        baking = -(-(self.bake_seconds + self.metric_delay_seconds) // self.check_interval_seconds)
+        looks = baking + self.max_holds + self.failure_limit + 1
+        return len(self.steps) * (looks * LOOK_EVENTS + STEP_EVENTS) + ROLLOUT_EVENTS
 
     @property
     def function_name(self) -> str:
