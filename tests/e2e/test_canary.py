@@ -385,3 +385,43 @@ def test_a_second_rollout_of_a_busy_alias_is_refused(rollout: Rollout) -> None:
     assert status == "FAILED"
     assert "already routes traffic (version 1 with 20 % on version" in entries[-1].text
     assert rollout.alias()["RoutingConfig"]["AdditionalVersionWeights"] == {rollout.new: 0.2}
+
+
+def test_the_cli_tells_a_failed_first_shift_and_a_failed_rollback_apart_from_a_rollback(
+    rollout: Rollout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from immutable_guard.canary.cli import EXIT_ROLLBACK_FAILED
+    from immutable_guard.cli import main
+
+    # Given a pre-traffic hook that deletes the alias: the first shift fails, and so does the rollback
+    hook = _hook(
+        rollout.clients,
+        "import boto3\n"
+        "def handler(event, context):\n"
+        "    boto3.client('lambda').delete_alias(FunctionName=event['function'], Name=event['alias'])\n"
+        "    return {'status': 'Succeeded'}\n",
+    )
+    # When the rollout is run from the command line
+    code = main(
+        [
+            "canary",
+            rollout.target.function,
+            "--alias",
+            rollout.target.alias,
+            "--to-version",
+            rollout.new,
+            "--pre-hook",
+            hook,
+            "--state-machine-arn",
+            rollout.state_machine,
+            "--poll-seconds",
+            "0.2",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()],
+        ]
+    )
+    out = capsys.readouterr().out
+    # Then it says what happened, line by line, without a traceback or "rolled back to None"
+    assert "ShiftFailed" in out and "no longer exists" in out, out
+    assert "ROLLBACK FAILED" in out and "a person must act" in out, out
+    assert "Traceback" not in out and "None" not in out, out
+    assert code == EXIT_ROLLBACK_FAILED

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from immutable_guard.detection.memory import SessionMemory
 
 EXIT_USAGE = 2
+EXIT_REFUSED = 4  # nothing was changed: a rollout refused (the canary's other codes are in canary/cli.py)
 NOT_DELIVERED = "not_delivered"
 
 
@@ -297,11 +298,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from immutable_guard.canary.errors import CanaryRefused
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except CanaryRefused as exc:
+        print(f"immutable-guard {args.command}: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except GuardError as exc:
         print(f"immutable-guard {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except ClientError as exc:
+        # One line a person can act on (unknown stack, access denied), not a botocore traceback.
+        error = exc.response.get("Error", {})
+        operation = getattr(exc, "operation_name", "an AWS call")
+        print(
+            f"immutable-guard {args.command}: AWS refused {operation}: "
+            f"{error.get('Code', 'Error')}: {error.get('Message', exc)}",
+            file=sys.stderr,
+        )
+        return 1
+    except BotoCoreError as exc:  # no credentials, no region, endpoint unreachable
+        print(f"immutable-guard {args.command}: cannot reach AWS: {exc}", file=sys.stderr)
         return 1
 
 

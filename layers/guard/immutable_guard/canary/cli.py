@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 from immutable_guard.canary.errors import CanaryRefused
 from immutable_guard.canary.plan import execution_name, parse_request
+
+if TYPE_CHECKING:
+    from immutable_guard.canary.history import Entry
 
 
 def _steps(text: str) -> list[float]:
@@ -102,6 +106,32 @@ def request_document(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in document.items() if value is not None}
 
 
+# Exit codes: a script or pipeline step can tell the outcomes apart.
+EXIT_PROMOTED = 0
+EXIT_ERROR = 1  # the command could not run (AWS unreachable or refused a call)
+EXIT_USAGE = 2
+EXIT_ROLLED_BACK = 3
+EXIT_REFUSED = 4  # nothing changed: bad input, busy alias, missing version or alarm
+EXIT_ROLLBACK_FAILED = 5  # the alias may still be split: a person must act
+EXIT_ENDED_OTHERWISE = 6  # aborted, timed out, or failed without a rollback verdict
+
+_EXIT_BY_ERROR = {
+    "CanaryRolledBack": EXIT_ROLLED_BACK,
+    "CanaryRefused": EXIT_REFUSED,
+    "InvalidCanaryInput": EXIT_REFUSED,
+    "RollbackFailed": EXIT_ROLLBACK_FAILED,
+}
+
+
+def exit_code(final: Entry | None) -> int:
+    """The exit code for how a rollout ended (its last story line)."""
+    if final is None:
+        return EXIT_ENDED_OTHERWISE
+    if final.kind == "succeeded":
+        return EXIT_PROMOTED
+    return _EXIT_BY_ERROR.get(str(final.data.get("error", "")), EXIT_ENDED_OTHERWISE)
+
+
 def run_canary_command(args: argparse.Namespace) -> int:
     from immutable_guard.canary.history import follow
     from immutable_guard.clients import Clients
@@ -114,6 +144,18 @@ def run_canary_command(args: argparse.Namespace) -> int:
             code = run_demo(print_line=lambda line: print(line, file=terminal, flush=True))
         print(f"Lambda logs: {log_path}")
         return code
+    missing = [
+        flag
+        for flag, value in (
+            ("FUNCTION", args.function),
+            ("--alias", args.alias),
+            ("--to-version", args.target_version),
+        )
+        if not value
+    ]
+    if missing:
+        print(f"immutable-guard canary: {', '.join(missing)} required (or --demo)", file=sys.stderr)
+        return EXIT_USAGE
     document = request_document(args)
     request = parse_request(document)  # a bad input fails here, before any AWS call
     clients = Clients(region_name=args.region)
@@ -140,11 +182,11 @@ def run_canary_command(args: argparse.Namespace) -> int:
             f"pass --attempt {args.attempt + 1} to try it again"
         ) from exc
     print(f"rollout {name} started: {arn}")
-    outcome = "failed"
+    final = None
     for entry in follow(clients.stepfunctions, arn, poll_seconds=args.poll_seconds):
-        print(entry.text)
-        outcome = entry.kind if entry.kind in {"succeeded", "failed"} else outcome
-    return 0 if outcome == "succeeded" else 1
+        print(entry.text, flush=True)
+        final = entry if entry.kind in {"succeeded", "failed"} else final
+    return exit_code(final)
 
 
 def _state_machine_from_stack(clients: Any, stack: str) -> str:

@@ -104,9 +104,11 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
         )
     if name == "Shift":
         step = _result(output, "step")
+        if not step:  # the shift failed: its failure state tells why
+            return None
         return Entry(
             "shift",
-            f"step {step.get('step')}: {step.get('percent'):g} % of traffic on version "
+            f"step {step.get('step')}: {_percent(step.get('percent'))} of traffic on version "
             f"{step.get('target_version')}",
             step,
         )
@@ -118,6 +120,11 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
     if name in _FAILURE_STATES:
         failure = output.get("failure") if isinstance(output.get("failure"), dict) else {}
         return Entry("failure", f"{name}: {failure_reason(failure)}", failure or {})
+    if name == "AlertRollbackFailed":
+        found = output.get("rollback_error")
+        rollback_error: dict[str, Any] = found if isinstance(found, dict) else {}
+        cause = rollback_error.get("Cause") or rollback_error.get("Error") or "the rollback gave no answer"
+        return Entry("rollback_failed", f"ROLLBACK FAILED: {cause}: a person must act", rollback_error)
     if name == "Promote":
         promoted = _result(output, "promote")
         return Entry(
@@ -125,6 +132,8 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
         )
     if name == "Rollback":
         rolled = _result(output, "rollback")
+        if not rolled.get("rolled_back_to"):  # it failed: AlertRollbackFailed tells why
+            return None
         return Entry(
             "rollback",
             f"ROLLED BACK to version {rolled.get('rolled_back_to')} ({rolled.get('action')}): "
@@ -132,6 +141,10 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
             rolled,
         )
     return None
+
+
+def _percent(value: Any) -> str:
+    return f"{value:g} %" if isinstance(value, int | float) else "an unknown share"
 
 
 def history_events(sfn: SFNClient, execution_arn: str) -> list[dict[str, Any]]:
