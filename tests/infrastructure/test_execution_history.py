@@ -1,4 +1,5 @@
-"""A remediation execution stays under Step Functions' 25,000-event history, whatever MaxPolls allows.
+"""An execution stays under Step Functions' 25,000-event history: a remediation whatever MaxPolls
+allows, a canary rollout whatever its plan.
 
 Step Functions fails an execution whose history reaches 25,000 events ("Maximum execution history size",
 https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html#service-limits-state-machine-executions).
@@ -25,12 +26,15 @@ from typing import Any
 
 import boto3
 import pytest
+from immutable_guard.canary.errors import InvalidCanaryInput
+from immutable_guard.canary.plan import MAX_GATE_CHECKS, parse_request
 from immutable_guard.local.deploy import Deployer
 from immutable_guard.template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
 HISTORY_QUOTA = 25_000
 DEFAULT_MAX_ATTEMPTS = 3  # States language: a retrier without MaxAttempts retries 3 times
+CANARY = {"function": "orders", "alias": "live", "target_version": "2"}
 
 
 def _states(name: str) -> dict[str, Any]:
@@ -90,20 +94,20 @@ def loops(states: dict[str, Any]) -> list[set[str]]:
     return found
 
 
-def worst_case_history(states: dict[str, Any], max_polls: int) -> int:
+def worst_case_history(states: dict[str, Any], iterations: int) -> int:
     """Events of the longest possible execution: every state outside a loop once (an over-count: no run
-    takes every branch), every loop ``max_polls`` times, every retry spent, plus the execution's own."""
+    takes every branch), each loop ``iterations`` times, every retry spent, plus the execution's own."""
     in_loops = set().union(*loops(states))
     once = sum(events_per_visit(state) for name, state in states.items() if name not in in_loops)
-    per_poll = sum(events_per_visit(states[name]) for name in in_loops)
-    return 2 + once + max_polls * per_poll
+    per_turn = sum(events_per_visit(states[name]) for name in in_loops)
+    return 2 + once + iterations * per_turn
 
 
-def largest_safe_max_polls(states: dict[str, Any]) -> int:
+def largest_safe_iterations(states: dict[str, Any]) -> int:
     in_loops = set().union(*loops(states))
     once = 2 + sum(events_per_visit(state) for name, state in states.items() if name not in in_loops)
-    per_poll = sum(events_per_visit(states[name]) for name in in_loops)
-    return (HISTORY_QUOTA - 1 - once) // per_poll
+    per_turn = sum(events_per_visit(states[name]) for name in in_loops)
+    return (HISTORY_QUOTA - 1 - once) // per_turn
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +130,7 @@ def test_the_only_loops_are_the_two_polls_max_polls_bounds(remediation: dict[str
 def test_max_polls_cannot_exceed_what_the_execution_history_holds(remediation: dict[str, Any]) -> None:
     # Given MaxPolls as the template lets an operator set it
     spec = load_template(REPO / "template.yaml")["Parameters"]["MaxPolls"]
-    limit = largest_safe_max_polls(remediation)
+    limit = largest_safe_iterations(remediation)
     # Then its maximum is the largest value whose longest execution stays under the quota
     assert spec["MaxValue"] == limit, f"MaxPolls MaxValue should be {limit} for the state machine as it is"
     assert worst_case_history(remediation, limit) < HISTORY_QUOTA
@@ -152,3 +156,18 @@ def test_the_local_runtime_refuses_max_polls_above_its_maximum_as_cloudformation
         deployer.deploy({"MaxPolls": str(spec["MaxValue"] + 1)})
     with pytest.raises(ValueError, match="below its MinValue"):
         deployer.deploy({"MaxPolls": "0"})
+
+
+def test_a_canary_rollout_cannot_plan_more_checks_than_one_execution_holds() -> None:
+    # Given the canary state machine, whose one loop turns once per health check (a step's first check,
+    # then each re-check while it holds)
+    canary = _states("canary.asl.json")
+    (loop,) = loops(canary)
+    assert {"Shift", "HealthGate", "Hold"} <= loop
+    # Then the plan's limit on steps x (1 + max_holds) is the most the history holds
+    assert largest_safe_iterations(canary) == MAX_GATE_CHECKS
+    # And a plan past it is refused before anything moves, naming the fields
+    one_percent_steps = list(range(1, 91))  # 90 steps of one point each
+    assert parse_request({**CANARY, "steps": one_percent_steps, "max_holds": 4}).max_holds == 4
+    with pytest.raises(InvalidCanaryInput, match="steps and max_holds: 90 steps x \\(1 \\+ 5 re-checks\\)"):
+        parse_request({**CANARY, "steps": one_percent_steps, "max_holds": 5})

@@ -14,6 +14,11 @@ from immutable_guard.step_input import describe_errors
 
 MAX_STEP_PERCENT = 10.0
 DEFAULT_STEPS: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+# Each of a rollout's steps x (1 + max_holds) health checks is one turn of the canary state machine's
+# loop. Step Functions fails an execution at 25,000 history events, leaving the alias split with no
+# rollback; this is the most checks that stay under it with every retry spent (computed from
+# statemachines/canary.asl.json by tests/infrastructure/test_execution_history.py).
+MAX_GATE_CHECKS = 495
 _EXECUTION_NAME_LIMIT = 80
 _FUNCTION_ARN = re.compile(r"^arn:aws[\w-]*:lambda:[\w-]+:\d{12}:function:(?P<name>[\w-]+)$")
 _FUNCTION_NAME = re.compile(r"^[\w-]{1,64}$")
@@ -133,6 +138,17 @@ class CanaryRequest(BaseModel):
                 f"end the plan at {100 - MAX_STEP_PERCENT:g} % or above"
             )
         return tuple(steps)
+
+    @model_validator(mode="after")
+    def _fits_one_execution(self) -> CanaryRequest:
+        checks = len(self.steps) * (1 + self.max_holds)
+        if checks > MAX_GATE_CHECKS:
+            raise ValueError(
+                f"steps and max_holds: {len(self.steps)} steps x (1 + {self.max_holds} re-checks) = {checks} "
+                f"health checks, more than one execution's history holds ({MAX_GATE_CHECKS}); "
+                "use fewer steps or a lower max_holds"
+            )
+        return self
 
     @model_validator(mode="after")
     def _distinct_hooks(self) -> CanaryRequest:
