@@ -33,7 +33,7 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/cfn-lint template.yaml examples/*.yaml
+	$(BIN)/cfn-lint --include-checks I -- template.yaml iam-events-forwarder.yaml examples/*.yaml
 
 format: setup
 	$(BIN)/ruff format .

@@ -11,6 +11,7 @@ from immutable_guard.canary.alerts import CanaryStageEvent, notify
 from immutable_guard.canary.settings import CanaryNotifySettings
 from immutable_guard.canary.steps import correlation
 from immutable_guard.clients import Clients
+from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
@@ -26,6 +27,7 @@ def dependencies() -> tuple[CanaryNotifySettings, Clients]:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_step_input(CanaryStageEvent, event, metrics)
     logger.append_keys(**correlation(request.plan), stage=request.stage)

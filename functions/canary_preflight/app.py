@@ -13,6 +13,7 @@ from immutable_guard.canary.plan import parse_request
 from immutable_guard.canary.steps import correlation
 from immutable_guard.canary.traffic import preflight
 from immutable_guard.clients import Clients
+from immutable_guard.errors import retry_transient_aws_errors
 
 logger = Logger()
 tracer = Tracer()
@@ -27,6 +28,7 @@ def clients() -> Clients:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         request = parse_request(event)

@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.canary.steps import RollbackRequest, correlation
 from immutable_guard.canary.traffic import rollback
 from immutable_guard.clients import Clients
+from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
@@ -26,6 +27,7 @@ def clients() -> Clients:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_step_input(RollbackRequest, event, metrics)
     logger.append_keys(**correlation(request.plan))

@@ -425,3 +425,40 @@ def test_the_cli_tells_a_failed_first_shift_and_a_failed_rollback_apart_from_a_r
     assert "ROLLBACK FAILED" in out and "a person must act" in out, out
     assert "Traceback" not in out and "None" not in out, out
     assert code == EXIT_ROLLBACK_FAILED
+
+
+def test_a_throttled_shift_is_retried_not_rolled_back(
+    rollout: Rollout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given Lambda throttling the rollout's first UpdateAlias calls (TooManyRequestsException, HTTP 429, as
+    # Lambda answers a burst), as many as one step's boto3 client attempts: its retries do not absorb them
+    from moto.awslambda.exceptions import LambdaClientError
+    from moto.awslambda.models import LambdaBackend
+
+    # Clients() configures every client alike, the steps' included
+    attempts = int(rollout.clients.lambda_.meta.config.retries["total_max_attempts"])
+
+    class Throttled(LambdaClientError):
+        code = 429
+
+        def __init__(self) -> None:
+            super().__init__("TooManyRequestsException", "Rate exceeded")
+
+    update_alias = LambdaBackend.update_alias
+    refused: list[str] = []
+
+    def throttled(self: Any, name: str, function_name: str, *args: Any, **kwargs: Any) -> Any:
+        if function_name.endswith(rollout.target.function) and len(refused) < attempts:
+            refused.append(function_name)
+            raise Throttled()
+        return update_alias(self, name, function_name, *args, **kwargs)
+
+    monkeypatch.setattr(LambdaBackend, "update_alias", throttled)
+    # When the rollout runs
+    with rollout.traffic(alarm=rollout.target.alarm):
+        status, entries = rollout.finish(rollout.start(alarms=[rollout.target.alarm]))
+    # Then the state machine retried the step and the healthy version was promoted
+    assert len(refused) == attempts
+    assert status == "SUCCEEDED", [e.text for e in entries]
+    assert [e.data["percent"] for e in entries if e.kind == "shift"] == [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    assert rollout.alias()["FunctionVersion"] == rollout.new

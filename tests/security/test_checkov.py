@@ -17,7 +17,7 @@ CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 ACCEPTED = {
     "CKV_AWS_117": "outside a VPC: only AWS APIs are called; a VPC adds endpoints, no control",
     "CKV_AWS_116": "remediation steps are invoked synchronously by Step Functions, whose Catch is the DLQ",
-    "CKV_AWS_115": "reserved concurrency on steps would throttle remediation in a burst; Detect has one (20)",
+    "CKV_AWS_115": "reserved concurrency would throttle remediation in a burst; Detect's is a parameter",
     "CKV_AWS_173": "environment holds names and ARNs, no secret; the AWS key encrypts it",
     "CKV_AWS_119": "the ledger uses DynamoDB's AWS-owned key; a customer key adds cost, not a control we use",
     "CKV_AWS_18": "access logging needs another bucket; CloudTrail data events cover it",

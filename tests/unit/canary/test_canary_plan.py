@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -80,27 +79,11 @@ def test_the_execution_name_is_one_per_function_alias_and_version() -> None:
     assert len(long) == 80 and long != execution_name("f" * 64, "a" * 60, "13")
 
 
-# Events Step Functions writes per state, by type (Task: entered, scheduled, started, succeeded, exited).
-_EVENTS_BY_TYPE = {"Task": 5, "Wait": 2, "Pass": 2, "Choice": 2}
+def test_a_plan_whose_looks_could_outgrow_the_execution_history_is_refused() -> None:
+    from immutable_guard.canary.plan import MAX_GATE_CHECKS
 
-
-def test_one_look_of_the_gate_costs_what_the_plan_counts() -> None:
-    from pathlib import Path
-
-    from immutable_guard.canary.plan import LOOK_EVENTS
-
-    asl = json.loads((Path(__file__).resolve().parents[3] / "statemachines" / "canary.asl.json").read_text())
-    states = asl["States"]
-    loop = ["Hold", "CountCheck", "HealthGate", "GateVerdict?"]
-    assert [states["Hold"]["Next"], states["CountCheck"]["Next"], states["HealthGate"]["Next"]] == loop[1:]
-    assert sum(_EVENTS_BY_TYPE[states[name]["Type"]] for name in loop) == LOOK_EVENTS
-
-
-def test_a_plan_that_could_outgrow_the_execution_history_is_refused() -> None:
-    from immutable_guard.canary.plan import HISTORY_EVENT_LIMIT
-
-    assert parse_request(VALID).history_events() < HISTORY_EVENT_LIMIT / 10  # the defaults, far below
-    with pytest.raises(InvalidCanaryInput, match="25,000-event history"):
+    assert parse_request(VALID).most_gate_looks() == 9 * (7 + 5 + 2 + 1)  # the defaults, far below
+    with pytest.raises(InvalidCanaryInput, match="more than one execution's history holds"):
         parse_request({**VALID, "bake_seconds": 86_400, "check_interval_seconds": 60})
-    day_long = parse_request({**VALID, "bake_seconds": 86_400, "check_interval_seconds": 900})
-    assert day_long.history_events() <= HISTORY_EVENT_LIMIT
+    day_long = parse_request({**VALID, "bake_seconds": 86_400, "check_interval_seconds": 3_600})
+    assert day_long.most_gate_looks() <= MAX_GATE_CHECKS

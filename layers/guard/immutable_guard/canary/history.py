@@ -83,6 +83,8 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
         return None
     name = (event.get("stateExitedEventDetails") or {}).get("name", "")
     output = _output(event)
+    if name in {"Shift", "HealthGate", "Promote"} and "error" in output:
+        return None  # the step failed and produced no result: its Catch state tells the failure
     if name == "Preflight":
         plan = _result(output, "plan")
         steps = ", ".join(f"{s:g}" for s in plan.get("steps", []))

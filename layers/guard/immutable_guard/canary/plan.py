@@ -13,14 +13,12 @@ from immutable_guard.canary.errors import InvalidCanaryInput
 from immutable_guard.step_input import describe_errors
 
 MAX_STEP_PERCENT = 10.0
-# Step Functions ends a standard execution at 25,000 history events. One look of the gate (Hold, CountCheck,
-# HealthGate, GateVerdict?) writes LOOK_EVENTS of them; a step's shift and the rollout's other states a few
-# dozen. The plan is refused when its looks could exceed the history (tests count these from the ASL).
-HISTORY_EVENT_LIMIT = 25_000
-LOOK_EVENTS = 11
-STEP_EVENTS = 20
-ROLLOUT_EVENTS = 100
 DEFAULT_STEPS: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+# Each look of the health gate is one turn of the canary state machine's loop. Step Functions fails an
+# execution at 25,000 history events, leaving the alias split with no rollback; this is the most looks
+# that stay under it with every retry spent (computed from statemachines/canary.asl.json by
+# tests/infrastructure/test_execution_history.py).
+MAX_GATE_CHECKS = 495
 _EXECUTION_NAME_LIMIT = 80
 _FUNCTION_ARN = re.compile(r"^arn:aws[\w-]*:lambda:[\w-]+:\d{12}:function:(?P<name>[\w-]+)$")
 _FUNCTION_NAME = re.compile(r"^[\w-]{1,64}$")
@@ -165,23 +163,28 @@ class CanaryRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _fits_the_execution_history(self) -> CanaryRequest:
-        events = self.history_events()
-        if events > HISTORY_EVENT_LIMIT:
-            looks = f"looked at every {self.check_interval_seconds} s"
+    def _fits_one_execution(self) -> CanaryRequest:
+        looks = self.most_gate_looks()
+        if looks > MAX_GATE_CHECKS:
+            per_step = (
+                f"a {self.bake_seconds} s bake + {self.metric_delay_seconds} s metric delay looked at every "
+                f"{self.check_interval_seconds} s, {self.max_holds} re-checks, "
+                f"{self.failure_limit} suspect checks"
+            )
             raise ValueError(
-                f"check_interval_seconds: {len(self.steps)} steps of {self.bake_seconds} s bake "
-                f"+ {self.metric_delay_seconds} s metric delay, {looks}, could write {events:,} events, "
-                f"above Step Functions' {HISTORY_EVENT_LIMIT:,}-event history: raise "
-                "check_interval_seconds or use fewer steps"
+                f"check_interval_seconds, steps and max_holds: {len(self.steps)} steps x "
+                f"{looks // len(self.steps)} looks ({per_step}) = {looks} health checks, more than one "
+                f"execution's history holds ({MAX_GATE_CHECKS}); raise check_interval_seconds, or use fewer "
+                "steps or re-checks"
             )
         return self
 
-    def history_events(self) -> int:
-        """The most history events a rollout of this plan can write (every look of every step spent)."""
+    def most_gate_looks(self) -> int:
+        """The most looks of the health gate a rollout of this plan can take: per step, one each check
+        interval until the bake and metric delay are over, then the re-checks for data and the suspect
+        checks that can follow."""
         baking = -(-(self.bake_seconds + self.metric_delay_seconds) // self.check_interval_seconds)
-        looks = baking + self.max_holds + self.failure_limit + 1
-        return len(self.steps) * (looks * LOOK_EVENTS + STEP_EVENTS) + ROLLOUT_EVENTS
+        return len(self.steps) * (baking + self.max_holds + self.failure_limit + 1)
 
     @property
     def function_name(self) -> str:

@@ -264,6 +264,7 @@ class Deployer:
             allowed = spec.get("AllowedValues")
             if allowed and str(value) not in [str(item) for item in allowed]:
                 raise ValueError(f"parameter {name}={value!r} is not one of {allowed}")
+            _check_number(name, spec, str(value))
             values[name] = str(value)
         return values
 
@@ -299,6 +300,20 @@ class Deployer:
             sam, parameter_values=dict(values), get_managed_policy_map=lambda: {}
         )
         return result
+
+
+def _check_number(name: str, spec: Mapping[str, Any], value: str) -> None:
+    """CloudFormation refuses a Number parameter that is not a number or lies outside MinValue/MaxValue."""
+    if spec.get("Type") != "Number":
+        return
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"parameter {name}={value!r} is not a number") from None
+    if "MinValue" in spec and number < float(spec["MinValue"]):
+        raise ValueError(f"parameter {name}={value} is below its MinValue {spec['MinValue']}")
+    if "MaxValue" in spec and number > float(spec["MaxValue"]):
+        raise ValueError(f"parameter {name}={value} is above its MaxValue {spec['MaxValue']}")
 
 
 def _dependency_order(resources: Mapping[str, Any]) -> list[str]:

@@ -259,6 +259,43 @@ def _conditions_met(
     return True
 
 
+# ---------------------------------------------------------------------- (d) SNS message size
+
+SNS_MAX_MESSAGE_BYTES = 262_144
+
+
+def sns_message_size_in_bytes(set_attribute: Setter = setattr) -> None:
+    """Publish refuses a message whose body and attributes exceed 262,144 bytes, counted in UTF-8.
+
+    SNS validates "the combined size of the message body and message attributes" against the topic's
+    MaximumMessageSize, 256 KiB by default, and each attribute's name, type and value count
+    (https://docs.aws.amazon.com/sns/latest/dg/large-message-payloads.html). moto counts the body's
+    characters and ignores the attributes, so an alert of multi-byte text passed locally and failed in
+    AWS with InvalidParameter.
+    """
+    from moto.sns.exceptions import InvalidParameterValue
+    from moto.sns.models import SNSBackend
+
+    original = SNSBackend.publish
+    if getattr(original, "_size_as_in_aws", False):
+        return
+
+    def publish(self: Any, message: str, *args: Any, **kwargs: Any) -> Any:
+        attributes = kwargs.get("message_attributes") or {}
+        size = len(message.encode()) + sum(
+            len(name.encode())
+            + len(str(value.get("Type", "")).encode())
+            + len(str(value.get("Value", "")).encode())
+            for name, value in attributes.items()
+        )
+        if size > SNS_MAX_MESSAGE_BYTES:
+            raise InvalidParameterValue("Invalid parameter: Message too long")
+        return original(self, message, *args, **kwargs)
+
+    publish._size_as_in_aws = True  # type: ignore[attr-defined]
+    set_attribute(SNSBackend, "publish", publish)
+
+
 # ---------------------------------------------------------------------- all of them
 
 
@@ -272,6 +309,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         sub_references_count_as_references,
         replace_stack_instances_on_update,
         conditional_statements_apply_only_when_met,
+        sns_message_size_in_bytes,
     ]
 
 

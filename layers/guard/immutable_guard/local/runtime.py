@@ -35,6 +35,9 @@ _CREDENTIALS = {
 _MARKER = "/immutable-guard/local-runtime/marker"
 # Variables that would send calls to a real account or another endpoint; cleared while running.
 _CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SECURITY_TOKEN")
+# Lambda's default concurrent executions per account and region
+# (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
+DEFAULT_ACCOUNT_CONCURRENCY = 1_000
 
 
 class LocalAws:
@@ -97,6 +100,12 @@ class LocalAws:
             "AWS_ENDPOINT_URL": self.endpoint_url,
             # moto's Step Functions interpreter calls Lambda at localhost:$MOTO_PORT.
             "MOTO_PORT": str(self.port),
+            # Lambda refuses a reservation that leaves the account under 100 unreserved concurrent
+            # executions; moto checks it only when given the account's quota (AWS's default is 1,000,
+            # new accounts start lower). Set the variable beforehand to play a new account.
+            "MOTO_LAMBDA_CONCURRENCY_QUOTA": os.environ.get(
+                "MOTO_LAMBDA_CONCURRENCY_QUOTA", str(DEFAULT_ACCOUNT_CONCURRENCY)
+            ),
         }
         for name in (*environment, *_CLEARED):
             self._saved_environ[name] = os.environ.get(name)
