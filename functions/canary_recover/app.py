@@ -36,7 +36,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     result = recover(
         clients.lambda_, lock, clients.sns, settings.alert_topic_arn, event, settings.canary_state_machine_arn
     )
-    if result["action"] != "none":
+    if result["stage"] != "none":
         metrics.add_metric(name="CanaryRecovered", unit=MetricUnit.Count, value=1)
         logger.warning("unfinished rollout recovered", extra={"result": result})
     return result

@@ -114,15 +114,29 @@ class RolloutLock:
             "expires_at": int(item["expires_at"]["N"]),
         }
 
-    def record(self, function: str, alias: str, execution: str, state: dict[str, Any]) -> bool:
-        """Remember the alias as ``execution`` just left it; False when the lock is no longer its own."""
+    def record(
+        self,
+        function: str,
+        alias: str,
+        execution: str,
+        state: dict[str, Any],
+        plan: dict[str, Any] | None = None,
+    ) -> bool:
+        """Remember the alias as ``execution`` just left it (and the final ``plan``, from preflight);
+        False when the lock is no longer its own."""
+        values = {":state": {"S": json.dumps(state)}, ":me": {"S": execution}}
+        update = "SET alias_state = :state"
+        if plan is not None:
+            update += ", #plan = :plan"
+            values[":plan"] = {"S": json.dumps({field: plan.get(field) for field in PLAN_FIELDS})}
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=_key(function, alias),
-                UpdateExpression="SET alias_state = :state",
+                UpdateExpression=update,
                 ConditionExpression="execution = :me",
-                ExpressionAttributeValues={":state": {"S": json.dumps(state)}, ":me": {"S": execution}},
+                ExpressionAttributeValues=values,
+                **({"ExpressionAttributeNames": {"#plan": "plan"}} if plan is not None else {}),
             )
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":

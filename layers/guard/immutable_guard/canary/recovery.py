@@ -50,13 +50,13 @@ def recover(
     detail = event.get("detail") or {}
     execution, status = str(detail.get("executionArn", "")), str(detail.get("status", ""))
     if detail.get("stateMachineArn") != state_machine_arn or status not in ENDED_UNFINISHED:
-        return {"action": "none", "why": "not an unfinished execution of the canary state machine"}
+        return {"stage": "none", "why": "not an unfinished execution of the canary state machine"}
     target = _target(detail)
     if target is None:
-        return {"action": "none", "why": "the execution's input names no function and alias"}
+        return {"stage": "none", "why": "the execution's input names no function and alias"}
     held = lock.get(*target)
     if held is None or held["execution"] != execution:
-        return {"action": "none", "why": "the rollout released its lock itself (it ended through its states)"}
+        return {"stage": "none", "why": "the rollout released its lock itself (it ended through its states)"}
     plan = {**held["plan"], "execution": execution}
     ended = f"execution {detail.get('name', execution)} ended {status}"
     if detail.get("error") or detail.get("cause"):
@@ -80,4 +80,4 @@ def recover(
         str(event.get("account", "")),
         str(event.get("region", "")),
     )
-    return {"action": stage, "execution": execution, "status": status, **detail_out, "alert": sent}
+    return {**detail_out, "stage": stage, "execution": execution, "status": status, "alert": sent}

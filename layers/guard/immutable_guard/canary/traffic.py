@@ -87,7 +87,7 @@ def preflight(
         lock.release(request.function_name, request.alias, execution)
         raise
     plan["execution"] = execution
-    lock.record(plan["function"], plan["alias"], execution, found)
+    lock.record(plan["function"], plan["alias"], execution, found, plan)
     return plan
 
 
