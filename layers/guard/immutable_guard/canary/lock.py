@@ -124,20 +124,20 @@ class RolloutLock:
     ) -> bool:
         """Remember the alias as ``execution`` just left it (and the final ``plan``, from preflight);
         False when the lock is no longer its own."""
-        values = {":state": {"S": json.dumps(state)}, ":me": {"S": execution}}
-        update = "SET alias_state = :state"
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": _key(function, alias),
+            "UpdateExpression": "SET alias_state = :state",
+            "ConditionExpression": "execution = :me",
+            "ExpressionAttributeValues": {":state": {"S": json.dumps(state)}, ":me": {"S": execution}},
+        }
         if plan is not None:
-            update += ", #plan = :plan"
-            values[":plan"] = {"S": json.dumps({field: plan.get(field) for field in PLAN_FIELDS})}
+            request["UpdateExpression"] += ", #plan = :plan"
+            request["ExpressionAttributeNames"] = {"#plan": "plan"}
+            summary = {field: plan.get(field) for field in PLAN_FIELDS}
+            request["ExpressionAttributeValues"][":plan"] = {"S": json.dumps(summary)}
         try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=_key(function, alias),
-                UpdateExpression=update,
-                ConditionExpression="execution = :me",
-                ExpressionAttributeValues=values,
-                **({"ExpressionAttributeNames": {"#plan": "plan"}} if plan is not None else {}),
-            )
+            self._db.update_item(**request)
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":
                 return False
