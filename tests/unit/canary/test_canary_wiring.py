@@ -82,6 +82,7 @@ def test_every_end_releases_the_lock_and_superseded_is_its_own_end(states: dict[
         assert states[alert]["Next"] == "ReleaseLock" and states[alert]["Catch"][0]["Next"] == "ReleaseLock"
     assert states["Rollback"]["Next"] == "RolledBackOrSuperseded?"
     assert states["RolledBackOrSuperseded?"]["Choices"][0]["Next"] == "AlertSuperseded"
+    assert states["AlertSuperseded"]["Parameters"]["Payload"]["stage"] == "canary_superseded"
     assert states["ReleaseLock"]["Parameters"]["Payload"]["action"] == "release"
     assert states["ReleaseLock"]["Catch"][0]["Next"] == "HowItEnded?"
     ends = {c["Next"] for c in states["HowItEnded?"]["Choices"]} | {states["HowItEnded?"]["Default"]}
