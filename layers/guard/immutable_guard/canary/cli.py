@@ -86,7 +86,13 @@ def run_canary_command(args: argparse.Namespace) -> int:
     from immutable_guard.clients import Clients
 
     if args.demo:
+        import logging
+
         from immutable_guard.canary.demo import run_demo
+
+        # moto's ASL interpreter logs every IsPresent test of a missing path, and every Fail state, as an
+        # ERROR; the demo's story is read from the execution history instead.
+        logging.getLogger("moto.stepfunctions.parser.asl").setLevel(logging.CRITICAL)
         from immutable_guard.local.lambda_logs import lambda_logs_to_file
 
         with lambda_logs_to_file("canary-demo") as (terminal, log_path):
