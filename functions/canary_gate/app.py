@@ -1,4 +1,5 @@
-"""Canary health gate: alarms, and the new version's own errors against the stable version's."""
+"""Canary health gate: first the alias is still as the shift left it, then alarms, and the new version's own
+errors against the stable version's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.canary.gate import evaluate
 from immutable_guard.canary.steps import GateRequest, correlation
+from immutable_guard.canary.traffic import confirm_step
 from immutable_guard.clients import Clients
 from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.step_input import parse_step_input
@@ -31,6 +33,9 @@ def clients() -> Clients:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_step_input(GateRequest, event, metrics)
     logger.append_keys(**correlation(request.plan))
+    # Someone else's change makes the metrics meaningless for this rollout: AliasChanged, then the rollback
+    # finds the alias changed and leaves it (superseded).
+    confirm_step(clients().lambda_, request.plan, request.step)
     result = evaluate(clients().cloudwatch, request.plan, request.step, request.checks, request.failures)
     metrics.add_metric(name=f"CanaryGate{result['verdict'].capitalize()}", unit=MetricUnit.Count, value=1)
     logger.info("health gate", extra={"result": result})

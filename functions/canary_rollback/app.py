@@ -1,4 +1,5 @@
-"""Canary rollback: the alias back on the stable version with no routing; the new version is kept."""
+"""Canary rollback: the alias back on the stable version with no routing, only if it is exactly as the
+rollout left it (else left as found: superseded); the new version is kept."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from immutable_guard.canary.lock import RolloutLock
+from immutable_guard.canary.settings import CanaryLockSettings
 from immutable_guard.canary.steps import RollbackRequest, correlation
 from immutable_guard.canary.traffic import rollback
 from immutable_guard.clients import Clients
@@ -31,7 +34,13 @@ def clients() -> Clients:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_step_input(RollbackRequest, event, metrics)
     logger.append_keys(**correlation(request.plan))
-    result = rollback(clients().lambda_, request.plan, request.failure)
-    metrics.add_metric(name="CanaryRollbacks", unit=MetricUnit.Count, value=1)
-    logger.warning("rolled back", extra={"result": result})
+    lock = RolloutLock(clients().dynamodb, CanaryLockSettings.from_env().ledger_table)
+    result = rollback(clients().lambda_, lock, request.plan, request.failure)
+    superseded = result["outcome"] == "superseded"
+    metrics.add_metric(
+        name="CanarySuperseded" if superseded else "CanaryRollbacks", unit=MetricUnit.Count, value=1
+    )
+    logger.warning(
+        "superseded: alias left as found" if superseded else "rolled back", extra={"result": result}
+    )
     return result

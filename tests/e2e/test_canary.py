@@ -23,9 +23,10 @@ from immutable_guard.canary.demo import (
     start_rollout,
 )
 from immutable_guard.canary.history import Entry, history_events, timeline
+from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.canary.traffic import CANARY_TAG_KEY, CANARY_TAG_VALUE
 from immutable_guard.clients import Clients
-from immutable_guard.local import Deployment, LocalAws, LocalSession
+from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +49,7 @@ class Rollout:
     clients: Clients
     state_machine: str
     alert_queue: str
+    ledger_table: str
 
     def start(self, **options: Any) -> str:
         document = {"function": self.target.function, "alias": self.target.alias, "target_version": self.new}
@@ -104,12 +106,20 @@ def alert_queue(local_aws: LocalAws, local_session: LocalSession, deployment: De
 
 
 @pytest.fixture
-def rollout(local_aws: LocalAws, canary_machine: str, alert_queue: str) -> Iterator[Rollout]:
-    """A fresh sample target: version 1 behind `live`, version 2 published (improved)."""
+def rollout(
+    local_aws: LocalAws, deployment: Deployment, canary_machine: str, alert_queue: str
+) -> Iterator[Rollout]:
+    """A fresh sample target: version 1 behind `live`, version 2 published (improved). Execution status
+    changes reach the template's rules, as Step Functions sends them to EventBridge."""
     target = deploy_target(local_aws, stack_name=f"canary-{uuid.uuid4().hex[:6]}")
     clients = local_aws.clients()
     new = publish_version(clients.lambda_, target.function, "improved")
-    yield Rollout(target, "1", new, clients, canary_machine, alert_queue)
+    stop = EventRouter(deployment, local_aws.session()).hear_executions()
+    try:
+        ledger = str(deployment.physical_ids["IncidentLedger"])
+        yield Rollout(target, "1", new, clients, canary_machine, alert_queue, ledger)
+    finally:
+        stop()
 
 
 def _hook(clients: Clients, source: str) -> str:
@@ -316,15 +326,23 @@ def test_a_failing_post_traffic_hook_rolls_back_a_promoted_version(rollout: Roll
     assert rollout.alias()["FunctionVersion"] == rollout.stable
 
 
-def test_a_concurrent_alias_change_fails_the_next_shift_and_rolls_back(rollout: Rollout) -> None:
+def _routing(alias: dict[str, Any]) -> dict[str, float]:
+    return dict((alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {})
+
+
+def _wait_for(condition: Any, what: str) -> None:
+    for _ in range(600):  # bounded wait for another thread; never an assertion on time
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_a_concurrent_alias_change_stops_the_rollout_and_leaves_the_alias_as_found(rollout: Rollout) -> None:
     lambda_ = rollout.clients.lambda_
     with rollout.traffic():
         arn = rollout.start(bake_seconds=3)
-        for _ in range(300):  # wait for step 1, then change the alias behind the rollout's back
-            weights = (rollout.alias().get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-            if weights:
-                break
-            time.sleep(0.05)
+        _wait_for(lambda: _routing(rollout.alias()), "step 1")
         lambda_.update_alias(
             FunctionName=rollout.target.function,
             Name=rollout.target.alias,
@@ -332,16 +350,142 @@ def test_a_concurrent_alias_change_fails_the_next_shift_and_rolls_back(rollout: 
         )
         status, entries = rollout.finish(arn)
 
-    assert status == "FAILED"
-    failure = next(e for e in entries if e.kind == "failure")
-    assert failure.text.startswith("ShiftFailed: Shift: AliasChanged")
-    assert (
-        "expected version 1 with 10 % on version" in failure.text
-        and "found version 1 with 50 %" in failure.text
-    )
+    assert status == "FAILED" and entries[-1].data["error"] == "CanarySuperseded"
+    rolled = next(e.data for e in entries if e.kind == "rollback")
+    assert rolled["outcome"] == "superseded" and "was changed outside this rollout" in rolled["reason"]
+    assert _routing(rollout.alias()) == {rollout.new: 0.5}  # left exactly as the other writer set it
+    assert [a["stage"] for a in rollout.alerts()] == ["canary_started", "canary_superseded"]
+
+
+def test_an_operator_hotfix_mid_rollout_is_not_reverted(rollout: Rollout) -> None:
+    lambda_ = rollout.clients.lambda_
+    hotfix = publish_version(lambda_, rollout.target.function, "stable")
+    with rollout.traffic():
+        arn = rollout.start(bake_seconds=3)
+        _wait_for(lambda: _routing(rollout.alias()), "step 1")
+        # The operator points the alias at a hotfix, as `sam deploy` with AutoPublishAlias would.
+        lambda_.update_alias(
+            FunctionName=rollout.target.function,
+            Name=rollout.target.alias,
+            FunctionVersion=hotfix,
+            RoutingConfig={"AdditionalVersionWeights": {}},
+        )
+        status, entries = rollout.finish(arn)
+
+    assert status == "FAILED" and entries[-1].data["error"] == "CanarySuperseded"
     alias = rollout.alias()
-    assert alias["FunctionVersion"] == rollout.stable
-    assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+    assert alias["FunctionVersion"] == hotfix and not _routing(alias)
+    alerts = rollout.alerts()
+    assert [a["stage"] for a in alerts] == ["canary_started", "canary_superseded"]
+    assert f"found version {hotfix} with no routing" in alerts[-1]["reason"]
+
+
+def test_a_stale_rollout_does_not_revert_a_later_promotion(rollout: Rollout) -> None:
+    lambda_ = rollout.clients.lambda_
+    later = publish_version(lambda_, rollout.target.function, "stable")
+    # The rollout waits in its pre-traffic hook, which then fails, while version `later` is promoted.
+    hook = _hook(
+        rollout.clients,
+        "import time\ndef handler(event, context):\n    time.sleep(2)\n"
+        "    return {'status': 'Failed', 'reason': 'smoke test failed'}\n",
+    )
+    arn = rollout.start(pre_traffic_hook=hook)
+    _wait_for(lambda: _lock_holder(rollout) == arn, "the rollout holds the lock")
+    lambda_.update_alias(
+        FunctionName=rollout.target.function, Name=rollout.target.alias, FunctionVersion=later
+    )
+    status, entries = rollout.finish(arn)
+
+    assert status == "FAILED" and entries[-1].data["error"] == "CanarySuperseded"
+    assert rollout.alias()["FunctionVersion"] == later  # not rolled "back" to version 1
+    assert _lock_holder(rollout) is None
+
+
+def test_two_rollouts_at_once_one_is_refused_by_the_lock_and_names_never_collide(rollout: Rollout) -> None:
+    first, second = rollout.start(max_holds=0), rollout.start(max_holds=0)
+    assert first != second
+    (first_status, first_entries), (second_status, second_entries) = (
+        rollout.finish(first),
+        rollout.finish(second),
+    )
+
+    errors = sorted([first_entries[-1].data["error"], second_entries[-1].data["error"]])
+    assert (first_status, second_status) == ("FAILED", "FAILED")  # no traffic: the winner rolls back
+    assert errors == ["CanaryRefused", "CanaryRolledBack"]
+    refused = first_entries if first_entries[-1].data["error"] == "CanaryRefused" else second_entries
+    assert "holds it" in refused[-1].text and _kinds(refused) == ["failed"]
+    assert rollout.alias()["FunctionVersion"] == rollout.stable and _lock_holder(rollout) is None
+
+
+def test_stop_execution_mid_rollout_rolls_back_and_alerts(rollout: Rollout) -> None:
+    with rollout.traffic():
+        arn = rollout.start(bake_seconds=30)
+        _wait_for(lambda: _routing(rollout.alias()), "step 1")
+        rollout.clients.stepfunctions.stop_execution(executionArn=arn, error="Operator", cause="wrong build")
+        status, _ = rollout.finish(arn)
+        _wait_for(lambda: not _routing(rollout.alias()) and _lock_holder(rollout) is None, "recovery")
+
+    assert status == "ABORTED"
+    assert rollout.alias()["FunctionVersion"] == rollout.stable
+    alerts = rollout.alerts()
+    assert [a["stage"] for a in alerts] == ["canary_started", "canary_aborted"]
+    assert "ended ABORTED" in alerts[-1]["reason"] and alerts[-1]["severity"] == "high"
+
+
+def test_an_oversized_hook_answer_is_a_failed_hook_and_rolls_back(rollout: Rollout) -> None:
+    hook = _hook(
+        rollout.clients,
+        "def handler(event, context):\n    return {'status': 'Succeeded', 'log': 'x' * 300000}\n",
+    )
+    status, entries = rollout.finish(rollout.start(pre_traffic_hook=hook))
+
+    assert status == "FAILED" and entries[-1].data["error"] == "CanaryRolledBack"
+    verdict = next(e.data for e in entries if e.kind == "hook")
+    assert verdict["status"] == "Failed" and "more than 32768 bytes" in verdict["reason"]
+    assert rollout.alias()["FunctionVersion"] == rollout.stable and _lock_holder(rollout) is None
+
+
+def test_the_local_runtime_enforces_the_payload_quota_and_alias_revisions_like_aws(rollout: Rollout) -> None:
+    # A direct lambda:invoke task returning 300 KB: States.DataLimitExceeded, not caught by States.ALL.
+    clients = rollout.clients
+    hook = _hook(clients, "def handler(event, context):\n    return {'log': 'x' * 300000}\n")
+    definition = {
+        "StartAt": "Call",
+        "States": {
+            "Call": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": hook, "Payload": {}},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}],
+                "End": True,
+            },
+            "Caught": {"Type": "Pass", "End": True},
+        },
+    }
+    machine = clients.stepfunctions.create_state_machine(
+        name=f"quota-{uuid.uuid4().hex[:6]}",
+        definition=json.dumps(definition),
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+    arn = clients.stepfunctions.start_execution(stateMachineArn=machine)["executionArn"]
+    status, _ = rollout.finish(arn)
+    assert status == "FAILED"
+    assert clients.stepfunctions.describe_execution(executionArn=arn)["error"] == "States.DataLimitExceeded"
+    # UpdateAlias with a stale RevisionId: PreconditionFailedException, as in Lambda.
+    stale = rollout.alias()["RevisionId"]
+    clients.lambda_.update_alias(
+        FunctionName=rollout.target.function, Name=rollout.target.alias, Description="x"
+    )
+    with pytest.raises(clients.lambda_.exceptions.PreconditionFailedException):
+        clients.lambda_.update_alias(
+            FunctionName=rollout.target.function, Name=rollout.target.alias, Description="y", RevisionId=stale
+        )
+
+
+def _lock_holder(rollout: Rollout) -> str | None:
+    lock = RolloutLock(rollout.clients.dynamodb, rollout.ledger_table)
+    held = lock.get(rollout.target.function, rollout.target.alias)
+    return held["execution"] if held else None
 
 
 def test_a_missing_alarm_is_refused_before_any_traffic_moves(rollout: Rollout) -> None:

@@ -10,9 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.canary.plan import parse_request
 from immutable_guard.canary.traffic import CANARY_TAG_KEY, CANARY_TAG_VALUE, preflight
 from immutable_guard.clients import Clients
+from immutable_guard.ledger import IncidentLedger
+
+LEDGER_TABLE = "immutable-guard-ledger"  # the unit conftest's ledger table
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,16 @@ def target(aws: Clients) -> Target:
     return Target(function, "live", "orders-live-errors")
 
 
+EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:canary:orders-live-v2-test"
+
+
 @pytest.fixture
-def plan(aws: Clients, target: Target) -> dict[str, object]:
+def lock(aws: Clients, ledger: IncidentLedger) -> RolloutLock:
+    return RolloutLock(aws.dynamodb, LEDGER_TABLE)
+
+
+@pytest.fixture
+def plan(aws: Clients, target: Target, lock: RolloutLock) -> dict[str, object]:
     request = parse_request(
         {
             "function": target.function,
@@ -89,7 +101,7 @@ def plan(aws: Clients, target: Target) -> dict[str, object]:
             "metric_delay_seconds": 0,
         }
     )
-    return preflight(aws.lambda_, aws.cloudwatch, request)
+    return preflight(aws.lambda_, aws.cloudwatch, request, lock, EXECUTION)
 
 
 Served = Callable[[str, int, int], None]

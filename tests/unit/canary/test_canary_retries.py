@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from conftest import EXECUTION, LEDGER_TABLE
+from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.clients import Clients
 from immutable_guard.errors import AwsCallThrottled
 
@@ -28,6 +30,8 @@ OWN_STEPS = (
     "Promote",
     "AlertPromoted",
     "AlertRolledBack",
+    "AlertSuperseded",
+    "ReleaseLock",
 )
 
 
@@ -102,14 +106,24 @@ Request = Callable[[dict[str, Any]], dict[str, Any]]
 CASES: dict[str, tuple[str, Request]] = {
     "canary_preflight": (
         "lambda",
-        lambda plan: {"function": plan["function"], "alias": plan["alias"], "target_version": "2"},
+        lambda plan: {
+            "request": {"function": plan["function"], "alias": plan["alias"], "target_version": "2"},
+            "execution": EXECUTION,
+        },
     ),
     "canary_shift": ("lambda", lambda plan: {"action": "shift", "plan": plan, "index": 0}),
+    # The gate's first call reads the alias (is it as the rollout left it?), before any metric
     "canary_gate": (
-        "cloudwatch",
+        "lambda",
         lambda plan: {
             "plan": plan,
-            "step": {"index": 0, "step": 1, "percent": 10, "shifted_at": "2026-01-01T00:00:00.000000Z"},
+            "step": {
+                "index": 0,
+                "step": 1,
+                "percent": 10,
+                "weight": 0.1,
+                "shifted_at": "2026-01-01T00:00:00.000000Z",
+            },
             "checks": 0,
         },
     ),
@@ -126,8 +140,11 @@ def test_a_throttled_aws_call_in_a_canary_step_is_retried_by_the_state_machine(
     service, request = CASES[function]
     # Given a canary step whose AWS calls are throttled beyond boto3's own retries
     monkeypatch.setenv("ALERT_TOPIC_ARN", aws.sns.create_topic(Name="alerts")["TopicArn"])
+    monkeypatch.setenv("LEDGER_TABLE", LEDGER_TABLE)
     app = _handler(function)
     throttle(aws, service)
+    if hasattr(app, "lock"):
+        monkeypatch.setattr(app, "lock", lambda: RolloutLock(aws.dynamodb, LEDGER_TABLE))
     if hasattr(app, "clients"):
         monkeypatch.setattr(app, "clients", lambda: aws)
     else:

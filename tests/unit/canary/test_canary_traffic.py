@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from immutable_guard.canary.errors import AliasChanged, CanaryRefused
+from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.canary.plan import parse_request
-from immutable_guard.canary.traffic import failure_reason, preflight, promote, rollback, shift
+from immutable_guard.canary.traffic import failure_reason, preflight, promote, release, rollback, shift
 from immutable_guard.clients import Clients
 
 
@@ -77,50 +78,116 @@ def test_preflight_refuses_functions_without_the_canary_tag(
 
 
 def test_shifts_then_promotion_move_the_alias_and_a_retried_call_is_harmless(
-    aws: Clients, target: Any, plan: dict[str, Any]
+    aws: Clients, target: Any, plan: dict[str, Any], lock: RolloutLock
 ) -> None:
-    first = shift(aws.lambda_, plan, 0, plan["revision_id"])
+    first = shift(aws.lambda_, lock, plan, 0, plan["revision_id"])
     assert (first["percent"], first["last"]) == (10, False) and _alias(aws, target) == ("1", {"2": 0.1})
-    assert shift(aws.lambda_, plan, 0, plan["revision_id"])["weight"] == 0.1  # Lambda retry: already done
+    assert (
+        shift(aws.lambda_, lock, plan, 0, plan["revision_id"])["weight"] == 0.1
+    )  # Lambda retry: already done
     revision = first["revision_id"]
     for index in range(1, 9):
-        revision = shift(aws.lambda_, plan, index, revision)["revision_id"]
+        revision = shift(aws.lambda_, lock, plan, index, revision)["revision_id"]
     assert _alias(aws, target) == ("1", {"2": 0.9})
-    promoted = promote(aws.lambda_, plan, revision)
+    promoted = promote(aws.lambda_, lock, plan, revision)
     assert promoted["promoted_version"] == "2" and _alias(aws, target) == ("2", {})
-    assert promote(aws.lambda_, plan, revision)["promoted_version"] == "2"
+    assert promote(aws.lambda_, lock, plan, revision)["promoted_version"] == "2"
 
 
 def test_a_shift_refuses_an_alias_changed_by_someone_else(
-    aws: Clients, target: Any, plan: dict[str, Any]
+    aws: Clients, target: Any, plan: dict[str, Any], lock: RolloutLock
 ) -> None:
-    revision = shift(aws.lambda_, plan, 0, plan["revision_id"])["revision_id"]
+    revision = shift(aws.lambda_, lock, plan, 0, plan["revision_id"])["revision_id"]
     aws.lambda_.update_alias(FunctionName=target.function, Name=target.alias, FunctionVersion="2")
     with pytest.raises(AliasChanged, match="expected version 1 with 10 % on version 2, found version 2"):
-        shift(aws.lambda_, plan, 1, revision)
+        shift(aws.lambda_, lock, plan, 1, revision)
     with pytest.raises(AliasChanged):
-        promote(aws.lambda_, plan, revision)
+        promote(aws.lambda_, lock, plan, revision)
 
 
-def test_a_shift_refuses_a_stale_revision(aws: Clients, target: Any, plan: dict[str, Any]) -> None:
+def test_a_shift_refuses_a_stale_revision(
+    aws: Clients, target: Any, plan: dict[str, Any], lock: RolloutLock
+) -> None:
     with pytest.raises(AliasChanged, match=r"revision .* is not stale-revision"):
-        shift(aws.lambda_, plan, 0, "stale-revision")
+        shift(aws.lambda_, lock, plan, 0, "stale-revision")
     assert _alias(aws, target) == ("1", {})
 
 
-def test_rollback_restores_the_stable_version_from_any_state_and_keeps_the_new_one(
-    aws: Clients, target: Any, plan: dict[str, Any]
+def test_rollback_restores_the_stable_version_and_keeps_the_new_one(
+    aws: Clients, target: Any, plan: dict[str, Any], lock: RolloutLock
 ) -> None:
-    shift(aws.lambda_, plan, 0, plan["revision_id"])
+    shift(aws.lambda_, lock, plan, 0, plan["revision_id"])
     failure = {"state": "HealthGate", "reason": "alarm orders-live-errors in ALARM"}
-    result = rollback(aws.lambda_, plan, failure)
+    result = rollback(aws.lambda_, lock, plan, failure)
+    assert result["outcome"] == "rolled_back" and result["rolled_back_to"] == "1"
     assert result["action"] == "moved from version 1 with 10 % on version 2 to version 1"
     assert result["reason"] == "alarm orders-live-errors in ALARM" and _alias(aws, target) == ("1", {})
-    assert rollback(aws.lambda_, plan, failure)["action"] == "already on the stable version"
-    aws.lambda_.update_alias(FunctionName=target.function, Name=target.alias, FunctionVersion="2")
-    assert rollback(aws.lambda_, plan, None)["rolled_back_to"] == "1" and _alias(aws, target) == ("1", {})
+    assert rollback(aws.lambda_, lock, plan, failure)["action"] == "already on the stable version"
     versions = aws.lambda_.list_versions_by_function(FunctionName=target.function)["Versions"]
     assert {"1", "2"} <= {v["Version"] for v in versions}
+
+
+def test_rollback_leaves_an_alias_someone_else_changed_as_found(
+    aws: Clients, target: Any, plan: dict[str, Any], lock: RolloutLock
+) -> None:
+    # The stale-rollout case: while this rollout waited, version 3 was promoted by someone else.
+    aws.lambda_.update_function_configuration(
+        FunctionName=target.function, Environment={"Variables": {"V": "3"}}
+    )
+    aws.lambda_.publish_version(FunctionName=target.function)
+    shift(aws.lambda_, lock, plan, 0, plan["revision_id"])
+    aws.lambda_.update_alias(
+        FunctionName=target.function, Name=target.alias, FunctionVersion="3", RoutingConfig={}
+    )
+    result = rollback(aws.lambda_, lock, plan, {"state": "Shift", "reason": "alias changed"})
+    assert result["outcome"] == "superseded" and result["rolled_back_to"] is None
+    assert "was changed outside this rollout" in result["reason"] and "found version 3" in result["reason"]
+    assert _alias(aws, target)[0] == "3"  # not reverted to version 1
+
+
+def test_the_lock_holds_one_rollout_per_alias_and_is_released_only_by_its_holder(
+    aws: Clients, target: Any, plan: dict[str, Any], lock: RolloutLock
+) -> None:
+    other = "arn:aws:states:us-east-1:123456789012:execution:canary:second"
+    with pytest.raises(CanaryRefused, match="another rollout of orders:live holds it"):
+        preflight(aws.lambda_, aws.cloudwatch, parse_request(_document(target)), lock, other)
+    assert not lock.release(target.function, target.alias, other)  # never another rollout's lock
+    assert release(lock, plan)["released"] is True
+    second = preflight(aws.lambda_, aws.cloudwatch, parse_request(_document(target)), lock, other)
+    assert second["execution"] == other and lock.get(target.function, target.alias)["execution"] == other
+
+
+def test_an_expired_lock_can_be_taken_over(
+    aws: Clients, target: Any, plan: dict[str, Any], lock: RolloutLock
+) -> None:
+    aws.dynamodb.update_item(
+        TableName="immutable-guard-ledger",
+        Key={"pk": {"S": f"CANARY#{target.function}:{target.alias}"}},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+    other = "arn:aws:states:us-east-1:123456789012:execution:canary:after-a-crash"
+    assert preflight(aws.lambda_, aws.cloudwatch, parse_request(_document(target)), lock, other)
+    # The old holder lost the alias: its next move stops instead of writing.
+    with pytest.raises(AliasChanged, match="no longer holds the alias's lock"):
+        shift(aws.lambda_, lock, plan, 0, plan["revision_id"])
+
+
+def test_a_refused_preflight_releases_the_lock_it_took(aws: Clients, target: Any, lock: RolloutLock) -> None:
+    execution = "arn:aws:states:us-east-1:123456789012:execution:canary:refused"
+    with pytest.raises(CanaryRefused, match="typo-alarm does not exist"):
+        preflight(
+            aws.lambda_,
+            aws.cloudwatch,
+            parse_request(_document(target, alarms=["typo-alarm"])),
+            lock,
+            execution,
+        )
+    assert lock.get(target.function, target.alias) is None
+
+
+def _document(target: Any, **changes: Any) -> dict[str, Any]:
+    return {"function": target.function, "alias": target.alias, "target_version": "2", **changes}
 
 
 def test_failure_reasons_read_like_sentences() -> None:

@@ -13,7 +13,7 @@ import pytest
 from immutable_guard.alerts import Alert
 from immutable_guard.canary.alerts import ROLLED_BACK, STAGES, CanaryStageEvent, build_alert
 from immutable_guard.canary.cli import add_canary_parser, request_document
-from immutable_guard.canary.permissions import PERMISSIONS
+from immutable_guard.canary.permissions import PERMISSIONS, STATE_MACHINE_FUNCTIONS
 from immutable_guard.template import load_template
 
 REPO = Path(__file__).resolve().parents[3]
@@ -46,18 +46,82 @@ def test_the_template_grants_each_canary_function_exactly_its_permissions(
     assert granted == set(PERMISSIONS[logical_id])
 
 
-def test_the_state_machine_invokes_only_its_functions_and_tagged_hooks(template: dict[str, Any]) -> None:
+def test_the_state_machine_invokes_only_its_functions_and_hooks_only_through_the_wrapper(
+    template: dict[str, Any], states: dict[str, Any]
+) -> None:
     policies = template["Resources"]["CanaryStateMachine"]["Properties"]["Policies"]
     invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in policies if "LambdaInvokePolicy" in p}
-    assert invoked == set(PERMISSIONS)
-    (hooks,) = [p["Statement"][0] for p in policies if "Statement" in p]
+    assert invoked == set(STATE_MACHINE_FUNCTIONS) and all("LambdaInvokePolicy" in p for p in policies)
+    # A direct lambda:invoke of a hook would put its raw answer in the state: an oversized one fails the
+    # execution with States.DataLimitExceeded, which no States.ALL catcher catches.
+    for hook in ("PreTrafficHook", "PostTrafficHook"):
+        assert states[hook]["Parameters"]["FunctionName"] == "1"  # ${CanaryHookFunctionArn}
+        assert "hook.$" in states[hook]["Parameters"]["Payload"]
+    (hooks,) = template["Resources"]["CanaryHookFunction"]["Properties"]["Policies"][0]["Statement"]
     assert hooks["Action"] == "lambda:InvokeFunction"
     assert hooks["Condition"] == {"StringEquals": {"aws:ResourceTag/immutable-guard:canary": "allowed"}}
 
 
+def test_lock_grants_reach_only_the_rollout_lock_items(template: dict[str, Any]) -> None:
+    for logical_id in PERMISSIONS:
+        for policy in template["Resources"][logical_id]["Properties"]["Policies"]:
+            for statement in policy["Statement"]:
+                actions = statement["Action"]
+                if any(
+                    str(a).startswith("dynamodb:")
+                    for a in ([actions] if isinstance(actions, str) else actions)
+                ):
+                    assert statement["Resource"] == {"Fn::GetAtt": ["IncidentLedger", "Arn"]}, logical_id
+                    assert statement["Condition"] == {
+                        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["CANARY#*"]}
+                    }, logical_id
+
+
+def test_every_end_releases_the_lock_and_superseded_is_its_own_end(states: dict[str, Any]) -> None:
+    for alert in ("AlertPromoted", "AlertRolledBack", "AlertSuperseded", "AlertRollbackFailed"):
+        assert states[alert]["Next"] == "ReleaseLock" and states[alert]["Catch"][0]["Next"] == "ReleaseLock"
+    assert states["Rollback"]["Next"] == "RolledBackOrSuperseded?"
+    assert states["RolledBackOrSuperseded?"]["Choices"][0]["Next"] == "AlertSuperseded"
+    assert states["AlertSuperseded"]["Parameters"]["Payload"]["stage"] == "canary_superseded"
+    assert states["ReleaseLock"]["Parameters"]["Payload"]["action"] == "release"
+    assert states["ReleaseLock"]["Catch"][0]["Next"] == "HowItEnded?"
+    ends = {c["Next"] for c in states["HowItEnded?"]["Choices"]} | {states["HowItEnded?"]["Default"]}
+    assert ends == {"Promoted", "RolledBack", "Superseded", "RollbackFailed"}
+    assert states["Superseded"] == {
+        "Comment": states["Superseded"]["Comment"],
+        "Type": "Fail",
+        "Error": "CanarySuperseded",
+        "CausePath": "$.rollback.result.reason",
+    }
+    assert states["Preflight"]["Parameters"]["Payload"] == {
+        "request.$": "$",
+        "execution.$": "$$.Execution.Id",
+    }
+
+
+def test_aborted_and_timed_out_rollouts_are_recovered_and_alarmed(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    rule = resources["CanaryRecoverFunction"]["Properties"]["Events"]["ExecutionEndedUnfinished"]
+    assert rule["Properties"]["Pattern"] == {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {"status": ["ABORTED", "TIMED_OUT", "FAILED"]},
+    }
+    variables = resources["CanaryRecoverFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["CANARY_STATE_MACHINE_ARN"] == {"Ref": "CanaryStateMachine"}
+    metrics = {
+        resources[name]["Properties"]["MetricName"] for name in ("CanaryAbortedAlarm", "CanaryTimedOutAlarm")
+    }
+    assert metrics == {"ExecutionsAborted", "ExecutionsTimedOut"}
+
+
 def test_every_failure_after_preflight_reaches_the_rollback(states: dict[str, Any]) -> None:
     for name, state in states.items():
-        if state["Type"] != "Task" or name in {"Preflight", "Rollback"} or name.startswith("Alert"):
+        if (
+            state["Type"] != "Task"
+            or name in {"Preflight", "Rollback", "ReleaseLock"}
+            or name.startswith("Alert")
+        ):
             continue
         catch = state["Catch"][0]
         assert catch["ErrorEquals"] == ["States.ALL"], name
@@ -74,7 +138,10 @@ def test_hooks_have_a_timeout_and_the_rollback_retries_then_alerts(states: dict[
     retry = states["Rollback"]["Retry"][0]
     assert retry["ErrorEquals"] == ["States.ALL"] and retry["MaxAttempts"] >= 3
     assert states["Rollback"]["Catch"][0]["Next"] == "AlertRollbackFailed"
-    assert states["AlertRollbackFailed"]["Next"] == "RollbackFailed"
+    assert states["AlertRollbackFailed"]["Next"] == "ReleaseLock"
+    assert {"Variable": "$.rollback_error", "IsPresent": True, "Next": "RollbackFailed"} in states[
+        "HowItEnded?"
+    ]["Choices"]
     assert states["RollbackFailed"]["Type"] == "Fail" and states["RolledBack"]["Type"] == "Fail"
 
 
@@ -123,6 +190,8 @@ def test_canary_alerts_add_to_the_shared_schema_without_changing_it() -> None:
         "canary_promoted",
         "canary_rolled_back",
         "canary_rollback_failed",
+        "canary_superseded",
+        "canary_aborted",
     }
 
 

@@ -17,6 +17,8 @@ STARTED = "canary_started"
 PROMOTED = "canary_promoted"
 ROLLED_BACK = "canary_rolled_back"
 ROLLBACK_FAILED = "canary_rollback_failed"
+SUPERSEDED = "canary_superseded"
+ABORTED = "canary_aborted"
 
 # stage -> (headline, severity, decision)
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -30,6 +32,16 @@ STAGES: dict[str, tuple[str, str, str]] = {
     ROLLBACK_FAILED: (
         "Canary rollback FAILED: the alias may still route traffic to the new version, a person must act",
         "critical",
+        "rollback",
+    ),
+    SUPERSEDED: (
+        "Canary rollout SUPERSEDED: someone else changed the alias; the canary left it as found",
+        "high",
+        "leave",
+    ),
+    ABORTED: (
+        "Canary rollout ABORTED, timed out or crashed: its execution ended before it finished",
+        "high",
         "rollback",
     ),
 }
@@ -114,6 +126,15 @@ def build_alert(event: CanaryStageEvent, account: str, region: str) -> CanaryAle
     elif event.stage == PROMOTED:
         summary = f"Every step was healthy; version {plan.get('target_version')} now serves all traffic."
         actions = [f"alias points to version {plan.get('target_version')} with no routing"]
+    elif event.stage == SUPERSEDED:
+        reason = str(detail.get("reason") or "unknown")
+        summary = (
+            "The alias is no longer as this rollout left it (another deployment, a hotfix or a second "
+            "rollout changed it), so the canary stopped without touching it. Check that the alias serves "
+            f"what you expect: {detail.get('found', 'see the details')}."
+        )
+        if detail.get("action"):
+            actions = [f"alias {detail['action']}"]
     else:
         reason = str(detail.get("reason") or detail.get("error") or "unknown")
         summary = f"Version {plan.get('target_version')} was kept (never deleted) for diagnosis."

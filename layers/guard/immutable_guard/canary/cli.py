@@ -66,7 +66,6 @@ def add_canary_parser(subparsers: Any) -> argparse.ArgumentParser:
     canary.add_argument("--pre-hook", dest="pre_traffic_hook", metavar="FUNCTION", help="pre-traffic hook")
     canary.add_argument("--post-hook", dest="post_traffic_hook", metavar="FUNCTION", help="post-traffic hook")
     canary.add_argument("--hook-timeout", dest="hook_timeout_seconds", type=int, help="seconds (default 300)")
-    canary.add_argument("--attempt", type=int, default=1, help="retry a version that was rolled back before")
     canary.add_argument("--stack", default="immutable-guard", help="the deployed Immutable Guard stack")
     canary.add_argument("--region")
     canary.add_argument("--state-machine-arn", help="use this canary state machine instead of the stack's")
@@ -113,7 +112,7 @@ EXIT_USAGE = 2
 EXIT_ROLLED_BACK = 3
 EXIT_REFUSED = 4  # nothing changed: bad input, busy alias, missing version or alarm
 EXIT_ROLLBACK_FAILED = 5  # the alias may still be split: a person must act
-EXIT_ENDED_OTHERWISE = 6  # aborted, timed out, or failed without a rollback verdict
+EXIT_ENDED_OTHERWISE = 6  # superseded (alias left as found), aborted, timed out
 
 _EXIT_BY_ERROR = {
     "CanaryRolledBack": EXIT_ROLLED_BACK,
@@ -137,7 +136,13 @@ def run_canary_command(args: argparse.Namespace) -> int:
     from immutable_guard.clients import Clients
 
     if args.demo:
+        import logging
+
         from immutable_guard.canary.demo import run_demo
+
+        # moto's ASL interpreter logs every IsPresent test of a missing path, and every Fail state, as an
+        # ERROR; the demo's story is read from the execution history instead.
+        logging.getLogger("moto.stepfunctions.parser.asl").setLevel(logging.CRITICAL)
         from immutable_guard.local.lambda_logs import lambda_logs_to_file
 
         with lambda_logs_to_file("canary-demo") as (terminal, log_path):
@@ -160,27 +165,12 @@ def run_canary_command(args: argparse.Namespace) -> int:
     request = parse_request(document)  # a bad input fails here, before any AWS call
     clients = Clients(region_name=args.region)
     state_machine = args.state_machine_arn or _state_machine_from_stack(clients, args.stack)
-    prefix = execution_name(request.function, request.alias, "")[:-1]
-    running = clients.stepfunctions.get_paginator("list_executions").paginate(
-        stateMachineArn=state_machine, statusFilter="RUNNING"
-    )
-    for page in running:
-        for execution in page["executions"]:
-            if execution["name"].startswith(prefix + "v"):
-                raise CanaryRefused(
-                    f"a rollout of {request.function_name}:{request.alias} is already running: "
-                    f"{execution['executionArn']}"
-                )
-    name = execution_name(request.function, request.alias, request.target_version, args.attempt)
-    try:
-        arn = clients.stepfunctions.start_execution(
-            stateMachineArn=state_machine, name=name, input=json.dumps(document)
-        )["executionArn"]
-    except clients.stepfunctions.exceptions.ExecutionAlreadyExists as exc:
-        raise CanaryRefused(
-            f"execution {name} already exists: this version was rolled out to this alias before; "
-            f"pass --attempt {args.attempt + 1} to try it again"
-        ) from exc
+    # One rollout per alias is held by the lock that preflight takes: a second rollout of a busy alias is
+    # refused by the execution itself ("another rollout ... holds it"), whoever started it.
+    name = execution_name(request.function, request.alias, request.target_version)
+    arn = clients.stepfunctions.start_execution(
+        stateMachineArn=state_machine, name=name, input=json.dumps(document)
+    )["executionArn"]
     print(f"rollout {name} started: {arn}")
     final = None
     for entry in follow(clients.stepfunctions, arn, poll_seconds=args.poll_seconds):

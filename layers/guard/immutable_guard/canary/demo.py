@@ -196,10 +196,10 @@ class TrafficSimulator:
             self.cloudwatch.set_alarm_state(AlarmName=self.alarm, StateValue=state, StateReason=reason)  # type: ignore[arg-type]
 
 
-def start_rollout(sfn: SFNClient, state_machine_arn: str, document: dict[str, Any], attempt: int = 1) -> str:
+def start_rollout(sfn: SFNClient, state_machine_arn: str, document: dict[str, Any]) -> str:
     """Start one rollout (validated here first, so a bad input fails before any call); its execution ARN."""
     request = parse_request(document)
-    name = execution_name(request.function, request.alias, request.target_version, attempt)
+    name = execution_name(request.function, request.alias, request.target_version)
     response = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(document))
     return str(response["executionArn"])
 

@@ -3,13 +3,31 @@ template to exactly these."""
 
 from __future__ import annotations
 
+# DynamoDB actions only on the ledger's rollout-lock items (dynamodb:LeadingKeys CANARY#*, in the template).
+_LOCK = frozenset({"dynamodb:GetItem", "dynamodb:UpdateItem"})
+_ALERT = frozenset({"sns:Publish", "kms:Decrypt", "kms:GenerateDataKey"})
+
 PERMISSIONS: dict[str, frozenset[str]] = {
     "CanaryPreflightFunction": frozenset(
         {"lambda:GetAlias", "lambda:GetFunctionConfiguration", "lambda:ListTags", "cloudwatch:DescribeAlarms"}
-    ),
+    )
+    | _LOCK
+    | {"dynamodb:PutItem", "dynamodb:DeleteItem"},
     # UpdateAlias only on functions tagged immutable-guard:canary=allowed (condition in the template).
-    "CanaryShiftFunction": frozenset({"lambda:GetAlias", "lambda:UpdateAlias"}),
-    "CanaryGateFunction": frozenset({"cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData"}),
-    "CanaryRollbackFunction": frozenset({"lambda:GetAlias", "lambda:UpdateAlias"}),
-    "CanaryNotifyFunction": frozenset({"sns:Publish", "kms:Decrypt", "kms:GenerateDataKey"}),
+    "CanaryShiftFunction": frozenset(
+        {"lambda:GetAlias", "lambda:UpdateAlias", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+    ),
+    "CanaryGateFunction": frozenset(
+        {"cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData", "lambda:GetAlias"}
+    ),
+    "CanaryRollbackFunction": frozenset({"lambda:GetAlias", "lambda:UpdateAlias"}) | _LOCK,
+    "CanaryNotifyFunction": _ALERT,
+    # InvokeFunction only on functions tagged immutable-guard:canary=allowed.
+    "CanaryHookFunction": frozenset({"lambda:InvokeFunction"}),
+    "CanaryRecoverFunction": frozenset({"lambda:GetAlias", "lambda:UpdateAlias", "dynamodb:DeleteItem"})
+    | _LOCK
+    | _ALERT,
 }
+
+# Invoked by the state machine (CanaryRecoverFunction is an EventBridge target, not a state).
+STATE_MACHINE_FUNCTIONS = frozenset(PERMISSIONS) - {"CanaryRecoverFunction"}

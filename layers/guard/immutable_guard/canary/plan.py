@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,7 +20,7 @@ DEFAULT_STEPS: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 # execution at 25,000 history events, leaving the alias split with no rollback; this is the most looks
 # that stay under it with every retry spent (computed from statemachines/canary.asl.json by
 # tests/infrastructure/test_execution_history.py).
-MAX_GATE_CHECKS = 495
+MAX_GATE_CHECKS = 494
 _EXECUTION_NAME_LIMIT = 80
 _FUNCTION_ARN = re.compile(r"^arn:aws[\w-]*:lambda:[\w-]+:\d{12}:function:(?P<name>[\w-]+)$")
 _FUNCTION_NAME = re.compile(r"^[\w-]{1,64}$")
@@ -198,6 +200,11 @@ def _name(function: str | None) -> str | None:
     return match.group("name") if match else function
 
 
+def function_name(function: str) -> str:
+    """A function's name, from its name or unqualified ARN."""
+    return _name(function) or function
+
+
 def parse_request(document: Any) -> CanaryRequest:
     """Validate an execution input; the error names every bad field.
 
@@ -219,15 +226,18 @@ def weight(percent: float) -> float:
     return round(percent / 100, 5)
 
 
-def execution_name(function: str, alias: str, version: str, attempt: int = 1) -> str:
-    """One name per rollout of a version to an alias, so Step Functions refuses a second concurrent start.
+def execution_name(function: str, alias: str, version: str) -> str:
+    """A name that says what the rollout is and never collides with another execution's.
 
-    Execution names are unique per state machine for 90 days, so retrying the same version after a
-    rollback takes the next ``attempt``.
+    Step Functions keeps execution names unique per state machine for 90 days, and names built only from
+    function, alias and version collide (``a-b`` + ``c`` and ``a`` + ``b-c``; a retried version). One
+    rollout per alias is held by the lock in the ledger, not by the name, so the name ends with the start
+    time and a random part.
     """
-    base = f"{_name(function) or function}-{alias}-v{version}" + (f"-attempt{attempt}" if attempt > 1 else "")
-    base = re.sub(r"[^\w-]", "-", base)
-    if len(base) <= _EXECUTION_NAME_LIMIT:
-        return base
-    digest = hashlib.sha256(base.encode()).hexdigest()[:10]
-    return f"{base[: _EXECUTION_NAME_LIMIT - 11]}-{digest}"
+    unique = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    base = re.sub(r"[^\w-]", "-", f"{_name(function) or function}-{alias}-v{version}")
+    room = _EXECUTION_NAME_LIMIT - len(unique) - 1
+    if len(base) > room:
+        digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+        base = f"{base[: room - 9]}-{digest}"
+    return f"{base}-{unique}"

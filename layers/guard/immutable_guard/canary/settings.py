@@ -7,3 +7,15 @@ from immutable_guard.settings import _EnvSettings
 
 class CanaryNotifySettings(_EnvSettings):
     alert_topic_arn: str
+
+
+class CanaryLockSettings(_EnvSettings):
+    """The ledger table that holds each alias's rollout lock."""
+
+    ledger_table: str
+
+
+class CanaryRecoverSettings(_EnvSettings):
+    alert_topic_arn: str
+    ledger_table: str
+    canary_state_machine_arn: str

@@ -14,8 +14,17 @@ class _Step(BaseModel):
     plan: dict[str, Any]
 
 
+class PreflightRequest(BaseModel):
+    """The execution's input and the execution's own ARN (the lock's holder)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: Any
+    execution: str
+
+
 class ShiftRequest(_Step):
-    action: Literal["shift", "promote"]
+    action: Literal["shift", "promote", "release"]
     index: int = 0
     revision_id: str | None = None
 

@@ -1,6 +1,7 @@
 """Moves an alias's traffic: preflight, one shift, promotion and rollback. Every change is conditional on
-the alias's RevisionId and on the alias still being exactly as this rollout left it, so a concurrent
-change fails the step instead of being overwritten."""
+the alias's RevisionId and on the alias still being exactly as this rollout left it (as recorded with its
+lock), so a concurrent change stops the rollout instead of being overwritten: the rollback then leaves the
+alias as it found it and reports the rollout superseded."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from immutable_guard.canary.errors import AliasChanged, CanaryRefused, RollbackFailed
+from immutable_guard.canary.lock import RolloutLock, alias_state, lock_seconds
 from immutable_guard.canary.plan import CanaryRequest, weight
 from immutable_guard.errors import AwsCallFailed
 
@@ -54,15 +56,45 @@ def _get_alias(lambda_: LambdaClient, function: str, alias: str) -> dict[str, An
 
 
 # ---------------------------------------------------------------------------------------------- preflight
-def preflight(lambda_: LambdaClient, cloudwatch: CloudWatchClient, request: CanaryRequest) -> dict[str, Any]:
+def preflight(
+    lambda_: LambdaClient,
+    cloudwatch: CloudWatchClient,
+    request: CanaryRequest,
+    lock: RolloutLock | None = None,
+    execution: str | None = None,
+) -> dict[str, Any]:
     """Refuse a rollout that cannot be run safely; return the plan every later step works from.
+
+    With ``lock``, the alias's lock is taken for ``execution`` first, so everything below is read while no
+    other rollout can move the alias; a refusal releases it again.
 
     Raises
     ------
     CanaryRefused
-        The alias is missing or already routing, the version is missing or current, an alarm is missing
-        or already in ALARM, a hook is missing, or a function lacks the canary tag.
+        Another rollout holds the alias, the alias is missing or already routing, the version is missing
+        or current, an alarm is missing or already in ALARM, a hook is missing, or a function lacks the
+        canary tag.
     """
+    if lock is None:
+        return _check(lambda_, cloudwatch, request)[0]
+    if not execution:
+        raise ValueError("taking the rollout lock needs the execution's ARN")
+    draft = {**request.model_dump(mode="json"), "function": request.function_name}
+    lock.acquire(draft, execution, lock_seconds(draft))
+    try:
+        plan, found = _check(lambda_, cloudwatch, request)
+    except Exception:
+        lock.release(request.function_name, request.alias, execution)
+        raise
+    plan["execution"] = execution
+    lock.record(plan["function"], plan["alias"], execution, found, plan)
+    return plan
+
+
+def _check(
+    lambda_: LambdaClient, cloudwatch: CloudWatchClient, request: CanaryRequest
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The plan, and the alias as preflight found it."""
     function = request.function_name
     try:
         alias = dict(lambda_.get_alias(FunctionName=request.function, Name=request.alias))
@@ -98,7 +130,7 @@ def preflight(lambda_: LambdaClient, cloudwatch: CloudWatchClient, request: Cana
             _require_tag(lambda_, str(configuration["FunctionArn"]), field)
             hooks[field] = str(configuration["FunctionArn"])
     _require_alarms(cloudwatch, request.alarms)
-    return {
+    plan = {
         **request.model_dump(mode="json"),
         "function": function,
         "function_arn": function_arn,
@@ -112,6 +144,7 @@ def preflight(lambda_: LambdaClient, cloudwatch: CloudWatchClient, request: Cana
         # The first look after a shift: a failure can show before the bake is over.
         "first_check_seconds": min(request.check_interval_seconds, request.bake_seconds),
     }
+    return plan, alias_state(alias)
 
 
 def _function_configuration(
@@ -225,7 +258,18 @@ def _expect(
         )
 
 
-def shift(lambda_: LambdaClient, plan: dict[str, Any], index: int, revision_id: str | None) -> dict[str, Any]:
+def _remember(lock: RolloutLock, plan: dict[str, Any], written: dict[str, Any]) -> None:
+    """Record the alias as this rollout left it; a rollout that lost its lock must stop."""
+    if not lock.record(plan["function"], plan["alias"], str(plan.get("execution")), alias_state(written)):
+        raise AliasChanged(
+            f"alias {plan['function']}:{plan['alias']}: this rollout no longer holds the alias's lock "
+            "(it expired and another rollout took it)"
+        )
+
+
+def shift(
+    lambda_: LambdaClient, lock: RolloutLock, plan: dict[str, Any], index: int, revision_id: str | None
+) -> dict[str, Any]:
     """Route step ``index``'s share of the alias to the new version (idempotent for a retried call)."""
     steps = [float(s) for s in plan["steps"]]
     if not 0 <= index < len(steps):
@@ -235,13 +279,12 @@ def shift(lambda_: LambdaClient, plan: dict[str, Any], index: int, revision_id: 
     alias = _get_alias(lambda_, plan["function"], plan["alias"])
     already = str(alias.get("FunctionVersion")) == stable and _same_routing(_routing(alias), wanted)
     if already:  # a retry after the update succeeded: the revision is new, the state is ours
-        revision = alias.get("RevisionId")
+        written = alias
     else:
         previous = {target: weight(steps[index - 1])} if index else {}
         _expect(alias, plan, stable, previous, revision_id)
-        revision = _update(lambda_, plan, stable, wanted, alias.get("RevisionId") or revision_id).get(
-            "RevisionId"
-        )
+        written = _update(lambda_, plan, stable, wanted, alias.get("RevisionId") or revision_id)
+    _remember(lock, plan, written)
     return {
         "index": index,
         "step": index + 1,
@@ -249,41 +292,90 @@ def shift(lambda_: LambdaClient, plan: dict[str, Any], index: int, revision_id: 
         "weight": wanted[target],
         "stable_version": stable,
         "target_version": target,
-        "revision_id": revision,
+        "revision_id": written.get("RevisionId"),
         "shifted_at": now_iso(),
         "last": index == len(steps) - 1,
     }
 
 
-def promote(lambda_: LambdaClient, plan: dict[str, Any], revision_id: str | None) -> dict[str, Any]:
+def confirm_step(lambda_: LambdaClient, plan: dict[str, Any], step: dict[str, Any]) -> None:
+    """The gate's first check: the alias is still exactly as ``step`` (the shift's result) left it.
+
+    Raises
+    ------
+    AliasChanged
+        Someone else changed the alias since the shift; its metrics no longer judge this rollout.
+    """
+    alias = _get_alias(lambda_, plan["function"], plan["alias"])
+    routing = {str(plan["target_version"]): float(step["weight"])}
+    _expect(alias, plan, str(plan["stable_version"]), routing, step.get("revision_id"))
+
+
+def promote(
+    lambda_: LambdaClient, lock: RolloutLock, plan: dict[str, Any], revision_id: str | None
+) -> dict[str, Any]:
     """Point the alias at the new version with no routing (idempotent for a retried call)."""
     stable, target = str(plan["stable_version"]), str(plan["target_version"])
     alias = _get_alias(lambda_, plan["function"], plan["alias"])
     if str(alias.get("FunctionVersion")) == target and not _routing(alias):
-        revision = alias.get("RevisionId")
+        written = alias
     else:
         _expect(alias, plan, stable, {target: weight(float(plan["steps"][-1]))}, revision_id)
-        revision = _update(lambda_, plan, target, {}, alias.get("RevisionId") or revision_id).get(
-            "RevisionId"
-        )
+        written = _update(lambda_, plan, target, {}, alias.get("RevisionId") or revision_id)
+    _remember(lock, plan, written)
     return {
         "promoted_version": target,
         "previous_version": stable,
-        "revision_id": revision,
+        "revision_id": written.get("RevisionId"),
         "promoted_at": now_iso(),
     }
 
 
-def rollback(lambda_: LambdaClient, plan: dict[str, Any], failure: dict[str, Any] | None) -> dict[str, Any]:
-    """Put the alias back on the stable version with no routing, whatever state it is in; the new version
-    is kept (never deleted) for diagnosis. Raises RollbackFailed unless a re-read confirms it."""
+# ---------------------------------------------------------------------------------------------- rollback
+def _as_recorded(found: dict[str, Any], recorded: dict[str, Any]) -> bool:
+    """The alias is exactly as the rollout last left it: version, weights and RevisionId."""
+    return (
+        str(found.get("FunctionVersion")) == str(recorded.get("version"))
+        and _same_routing(_routing(found), dict(recorded.get("routing") or {}))
+        and (not recorded.get("revision_id") or found.get("RevisionId") == recorded["revision_id"])
+    )
+
+
+def _describe_state(state: dict[str, Any]) -> str:
+    return _describe(
+        {
+            "FunctionVersion": state.get("version"),
+            "RoutingConfig": {"AdditionalVersionWeights": state.get("routing") or {}},
+        }
+    )
+
+
+def restore(lambda_: LambdaClient, lock: RolloutLock, plan: dict[str, Any], execution: str) -> dict[str, Any]:
+    """Put the alias back on the stable version, only if it is exactly as this rollout left it.
+
+    Returns ``outcome`` "rolled_back" (moved back, or nothing had moved) or "superseded" (the alias was
+    changed by someone else, or the lock is no longer this rollout's: the alias is left as found),
+    with ``found`` and ``action``. Raises RollbackFailed when the alias cannot be read or written, or a
+    re-read does not confirm the stable version; a retry reads it again.
+    """
     function, alias_name = plan["function"], plan["alias"]
     stable = str(plan["stable_version"])
-    reason = failure_reason(failure)
     try:
         found = dict(lambda_.get_alias(FunctionName=function, Name=alias_name))
     except ClientError as exc:
         raise RollbackFailed(f"alias {function}:{alias_name}: cannot read it to roll back: {exc}") from exc
+    held = lock.get(function, alias_name)
+    if held is None or held["execution"] != execution:
+        holder = f"it is held by {held['execution']}" if held else "nobody holds it"
+        return _superseded(found, f"this rollout no longer holds the alias's lock ({holder})")
+    recorded = held.get("alias_state") or {"version": stable, "routing": {}}
+    if not _as_recorded(found, recorded):
+        return _superseded(
+            found,
+            f"alias {function}:{alias_name} was changed outside this rollout: it left "
+            f"{_describe_state(recorded)} (revision {recorded.get('revision_id')}), found "
+            f"{_describe(found)} (revision {found.get('RevisionId')})",
+        )
     action = "already on the stable version"
     if str(found.get("FunctionVersion")) != stable or _routing(found):
         request: dict[str, Any] = {
@@ -293,11 +385,12 @@ def rollback(lambda_: LambdaClient, plan: dict[str, Any], failure: dict[str, Any
             "RoutingConfig": {"AdditionalVersionWeights": {}},
         }
         if found.get("RevisionId"):
+            # Conditional: a change between the read above and this write fails it (PreconditionFailed),
+            # and the retry reads the alias again and finds it superseded.
             request["RevisionId"] = found["RevisionId"]
         try:
             lambda_.update_alias(**request)
         except ClientError as exc:
-            # PreconditionFailed included: the state machine retries with a fresh read.
             raise RollbackFailed(
                 f"alias {function}:{alias_name}: cannot put it back on version {stable}: {exc}"
             ) from exc
@@ -308,15 +401,42 @@ def rollback(lambda_: LambdaClient, plan: dict[str, Any], failure: dict[str, Any
             f"alias {function}:{alias_name} is on {_describe(confirmed)} after the rollback, "
             f"not version {stable}"
         )
+    lock.record(function, alias_name, execution, alias_state(confirmed))
+    return {"outcome": "rolled_back", "found": _describe(found), "action": action}
+
+
+def _superseded(found: dict[str, Any], why: str) -> dict[str, Any]:
     return {
-        "rolled_back_to": stable,
-        "abandoned_version": str(plan["target_version"]),
+        "outcome": "superseded",
         "found": _describe(found),
-        "action": action,
+        "action": f"left as found ({_describe(found)})",
+        "superseded_because": why,
+    }
+
+
+def rollback(
+    lambda_: LambdaClient, lock: RolloutLock, plan: dict[str, Any], failure: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The state machine's rollback: the alias back on the stable version if it is as this rollout left
+    it, else left alone ("superseded"). The new version is kept (never deleted) for diagnosis."""
+    result = restore(lambda_, lock, plan, str(plan.get("execution")))
+    reason = failure_reason(failure)
+    if result["outcome"] == "superseded":
+        reason = f"{result['superseded_because']} (the rollout had stopped on: {reason})"
+    return {
+        **result,
+        "rolled_back_to": str(plan["stable_version"]) if result["outcome"] == "rolled_back" else None,
+        "abandoned_version": str(plan["target_version"]),
         "reason": reason,
         "failed_state": (failure or {}).get("state"),
         "rolled_back_at": now_iso(),
     }
+
+
+def release(lock: RolloutLock, plan: dict[str, Any]) -> dict[str, Any]:
+    """The end of a rollout, however it ended: its lock is released (never another rollout's)."""
+    released = lock.release(plan["function"], plan["alias"], str(plan.get("execution")))
+    return {"released": released, "released_at": now_iso()}
 
 
 def failure_reason(failure: dict[str, Any] | None) -> str:

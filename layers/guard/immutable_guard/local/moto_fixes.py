@@ -296,6 +296,199 @@ def sns_message_size_in_bytes(set_attribute: Setter = setattr) -> None:
     set_attribute(SNSBackend, "publish", publish)
 
 
+# ---------------------------------------------------------------------- (e) Lambda alias revisions
+
+_alias_lock = threading.Lock()
+
+
+def alias_revisions_as_in_aws(set_attribute: Setter = setattr) -> None:
+    """UpdateAlias honours ``RevisionId``, and every update gives the alias a new one.
+
+    Lambda's UpdateAlias "RevisionId: Only update the alias if the revision ID matches the ID that's
+    specified" (https://docs.aws.amazon.com/lambda/latest/api/API_UpdateAlias.html); a mismatch is
+    PreconditionFailedException, HTTP 412. moto ignores the parameter and never changes an alias's
+    revision, so two writers that each read the alias would both succeed: the canary's optimistic
+    concurrency (never overwrite another's change) could not be seen to work.
+    """
+    from moto.awslambda.exceptions import PreconditionFailedException
+    from moto.awslambda.models import LambdaAlias
+    from moto.awslambda.responses import LambdaResponse
+    from moto.moto_api._internal import mock_random
+
+    original_update = LambdaAlias.update
+    original_response = LambdaResponse.update_alias
+    if getattr(original_response, "_revisions_as_in_aws", False):
+        return
+
+    def update(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_update(self, *args, **kwargs)
+        self.revision_id = str(mock_random.uuid4())
+
+    def update_alias(self: Any) -> Any:
+        import json
+        from urllib.parse import unquote
+
+        wanted = json.loads(self.body or "{}").get("RevisionId")
+        with _alias_lock:  # the check and the write are one step, as in Lambda
+            if wanted:
+                function_name = unquote(self.path.rsplit("/")[-3])
+                alias_name = unquote(self.path.rsplit("/", 2)[-1])
+                alias = self.backend.get_alias(alias_name, function_name)
+                if alias.revision_id != wanted:
+                    raise PreconditionFailedException(
+                        "The Revision Id provided does not match the latest Revision Id. Call the GetAlias "
+                        "API to retrieve the latest Revision Id"
+                    )
+            return original_response(self)
+
+    update_alias._revisions_as_in_aws = True  # type: ignore[attr-defined]
+    set_attribute(LambdaAlias, "update", update)
+    set_attribute(LambdaResponse, "update_alias", update_alias)
+
+
+# ---------------------------------------------------------------------- (f) Step Functions
+
+
+# Who receives "Step Functions Execution Status Change" events (e.g. an EventRouter's put).
+_execution_listeners: list[Callable[[dict[str, Any]], Any]] = []
+PAYLOAD_QUOTA_BYTES = 256 * 1024
+
+
+def listen_to_executions(deliver: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
+    """Deliver every execution status change to ``deliver`` (in its own thread, as EventBridge invokes
+    a target asynchronously); returns the function that stops it."""
+    _execution_listeners.append(deliver)
+
+    def stop() -> None:
+        if deliver in _execution_listeners:
+            _execution_listeners.remove(deliver)
+
+    return stop
+
+
+def _millis(value: Any) -> int | None:
+    return int(value.timestamp() * 1000) if value is not None else None
+
+
+def execution_status_change_event(execution: Any) -> dict[str, Any]:
+    """The event Step Functions sends EventBridge when an execution's status changes; the detail is what
+    DescribeExecution returns, dates in epoch milliseconds
+    (https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html)."""
+    import json
+
+    status = str(getattr(execution.exec_status, "value", execution.exec_status))
+    output = execution.output if status == "SUCCEEDED" else None
+    return {
+        "source": "aws.states",
+        "detail-type": "Step Functions Execution Status Change",
+        "resources": [execution.exec_arn],
+        "detail": {
+            "executionArn": execution.exec_arn,
+            "stateMachineArn": execution.state_machine.arn,
+            "name": execution.name,
+            "status": status,
+            "startDate": _millis(execution.start_date),
+            "stopDate": _millis(execution.stop_date),
+            "input": json.dumps(execution.input_data) if execution.input_data is not None else None,
+            "inputDetails": {"included": True},
+            "output": json.dumps(output) if output is not None else None,
+            "outputDetails": {"included": True} if output is not None else None,
+            "error": execution.error,
+            "cause": execution.cause,
+        },
+    }
+
+
+def execution_status_events_as_in_aws(set_attribute: Setter = setattr) -> None:
+    """An execution that ends emits a "Step Functions Execution Status Change" event.
+
+    Step Functions sends one to EventBridge whenever an execution's status changes (SUCCEEDED, FAILED,
+    TIMED_OUT, ABORTED, ...), which is how an aborted or crashed canary rollout is rolled back. moto emits
+    none; here each end of an execution is handed to the listeners of ``listen_to_executions``.
+    """
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+
+    original = BaseExecutionWorkerCommunication.terminated
+    if getattr(original, "_emits_events", False):
+        return
+
+    def terminated(self: Any) -> None:
+        original(self)
+        if not _execution_listeners:
+            return
+        event = execution_status_change_event(self.execution)
+        for deliver in list(_execution_listeners):
+            threading.Thread(target=deliver, args=(event,), name="execution-status", daemon=True).start()
+
+    terminated._emits_events = True  # type: ignore[attr-defined]
+    set_attribute(BaseExecutionWorkerCommunication, "terminated", terminated)
+
+
+def payload_quota_as_in_aws(set_attribute: Setter = setattr) -> None:
+    """A Lambda task result above 256 KiB fails the execution with States.DataLimitExceeded, uncaught.
+
+    "States.DataLimitExceeded ... when the output of a connector is larger than payload size quota";
+    "States.ALL ... can't catch the States.DataLimitExceeded terminal error"
+    (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html). moto passes any
+    payload through and lets States.ALL catch everything, so a task returning a huge answer would look
+    harmless locally while it ends the execution (with an alias half shifted) in AWS.
+    """
+    import json
+
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name import error_equals_decl
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    original_invoke = lambda_eval_utils.execute_lambda_function_integration
+    original_match = error_equals_decl.ErrorEqualsDecl._eval_body
+    if getattr(original_invoke, "_quota_as_in_aws", False):
+        return
+    limit = StatesErrorName(typ=StatesErrorNameType.StatesStatesDataLimitExceeded)
+
+    def execute_lambda_function_integration(env: Any, *args: Any, **kwargs: Any) -> None:
+        original_invoke(env, *args, **kwargs)
+        size = len(json.dumps(env.stack[-1].get("Payload"), separators=(",", ":")).encode())
+        if size > PAYLOAD_QUOTA_BYTES:
+            env.stack.pop()
+            raise FailureEventException(
+                FailureEvent(
+                    env=env,
+                    error_name=limit,
+                    event_type=HistoryEventType.TaskFailed,
+                    event_details=EventDetails(  # type: ignore[typeddict-item]
+                        taskFailedEventDetails=TaskFailedEventDetails(
+                            error="States.DataLimitExceeded",
+                            cause=f"The state/task returned a result with a size exceeding the maximum "
+                            f"number of bytes service limit ({size} bytes).",
+                        )
+                    ),
+                )
+            )
+
+    def eval_body(self: Any, env: Any) -> None:
+        error_name = env.stack[-1]
+        if error_name == limit:  # terminal: States.ALL does not match it, only its own name does
+            env.stack.pop()
+            env.stack.append(limit in self.error_names)
+            return
+        original_match(self, env)
+
+    execute_lambda_function_integration._quota_as_in_aws = True  # type: ignore[attr-defined]
+    set_attribute(
+        lambda_eval_utils, "execute_lambda_function_integration", execute_lambda_function_integration
+    )
+    set_attribute(error_equals_decl.ErrorEqualsDecl, "_eval_body", eval_body)
+
+
 # ---------------------------------------------------------------------- all of them
 
 
@@ -310,6 +503,9 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         replace_stack_instances_on_update,
         conditional_statements_apply_only_when_met,
         sns_message_size_in_bytes,
+        alias_revisions_as_in_aws,
+        execution_status_events_as_in_aws,
+        payload_quota_as_in_aws,
     ]
 
 

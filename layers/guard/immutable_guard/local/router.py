@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +78,13 @@ class EventRouter:
             if rule.function_logical_id:
                 self._invoke(rule, event)
         return matched
+
+    def hear_executions(self) -> Callable[[], None]:
+        """Route every "Step Functions Execution Status Change" of the local Step Functions, as Step
+        Functions sends them to EventBridge; returns the function that stops it."""
+        from immutable_guard.local.moto_fixes import listen_to_executions
+
+        return listen_to_executions(self.put)
 
     def put_entry(self, source: str, detail_type: str, detail: dict[str, Any], **fields: Any) -> list[str]:
         """``PutEvents``-style convenience: route an event built from its parts."""
