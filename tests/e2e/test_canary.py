@@ -265,6 +265,17 @@ def test_a_version_exactly_as_good_as_the_stable_one_at_2_percent_errors_is_prom
     assert rollout.alias()["FunctionVersion"] == rollout.new
 
 
+def test_a_quiet_function_is_promoted_on_what_its_small_steps_can_serve(rollout: Rollout) -> None:
+    # Given about 2 requests/s on the alias: 0.2/s reach the new version at step 1. The previous gate
+    # needed min_invocations (10) in every step, about 50 s at step 1, and failed it after its re-checks
+    # (about 30 s here); each step now needs its share, counted over the rollout (step 1: 2 of 10).
+    with rollout.traffic(requests_per_tick=1, interval=0.5):
+        status, entries = rollout.finish(rollout.start(min_invocations=10, hold_seconds=2, max_holds=15))
+    assert status == "SUCCEEDED", [e.data.get("reason") for e in entries if e.kind == "gate"]
+    last_gate = [e.data for e in entries if e.kind == "gate"][-1]
+    assert last_gate["required_invocations"] == 10 and last_gate["new"]["invocations"] >= 10
+
+
 def test_no_data_never_passes_the_gate(rollout: Rollout) -> None:
     # No traffic at all: the gate holds, re-checks a bounded number of times, then fails the step.
     status, entries = rollout.finish(rollout.start(bake_seconds=0, hold_seconds=0, max_holds=2))

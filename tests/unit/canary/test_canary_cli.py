@@ -47,6 +47,13 @@ def test_a_failed_rollback_says_so_instead_of_rolled_back_to_none() -> None:
     assert entry_for(_exited("Rollback", {"rollback_error": {"Error": "RollbackFailed"}})) is None
 
 
+def test_a_superseded_rollout_says_the_alias_was_left_as_found() -> None:
+    result = {"outcome": "superseded", "found": "version 3", "rolled_back_to": None, "reason": "changed"}
+    line = entry_for(_exited("Rollback", {"rollback": {"result": result}}))
+    assert line is not None and line.kind == "rollback"
+    assert line.text == "SUPERSEDED: alias left as found (version 3): changed"
+
+
 @pytest.mark.parametrize(
     ("final", "code"),
     [

@@ -205,8 +205,12 @@ def start_rollout(sfn: SFNClient, state_machine_arn: str, document: dict[str, An
 
 
 def run_demo(print_line: Callable[[str], None] = print, bake_seconds: int = 1) -> int:
-    """One rollout promoted, one rolled back by a tripped alarm, each told from its execution history."""
+    """Four rollouts, each told from its execution history: one promoted, one rolled back by a tripped
+    alarm, one superseded by an operator's hotfix (left as the operator set it), one aborted mid-way
+    (rolled back by the recovery function on Step Functions' status-change event)."""
+    from immutable_guard.canary.cli import EXIT_ENDED_OTHERWISE, EXIT_PROMOTED, EXIT_ROLLED_BACK, exit_code
     from immutable_guard.local import LocalAws
+    from immutable_guard.local.router import EventRouter
 
     with LocalAws() as aws:
         deployment = aws.deploy(
@@ -215,37 +219,86 @@ def run_demo(print_line: Callable[[str], None] = print, bake_seconds: int = 1) -
         state_machine = str(deployment.physical_ids["CanaryStateMachine"])
         target = deploy_target(aws)
         clients: Clients = aws.clients()
-        outcomes = []
-        for title, behaviour, hooks in (
-            ("1. an improved version, with smoke-test hooks", "improved", True),
-            ("2. a buggy version: bulk orders fail, the alias's alarm trips", "buggy", False),
-        ):
-            version = publish_version(clients.lambda_, target.function, behaviour)
-            print_line(f"\n== {title}: {target.function}:{target.alias} -> version {version}")
-            document: dict[str, Any] = {
-                "function": target.function,
-                "alias": target.alias,
-                "target_version": version,
-                "bake_seconds": bake_seconds,
-                "check_interval_seconds": 1,
-                "metric_delay_seconds": 0,  # the embedded CloudWatch has no delay
-                "alarms": [target.alarm],
-                "min_invocations": 5,
-                "hold_seconds": 1,
-                "max_holds": 10,
-            }
-            if hooks:
-                document["pre_traffic_hook"] = target.smoke_test_hook
-                document["post_traffic_hook"] = target.smoke_test_hook
-            with TrafficSimulator(
-                clients.lambda_, clients.cloudwatch, target.function, target.alias, alarm=target.alarm
-            ):
-                arn = start_rollout(clients.stepfunctions, state_machine, document)
-                entries: list[Entry] = []
-                for entry in follow(clients.stepfunctions, arn, poll_seconds=0.2):
-                    entries.append(entry)
-                    print_line(entry.text)
-            alias = clients.lambda_.get_alias(FunctionName=target.function, Name=target.alias)
-            print_line(f"alias {target.alias} now serves version {alias['FunctionVersion']}")
-            outcomes.append(entries[-1].kind if entries else "unknown")
-        return 0 if outcomes == ["succeeded", "failed"] else 1
+        lambda_ = clients.lambda_
+        stop_hearing = EventRouter(deployment, aws.session()).hear_executions()
+
+        def hotfix(arn: str) -> None:
+            fixed = publish_version(lambda_, target.function, "stable")
+            print_line(f"   (an operator points {target.alias} at hotfix version {fixed} mid-rollout)")
+            lambda_.update_alias(
+                FunctionName=target.function,
+                Name=target.alias,
+                FunctionVersion=fixed,
+                RoutingConfig={"AdditionalVersionWeights": {}},
+            )
+
+        def abort(arn: str) -> None:
+            print_line("   (an operator stops the execution mid-rollout: StopExecution)")
+            clients.stepfunctions.stop_execution(executionArn=arn, error="Operator", cause="wrong build")
+
+        scenarios: list[tuple[str, str, bool, Callable[[str], None] | None]] = [
+            ("1. an improved version, with smoke-test hooks", "improved", True, None),
+            ("2. a buggy version: bulk orders fail, the alias's alarm trips", "buggy", False, None),
+            ("3. an improved version, superseded by an operator's hotfix", "improved", False, hotfix),
+            ("4. an improved version, aborted by an operator", "improved", False, abort),
+        ]
+        codes = []
+        try:
+            for title, behaviour, hooks, interfere in scenarios:
+                aborted = interfere is abort
+                # The previous rollout's alarm is cleared, as it would clear once its data ages out.
+                clients.cloudwatch.set_alarm_state(
+                    AlarmName=target.alarm, StateValue="OK", StateReason="demo"
+                )
+                version = publish_version(lambda_, target.function, behaviour)
+                print_line(f"\n== {title}: {target.function}:{target.alias} -> version {version}")
+                document: dict[str, Any] = {
+                    "function": target.function,
+                    "alias": target.alias,
+                    "target_version": version,
+                    "bake_seconds": bake_seconds if interfere is None else max(bake_seconds, 5),
+                    "check_interval_seconds": 1,
+                    "metric_delay_seconds": 0,  # the embedded CloudWatch has no delay
+                    "alarms": [target.alarm],
+                    "min_invocations": 5,
+                    "hold_seconds": 1,
+                    "max_holds": 10,
+                }
+                if hooks:
+                    document["pre_traffic_hook"] = target.smoke_test_hook
+                    document["post_traffic_hook"] = target.smoke_test_hook
+                with TrafficSimulator(
+                    lambda_, clients.cloudwatch, target.function, target.alias, alarm=target.alarm
+                ):
+                    arn = start_rollout(clients.stepfunctions, state_machine, document)
+                    final: Entry | None = None
+                    for entry in follow(clients.stepfunctions, arn, poll_seconds=0.2):
+                        print_line(entry.text)
+                        final = entry if entry.kind in {"succeeded", "failed"} else final
+                        if interfere is not None and entry.kind == "shift":
+                            interfere(arn)
+                            interfere = None
+                    if aborted:
+                        _wait_for_recovery(lambda_, target, print_line)
+                alias = lambda_.get_alias(FunctionName=target.function, Name=target.alias)
+                print_line(f"alias {target.alias} now serves version {alias['FunctionVersion']}")
+                codes.append(exit_code(final))
+        finally:
+            stop_hearing()
+        expected = [EXIT_PROMOTED, EXIT_ROLLED_BACK, EXIT_ENDED_OTHERWISE, EXIT_ENDED_OTHERWISE]
+        return 0 if codes == expected else 1
+
+
+def _wait_for_recovery(lambda_: LambdaClient, target: DemoTarget, print_line: Callable[[str], None]) -> None:
+    """The recovery function runs on the status-change event, after the execution has ended."""
+    import time
+
+    for _ in range(100):
+        alias = lambda_.get_alias(FunctionName=target.function, Name=target.alias)
+        if not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights"):
+            print_line(
+                "recovery: the aborted rollout's traffic is back on the stable version (canary_aborted alert)"
+            )
+            return
+        time.sleep(0.2)
+    print_line("recovery: the alias is still split: check the canary_aborted alert")

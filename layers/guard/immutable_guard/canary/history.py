@@ -63,13 +63,19 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
     kind = event.get("type", "")
     if kind == "ExecutionSucceeded":
         return Entry("succeeded", "rollout PROMOTED")
-    if kind in {"ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut"}:
+    if kind in {"ExecutionAborted", "ExecutionTimedOut"}:
         details = (
-            event.get("executionFailedEventDetails")
-            or event.get("executionAbortedEventDetails")
-            or event.get("executionTimedOutEventDetails")
-            or {}
+            event.get("executionAbortedEventDetails") or event.get("executionTimedOutEventDetails") or {}
         )
+        ended = "ABORTED" if kind == "ExecutionAborted" else "TIMED OUT"
+        said = ": ".join(str(v) for v in (details.get("error"), details.get("cause")) if v)
+        return Entry(
+            "failed",
+            f"rollout {ended}" + (f" ({said})" if said else "") + ": the recovery function rolls it back",
+            {**details, "error": kind},
+        )
+    if kind == "ExecutionFailed":
+        details = event.get("executionFailedEventDetails") or {}
         error, cause = details.get("error", kind), details.get("cause", "")
         try:
             parsed = json.loads(cause) if cause.startswith("{") else None
@@ -116,9 +122,7 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
         )
     if name == "HealthGate":
         gate = _result(output, "gate")
-        return Entry(
-            "gate", f"  gate (check {gate.get('checks')}): {gate.get('verdict')} - {gate.get('reason')}", gate
-        )
+        return Entry("gate", f"  gate: {gate.get('verdict')} - {gate.get('reason')}", gate)
     if name in _FAILURE_STATES:
         failure = output.get("failure") if isinstance(output.get("failure"), dict) else {}
         return Entry("failure", f"{name}: {failure_reason(failure)}", failure or {})
@@ -134,8 +138,14 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
         )
     if name == "Rollback":
         rolled = _result(output, "rollback")
-        if not rolled.get("rolled_back_to"):  # it failed: AlertRollbackFailed tells why
+        if not rolled:  # it failed: AlertRollbackFailed tells why
             return None
+        if rolled.get("outcome") == "superseded":
+            return Entry(
+                "rollback",
+                f"SUPERSEDED: alias left as found ({rolled.get('found')}): {rolled.get('reason')}",
+                rolled,
+            )
         return Entry(
             "rollback",
             f"ROLLED BACK to version {rolled.get('rolled_back_to')} ({rolled.get('action')}): "
