@@ -133,6 +133,32 @@ def stack_instances_use_their_launch_template(set_attribute: Setter = setattr) -
     set_attribute(Instance, "create_from_cloudformation_json", classmethod(create_from_cloudformation_json))
 
 
+def stack_load_balancers_have_their_type(set_attribute: Setter = setattr) -> None:
+    """An ``AWS::ElasticLoadBalancingV2::LoadBalancer`` is of the ``Type`` its properties say.
+
+    CloudFormation creates a Network Load Balancer for ``Type: network``
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-elasticloadbalancingv2-loadbalancer.html);
+    moto's CloudFormation always creates an Application Load Balancer, which refuses a TCP listener.
+    """
+    from moto.elbv2.models import FakeLoadBalancer, elbv2_backends
+
+    def create_from_cloudformation_json(
+        cls: Any, /, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **_: Any
+    ) -> Any:
+        properties = cloudformation_json["Properties"]
+        return elbv2_backends[account_id][region_name].create_load_balancer(
+            resource_name,
+            properties.get("SecurityGroups"),
+            properties.get("Subnets"),
+            scheme=properties.get("Scheme", "internet-facing"),
+            loadbalancer_type=properties.get("Type", "application"),
+        )
+
+    set_attribute(
+        FakeLoadBalancer, "create_from_cloudformation_json", classmethod(create_from_cloudformation_json)
+    )
+
+
 def previous_parameter_values_as_in_aws(set_attribute: Setter = setattr) -> None:
     """UpdateStack ``UsePreviousValue`` keeps the stack's current value, a defaulted one included.
 
@@ -388,8 +414,9 @@ def ec2_reads_lag_behind_writes(set_attribute: Setter = setattr, stale_reads: in
 
     def describe_network_interfaces(self: Any) -> Any:
         result = describe(self)
+        body: dict[str, Any] = result.result  # type: ignore[assignment]
         shown = []
-        for eni in result.result["NetworkInterfaces"]:
+        for eni in body["NetworkInterfaces"]:
             stale = lagging.get(eni.id)
             if stale is None:
                 shown.append(eni)
@@ -400,7 +427,7 @@ def ec2_reads_lag_behind_writes(set_attribute: Setter = setattr, stale_reads: in
             else:
                 lagging[eni.id] = (groups, left - 1)
             shown.append(_WithGroups(eni, groups))
-        result.result["NetworkInterfaces"] = shown
+        body["NetworkInterfaces"] = shown
         return result
 
     set_attribute(
@@ -429,6 +456,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
     return [
         eni_groups_as_in_aws,
         stack_instances_use_their_launch_template,
+        stack_load_balancers_have_their_type,
         previous_parameter_values_as_in_aws,
         sub_references_count_as_references,
         replace_stack_instances_on_update,
