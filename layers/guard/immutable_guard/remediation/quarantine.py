@@ -894,9 +894,10 @@ def quarantine_instance(
     if isolation_depth == DEPTH_NETWORK_ACL:
         network_acl = isolate_with_network_acls(ec2, ledger, incident_id, observed, actions)
 
-    # Out of service. The load balancers first, while the instance is still registered everywhere (a
-    # group's detach deregisters it too): each NLB must terminate its connections, and what it was
-    # registered in is kept before anything is deregistered (a retry finds nothing registered).
+    # Out of service. The load balancers first, while the instance is still registered everywhere (leaving
+    # the Auto Scaling group deregisters it from the group's target groups too, API_DetachInstances): each
+    # NLB must terminate its connections, and what it was in is kept before anything is deregistered (a
+    # retry finds nothing registered).
     registrations = find_registrations(clients, observed.instance)
     recorded = ledger.record_detail_once(
         incident_id, PRIOR_TARGET_GROUPS, [registration.as_dict() for registration in registrations]

@@ -224,7 +224,8 @@ def release_incident(
     -------
     dict
         instance_id, restored network_interfaces, profile_restored, protection, reregistered_in,
-        auto_scaling_group_not_restored, revoked_rules_not_restored, acl_entries_not_restored, actions.
+        auto_scaling_group_not_restored, revoked_rules_not_restored, acl_entries_not_restored,
+        network_acl_entries_removed (the quarantine's own deny entries), actions.
 
     Raises
     ------
