@@ -1,5 +1,6 @@
 """Contain: cut a mutated instance off the network first, then keep it as evidence and take it out of
-service. Everything needed to undo it (release) is in the ledger before the first change."""
+service. Everything needed to undo it (release) is in the ledger before the change it undoes: the prior
+state before the first change, the target groups before leaving them, network ACL entries before adding."""
 
 from __future__ import annotations
 
