@@ -13,7 +13,7 @@ from immutable_guard.clients import Clients
 from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.remediation.quarantine import ContainRequest, quarantine_instance
-from immutable_guard.settings import StepSettings
+from immutable_guard.settings import QuarantineSettings
 from immutable_guard.step_input import parse_step_input
 
 logger = Logger()
@@ -22,9 +22,9 @@ metrics = Metrics()
 
 
 @cache
-def dependencies() -> tuple[StepSettings, Clients]:
+def dependencies() -> tuple[QuarantineSettings, Clients]:
     """Read at the first invocation, not at import: tests and moto must be in place first."""
-    return StepSettings.from_env(), Clients()
+    return QuarantineSettings.from_env(), Clients()
 
 
 @logger.inject_lambda_context(correlation_id_path="incident_id")
@@ -37,7 +37,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, clients = dependencies()
     ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
     result = quarantine_instance(
-        clients, ledger, request.incident_id, request.instance_id, request.finding.model_dump(mode="json")
+        clients,
+        ledger,
+        request.incident_id,
+        request.instance_id,
+        request.finding.model_dump(mode="json"),
+        isolation_depth=settings.isolation_depth,
     )
     metrics.add_metric(name="InstancesContained", unit=MetricUnit.Count, value=1)
     logger.info("instance contained", extra={"actions": result["actions"]})

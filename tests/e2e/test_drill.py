@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 SCENARIOS = {
     "port-opened",
     "ssh-key-pushed",
+    "spot-behind-nlb",
     "shell-opened",
     "file-changed",
     "allow-listed",
@@ -52,7 +53,7 @@ def test_every_scenario_passes_on_the_embedded_local_aws() -> None:
     assert report["passed"] is True
     assert {s["scenario"] for s in report["scenarios"]} == SCENARIOS
     remediated = [s for s in report["scenarios"] if s["timeline_ms"].get("nuked") is not None]
-    assert len(remediated) == 7
+    assert len(remediated) == 8
     for scenario in remediated:
         times = [
             scenario["timeline_ms"][stage]

@@ -52,7 +52,18 @@ UNLIMITABLE: dict[tuple[str, str], str] = {
         "deletes the allow entry the attacker added to the workload's own network ACL, which carries no "
         "tag of ours (and only while it is still the entry the event created)"
     ),
+    ("QuarantineFunction", "ec2:CreateNetworkAclEntry"): (
+        "IsolationDepth=network-acl adds deny entries to the workload's own network ACLs, which carry no "
+        "tag of ours; limited to network-acl ARNs (IAM cannot limit an entry to deny)"
+    ),
     ("ReleaseFunction", "ec2:ModifyNetworkInterfaceAttribute"): "ENIs do not carry the instance's tags",
+    ("ReleaseFunction", "ec2:DeleteNetworkAclEntry"): (
+        "removes the quarantine's deny entries from the workload's network ACLs (no tag of ours), each only "
+        "while it is still the entry the ledger recorded"
+    ),
+    ("NukeFunction", "ec2:DeleteNetworkAclEntry"): (
+        "as Release: a terminated instance's addresses go to other instances, its deny entries must go"
+    ),
     ("EvidenceFunction", "ec2:CreateSnapshots"): (
         "needs the instance, every volume and the new snapshots; volumes carry no tag of ours"
     ),
@@ -161,7 +172,9 @@ def test_every_mutating_ec2_grant_is_tag_limited_or_listed_with_why_it_cannot_be
 
 
 def test_the_destructive_grants_are_limited_to_instances_we_quarantined() -> None:
-    grants = {(n, a): s for n, a, s in _mutating_ec2_grants() if n == "NukeFunction"}
+    grants = {
+        (n, a): s for n, a, s in _mutating_ec2_grants() if n == "NukeFunction" and (n, a) not in UNLIMITABLE
+    }
     assert grants and all(_tag_limited(statement) for statement in grants.values())
     for statement in grants.values():
         assert statement["Condition"]["StringEquals"] == {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from immutable_guard.errors import SettingsError
 from immutable_guard.model import Mode
-from immutable_guard.settings import DetectSettings
+from immutable_guard.settings import DetectSettings, QuarantineSettings
 
 VALID = {
     "LEDGER_TABLE": "ledger",
@@ -46,3 +46,14 @@ def test_missing_variable_is_named() -> None:
 def test_malformed_variable_is_named(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         DetectSettings.from_env({**VALID, variable: value})
+
+
+def test_contain_reads_its_isolation_depth_and_refuses_an_unknown_one() -> None:
+    step = {"LEDGER_TABLE": "ledger", "ALERT_TOPIC_ARN": VALID["ALERT_TOPIC_ARN"]}
+    assert QuarantineSettings.from_env(step).isolation_depth == "security-groups"
+    assert (
+        QuarantineSettings.from_env({**step, "ISOLATION_DEPTH": "network-acl"}).isolation_depth
+        == "network-acl"
+    )
+    with pytest.raises(SettingsError, match="ISOLATION_DEPTH"):
+        QuarantineSettings.from_env({**step, "ISOLATION_DEPTH": "routes"})

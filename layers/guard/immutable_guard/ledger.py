@@ -386,6 +386,28 @@ class IncidentLedger:
             {":p": {"S": json.dumps(prior_state, default=str)}},
         )
 
+    def record_detail_once(self, incident_id: str, key: str, value: Any) -> Any:
+        """Keep ``value`` under ``details[key]`` unless a first record is there; returns the kept one.
+
+        For state a step learns between its changes (what to undo later), so a retry keeps the first.
+        """
+        self._update(
+            incident_id,
+            "SET details.#k = if_not_exists(details.#k, :v)",
+            {":v": {"S": json.dumps(value, default=str)}},
+            {"#k": key},
+        )
+        return self.get(incident_id).details.get(key, value)
+
+    def record_detail(self, incident_id: str, key: str, value: Any) -> None:
+        """Set ``details[key]`` (no timeline stamp): bookkeeping a step keeps up to date itself."""
+        self._update(
+            incident_id,
+            "SET details.#k = :v",
+            {":v": {"S": json.dumps(value, default=str)}},
+            {"#k": key},
+        )
+
     def release_lock(self, instance_id: str, incident_id: str) -> None:
         """Free the instance for new incidents, only if this incident holds the lock."""
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -117,6 +117,13 @@ class DetectSettings(StepSettings, GuardIdentity):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return value or None
+
+
+class QuarantineSettings(StepSettings):
+    # remediation.quarantine.ISOLATION_DEPTHS; the template's IsolationDepth parameter.
+    isolation_depth: Literal["security-groups", "network-acl"] = "security-groups"
+
+    optional_env: ClassVar[frozenset[str]] = frozenset({"isolation_depth"})
 
 
 class ReleaseSettings(StepSettings):

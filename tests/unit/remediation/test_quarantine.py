@@ -14,9 +14,11 @@ from immutable_guard.clients import Clients
 from immutable_guard.errors import AwsCallFailed, InstanceNotFound, InvalidEvent, IsolationFailed
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.model import Kind
+from immutable_guard.remediation import quarantine
 from immutable_guard.remediation.permissions import PERMISSIONS
 from immutable_guard.remediation.quarantine import (
     GROUP_NAMES,
+    PRIOR_TARGET_GROUPS,
     TAG_INCIDENT,
     TAG_STATE,
     quarantine_instance,
@@ -74,14 +76,22 @@ class _FakeHttp:
 
 
 def _answer(
-    aws_client: Any, operation: str, status: int, parsed: dict[str, Any], *, on_call: int = 1
+    aws_client: Any,
+    operation: str,
+    status: int,
+    parsed: dict[str, Any],
+    *,
+    on_call: int = 1,
+    and_after: bool = False,
 ) -> None:
-    """Short-circuit the on_call-th call of an operation with a canned answer (a fault, or a silent no-op)."""
+    """Short-circuit the on_call-th call of an operation (and every later one with ``and_after``) with a
+    canned answer (a fault, or a silent no-op)."""
     calls = {"n": 0}
 
     def answer(**_: Any) -> tuple[_FakeHttp, dict[str, Any]] | None:
         calls["n"] += 1
-        return (_FakeHttp(status, {}), parsed) if calls["n"] == on_call else None
+        hit = calls["n"] == on_call or (and_after and calls["n"] > on_call)
+        return (_FakeHttp(status, {}), parsed) if hit else None
 
     service = aws_client.meta.service_model.service_name
     aws_client.meta.events.register(f"before-call.{service}.{operation}", answer)
@@ -180,8 +190,12 @@ def test_prior_state_is_in_the_ledger_before_the_first_change(
     assert prior["iam_instance_profile"]["arn"] == w.profile_arn
     assert prior["iam_instance_profile"]["association_id"].startswith("iip-assoc-")
     assert prior["auto_scaling_group"] == w.auto_scaling_group
-    assert prior["target_groups"] == [
-        {"arn": w.target_group_arn, "targets": [{"Id": w.instance_id, "Port": 8080}]}
+    # Target groups are looked up once the instance is isolated, and kept before it leaves any.
+    deregistered = calls.index("DeregisterTargets")
+    assert calls.index("DescribeTargetHealth") > calls.index("ModifyNetworkInterfaceAttribute")
+    assert "UpdateItem" in calls[calls.index("DescribeTargetHealth") : deregistered]
+    assert ledger.get(incident_id).details[PRIOR_TARGET_GROUPS] == [
+        {"arn": w.target_group_arn, "targets": [{"Id": w.instance_id, "Port": 8080}], "protocol": "HTTP"}
     ]
     assert prior["disable_api_termination"] is False
     assert prior["instance_initiated_shutdown_behavior"] == "stop"
@@ -473,16 +487,20 @@ def test_a_rule_smuggled_into_the_isolation_group_is_removed_before_it_is_used(
 
 
 def test_isolation_failed_when_an_eni_keeps_another_group(
+    monkeypatch: pytest.MonkeyPatch,
     aws: Clients,
     ledger: IncidentLedger,
     golden_asg_member: GoldenWorkload,
     ssh_opened_finding: dict[str, Any],
     open_incident: OpenIncident,
 ) -> None:
-    # Given EC2 acknowledges the second ENI's isolation but does not apply it
+    # Given EC2 acknowledges the second ENI's isolation, and every later attempt, but never applies it
+    # (once only, verification sets it again: test_contain_real_instances.py)
     w = golden_asg_member
     incident_id = open_incident(w.instance_id, ssh_opened_finding)
-    _answer(aws.ec2, "ModifyNetworkInterfaceAttribute", 200, {}, on_call=4)
+    monkeypatch.setattr(quarantine, "_VERIFY_WAITS", (0.0,))
+    monkeypatch.setattr(quarantine, "_LEAVE_PASSTHROUGH_WAITS", (0.0,))
+    _answer(aws.ec2, "ModifyNetworkInterfaceAttribute", 200, {}, on_call=4, and_after=True)
 
     # When the instance is contained, Then verification catches it
     with pytest.raises(IsolationFailed, match="not isolated"):

@@ -46,7 +46,7 @@ REQUIRED_OUTPUTS = (
     "DetectFunctionName",
 )
 # The incidents a full drill opens in enforce mode: three behind the opened port, one per instance attack.
-INCIDENTS_PER_DRILL = 8
+INCIDENTS_PER_DRILL = 9
 
 
 def read_guard_stack(clients: Clients, name: str) -> GuardStack:
@@ -290,7 +290,7 @@ class Cleanup:
         an incident that is over. A marker set by hand would be a forgery, itself scope tampering."""
         assert self.workload is not None
         group = self.clients.autoscaling.describe_auto_scaling_groups(
-            AutoScalingGroupNames=[self.workload.group_name]
+            AutoScalingGroupNames=self.workload.group_names
         )["AutoScalingGroups"]
         members = {i["InstanceId"] for g in group for i in g["Instances"]}
         ids = [i["InstanceId"] for i in self._instances(vpc_id) if i["InstanceId"] not in members]
@@ -428,18 +428,19 @@ def wait_until_in_service(clients: Clients, workload: Workload, pace: Pace) -> N
     """CloudFormation is done before the group's servers are: every scenario needs them in service."""
 
     def in_service() -> tuple[int, int]:
-        (group,) = clients.autoscaling.describe_auto_scaling_groups(
-            AutoScalingGroupNames=[workload.group_name]
-        )["AutoScalingGroups"]
-        ready = [i for i in group["Instances"] if i["LifecycleState"] == "InService"]
-        return len(ready), int(group["DesiredCapacity"])
+        groups = clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=workload.group_names)[
+            "AutoScalingGroups"
+        ]
+        ready = [i for group in groups for i in group["Instances"] if i["LifecycleState"] == "InService"]
+        return len(ready), sum(int(group["DesiredCapacity"]) for group in groups)
 
     ready, desired = poll(
         in_service, lambda counts: counts[0] >= counts[1], pace.event_seconds, pace.poll_seconds
     )
     if ready < desired:
         raise GuardError(
-            f"the workload's group {workload.group_name} has {ready} of {desired} servers in service"
+            f"the workload's groups {', '.join(workload.group_names)} have {ready} of {desired} servers "
+            "in service"
         )
 
 

@@ -59,9 +59,9 @@ class Drill:
             raise ScenarioSkipped(self.missing.get("enforce", "no guard in enforce mode"))
         return self.guard
 
-    def group_members(self) -> list[str]:
+    def group_members(self, group_name: str | None = None) -> list[str]:
         group = self.clients.autoscaling.describe_auto_scaling_groups(
-            AutoScalingGroupNames=[self.workload.group_name]
+            AutoScalingGroupNames=[group_name or self.workload.group_name]
         )
         return sorted(
             i["InstanceId"]
@@ -69,13 +69,13 @@ class Drill:
             if i["LifecycleState"] == "InService"
         )
 
-    def fresh_member(self) -> str:
+    def fresh_member(self, group_name: str | None = None) -> str:
         """An in-service group member that no scenario has touched yet."""
-        for instance_id in self.group_members():
+        for instance_id in self.group_members(group_name):
             if instance_id not in self.touched:
                 self.touched.add(instance_id)
                 return instance_id
-        raise RuntimeError(f"no untouched in-service member left in {self.workload.group_name}")
+        raise RuntimeError(f"no untouched in-service member left in {group_name or self.workload.group_name}")
 
     def volumes(self, instance_id: str) -> list[str]:
         """The instance's EBS volumes now, before the attack: what the evidence must cover."""
@@ -101,6 +101,7 @@ class Drill:
         watch: IsolationWatch | None,
         volumes: list[str],
         replaced_by: str = "auto_scaling_group",
+        group_name: str | None = None,
     ) -> None:
         incidents = guard.incidents_for(instance_id)
         if not report.expect("one incident opened", len(incidents) == 1, f"{len(incidents)} incident(s)"):
@@ -153,7 +154,7 @@ class Drill:
 
         if replaced_by == "auto_scaling_group":
             group = self.clients.autoscaling.describe_auto_scaling_groups(
-                AutoScalingGroupNames=[self.workload.group_name]
+                AutoScalingGroupNames=[group_name or self.workload.group_name]
             )["AutoScalingGroups"][0]
             healthy = [
                 i["InstanceId"]
@@ -269,6 +270,66 @@ class Drill:
         with watch:
             self.verify_remediation(report, guard, instance_id, started, watch, volumes)
         return instance_id
+
+    def spot_behind_nlb(self, report: ScenarioReport) -> None:
+        """An SSH key pushed to the Spot server behind the Network Load Balancer: EC2 gives it no
+        termination protection, and its connections through the NLB are tracked whatever its groups say."""
+        guard = self.enforcing()
+        group_name, target_group = self.workload.spot_group_name, self.workload.balanced_target_group_arn
+        if not group_name or not target_group:
+            raise ScenarioSkipped("the workload has no Spot server behind a Network Load Balancer")
+        instance_id = self.fresh_member(group_name)
+        instance = self.instance(instance_id)
+        report.expect(
+            "a Spot instance, registered in the NLB target group",
+            instance.get("InstanceLifecycle") == "spot" and instance_id in self.targets_of(target_group),
+            f"{instance.get('InstanceLifecycle', 'on-demand')}, targets {self.targets_of(target_group)}",
+        )
+        volumes = self.volumes(instance_id)
+        started = time.time()
+        guard.attacks.push_ssh_key(instance_id)
+        incidents = guard.wait_for_incidents([instance_id])[instance_id]
+        if not incidents:
+            report.expect("one incident opened", False, "no incident")
+            return
+        watch = IsolationWatch(
+            self.clients, instance_id, guard.execution_arn(incidents[0].incident_id), guard.pace.poll_seconds
+        )
+        with watch:
+            self.verify_remediation(
+                report, guard, instance_id, started, watch, volumes, group_name=group_name
+            )
+        attributes = {
+            a["Key"]: a["Value"]
+            for a in self.clients.elbv2.describe_target_group_attributes(TargetGroupArn=target_group)[
+                "Attributes"
+            ]
+        }
+        report.expect(
+            "left the NLB target group, which closes its connections",
+            instance_id not in self.targets_of(target_group)
+            and attributes.get("deregistration_delay.connection_termination.enabled") == "true",
+            f"connection termination {attributes.get('deregistration_delay.connection_termination.enabled')}",
+        )
+        if guard.post_evidence_action == "terminate":
+            # No termination protection exists for Spot: the volumes outliving the instance are the evidence.
+            kept = poll(
+                lambda: self.clients.ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": volumes}])[
+                    "Volumes"
+                ],
+                lambda found: len(found) == len(volumes) and all(v["State"] == "available" for v in found),
+                guard.pace.execution_seconds,
+                guard.pace.poll_seconds,
+            )
+            report.expect(
+                "its volumes outlived the terminated instance",
+                bool(volumes) and len(kept) == len(volumes),
+                ", ".join(f"{v['VolumeId']}: {v['State']}" for v in kept) or "none",
+            )
+
+    def targets_of(self, target_group_arn: str) -> list[str]:
+        health = self.clients.elbv2.describe_target_health(TargetGroupArn=target_group_arn)
+        return [d["Target"]["Id"] for d in health["TargetHealthDescriptions"]]
 
     def ssh_key_pushed(self, report: ScenarioReport) -> None:
         self._instance_attack(report, lambda attacks, instance_id: attacks.push_ssh_key(instance_id))
@@ -633,6 +694,11 @@ class Drill:
     SCENARIOS: tuple[tuple[str, str, str], ...] = (
         ("port-opened", "port 22 opened to 0.0.0.0/0 on the workload's security group", "port_opened"),
         ("ssh-key-pushed", "an SSH key pushed through EC2 Instance Connect", "ssh_key_pushed"),
+        (
+            "spot-behind-nlb",
+            "an SSH key pushed to a Spot server behind a Network Load Balancer",
+            "spot_behind_nlb",
+        ),
         ("shell-opened", "an SSM session started on an instance", "shell_opened"),
         ("file-changed", "a watched file changed (SSM Inventory, reported by Config)", "file_changed"),
         ("allow-listed", "the same kind of change by the allow-listed pipeline", "allow_listed"),

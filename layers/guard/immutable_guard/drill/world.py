@@ -151,6 +151,13 @@ class Workload:
     security_group_id: str
     standalone_instance_id: str
     vpc_cidr: str = "10.42.0.0/16"
+    # The Spot server's group and its Network Load Balancer target group (None in an older workload).
+    spot_group_name: str | None = None
+    balanced_target_group_arn: str | None = None
+
+    @property
+    def group_names(self) -> list[str]:
+        return [name for name in (self.group_name, self.spot_group_name) if name]
 
 
 def deploy_workload(
@@ -175,6 +182,8 @@ def deploy_workload(
         group_name=outputs["AutoScalingGroupName"],
         security_group_id=group["PhysicalResourceId"],
         standalone_instance_id=outputs["StandaloneInstanceId"],
+        spot_group_name=outputs.get("SpotGroupName"),
+        balanced_target_group_arn=outputs.get("BalancedTargetGroupArn"),
     )
 
 

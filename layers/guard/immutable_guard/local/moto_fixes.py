@@ -133,6 +133,32 @@ def stack_instances_use_their_launch_template(set_attribute: Setter = setattr) -
     set_attribute(Instance, "create_from_cloudformation_json", classmethod(create_from_cloudformation_json))
 
 
+def stack_load_balancers_have_their_type(set_attribute: Setter = setattr) -> None:
+    """An ``AWS::ElasticLoadBalancingV2::LoadBalancer`` is of the ``Type`` its properties say.
+
+    CloudFormation creates a Network Load Balancer for ``Type: network``
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-elasticloadbalancingv2-loadbalancer.html);
+    moto's CloudFormation always creates an Application Load Balancer, which refuses a TCP listener.
+    """
+    from moto.elbv2.models import FakeLoadBalancer, elbv2_backends
+
+    def create_from_cloudformation_json(
+        cls: Any, /, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **_: Any
+    ) -> Any:
+        properties = cloudformation_json["Properties"]
+        return elbv2_backends[account_id][region_name].create_load_balancer(
+            resource_name,
+            properties.get("SecurityGroups"),
+            properties.get("Subnets"),
+            scheme=properties.get("Scheme", "internet-facing"),
+            loadbalancer_type=properties.get("Type", "application"),
+        )
+
+    set_attribute(
+        FakeLoadBalancer, "create_from_cloudformation_json", classmethod(create_from_cloudformation_json)
+    )
+
+
 def previous_parameter_values_as_in_aws(set_attribute: Setter = setattr) -> None:
     """UpdateStack ``UsePreviousValue`` keeps the stack's current value, a defaulted one included.
 
@@ -489,6 +515,168 @@ def payload_quota_as_in_aws(set_attribute: Setter = setattr) -> None:
     set_attribute(error_equals_decl.ErrorEqualsDecl, "_eval_body", eval_body)
 
 
+# ---------------------------------------------------------------------- (g) Spot instances
+
+
+def spot_instances_refuse_protection(set_attribute: Setter = setattr) -> None:
+    """A Spot instance can have neither termination nor stop protection.
+
+    EC2: "You can't enable termination protection for Spot Instances"
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_ChangingDisableAPITermination.html) and
+    "You can't enable stop protection for Spot Instances"
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-stop-protection.html). ModifyInstanceAttribute
+    on such an instance fails whatever the value, with UnsupportedOperation "Modifying
+    'disableApiTermination' is not supported for spot instances." (as reported from real accounts in
+    cloud-custodian/cloud-custodian#2083 and hashicorp/terraform-provider-aws#41206; the stop-protection
+    message is assumed to read alike). moto sets either attribute on any instance.
+    """
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.instances import InstanceBackend
+
+    original = InstanceBackend.modify_instance_attribute
+    if getattr(original, "_spot_as_in_aws", False):
+        return
+    refused = {"disable_api_termination": "disableApiTermination", "disable_api_stop": "disableApiStop"}
+
+    def modify_instance_attribute(self: Any, instance_id: str, key: str, value: Any) -> Any:
+        instance = self.get_instance(instance_id)
+        if key in refused and getattr(instance, "lifecycle", None) == "spot":
+            raise EC2ClientError(
+                "UnsupportedOperation", f"Modifying '{refused[key]}' is not supported for spot instances."
+            )
+        return original(self, instance_id, key, value)
+
+    modify_instance_attribute._spot_as_in_aws = True  # type: ignore[attr-defined]
+    set_attribute(InstanceBackend, "modify_instance_attribute", modify_instance_attribute)
+
+
+def launch_template_spot_options_launch_spot_instances(set_attribute: Setter = setattr) -> None:
+    """An instance launched from a launch template whose InstanceMarketOptions say ``spot`` is a Spot
+    instance (``InstanceLifecycle: spot``), whether RunInstances, an Auto Scaling group or CloudFormation
+    launches it (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/interruption-behavior.html: Spot
+    Instances configured in a launch template). moto marks only a RunInstances call that passes
+    InstanceMarketOptions itself, so a group's members are never Spot.
+    """
+    from moto.ec2.models.instances import InstanceBackend
+
+    original = InstanceBackend.run_instances
+    if getattr(original, "_spot_as_in_aws", False):
+        return
+
+    def run_instances(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reservation = original(self, *args, **kwargs)
+        template_spec = kwargs.get("launch_template")
+        if template_spec:
+            data = self._get_template_from_args(template_spec).data or {}
+            if (data.get("InstanceMarketOptions") or {}).get("MarketType") == "spot":
+                for instance in reservation.instances:
+                    instance.lifecycle = "spot"
+        return reservation
+
+    run_instances._spot_as_in_aws = True  # type: ignore[attr-defined]
+    set_attribute(InstanceBackend, "run_instances", run_instances)
+
+
+# ---------------------------------------------------------------------- (h) network ACL quota
+
+NETWORK_ACL_RULES_PER_DIRECTION = 20
+
+
+def network_acl_entries_are_limited(set_attribute: Setter = setattr) -> None:
+    """A network ACL holds at most 20 rules per direction (the default quota, "Rules per network ACL",
+    https://docs.aws.amazon.com/vpc/latest/userguide/amazon-vpc-limits.html); the default "*" rules do not
+    count. One more fails with NetworkAclEntryLimitExceeded. moto accepts any number.
+    """
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.network_acls import NetworkAclBackend
+
+    original = NetworkAclBackend.create_network_acl_entry
+    if getattr(original, "_limited_as_in_aws", False):
+        return
+
+    def create_network_acl_entry(
+        self: Any, network_acl_id: str, rule_number: int, *args: Any, **kwargs: Any
+    ) -> Any:
+        egress = kwargs.get("egress", args[2] if len(args) > 2 else None)
+        acl = self.get_network_acl(network_acl_id)
+        same_direction = [
+            entry
+            for entry in acl.network_acl_entries
+            if str(entry.egress).lower() == str(egress).lower() and int(entry.rule_number) < 32767
+        ]
+        if len(same_direction) >= NETWORK_ACL_RULES_PER_DIRECTION:
+            raise EC2ClientError(
+                "NetworkAclEntryLimitExceeded",
+                f"The maximum number of entries for network ACL '{network_acl_id}' has been reached.",
+            )
+        return original(self, network_acl_id, rule_number, *args, **kwargs)
+
+    create_network_acl_entry._limited_as_in_aws = True  # type: ignore[attr-defined]
+    set_attribute(NetworkAclBackend, "create_network_acl_entry", create_network_acl_entry)
+
+
+# ---------------------------------------------------------------------- (i) eventual consistency (opt-in)
+
+
+def ec2_reads_lag_behind_writes(set_attribute: Setter = setattr, stale_reads: int = 2) -> None:
+    """After ModifyNetworkInterfaceAttribute, the next ``stale_reads`` DescribeNetworkInterfaces calls
+    still show the interface's previous groups.
+
+    EC2 is eventually consistent: "the result of an API command you run that affects your Amazon EC2
+    resources might not be immediately visible to all subsequent commands you run" (EC2 API reference,
+    "Eventual consistency"). moto is immediately consistent. Not among the fixes applied by default (it
+    slows every isolation down by the verification's back-off): tests and the fault matrix opt in.
+    """
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
+    from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
+
+    modify = NetworkInterfaceBackend.modify_network_interface_attribute
+    describe = ElasticNetworkInterfaces.describe_network_interfaces
+    lagging: dict[str, tuple[list[Any], int]] = {}
+
+    def modify_network_interface_attribute(
+        self: Any, eni_id: str, group_ids: list[str], *args: Any, **kwargs: Any
+    ) -> Any:
+        eni = self.get_network_interface(eni_id)
+        if group_ids and eni_id not in lagging:
+            lagging[eni_id] = (list(eni._group_set), stale_reads)
+        return modify(self, eni_id, group_ids, *args, **kwargs)
+
+    def describe_network_interfaces(self: Any) -> Any:
+        result = describe(self)
+        body: dict[str, Any] = result.result  # type: ignore[assignment]
+        shown = []
+        for eni in body["NetworkInterfaces"]:
+            stale = lagging.get(eni.id)
+            if stale is None:
+                shown.append(eni)
+                continue
+            groups, left = stale
+            if left <= 1:
+                del lagging[eni.id]
+            else:
+                lagging[eni.id] = (groups, left - 1)
+            shown.append(_WithGroups(eni, groups))
+        body["NetworkInterfaces"] = shown
+        return result
+
+    set_attribute(
+        NetworkInterfaceBackend, "modify_network_interface_attribute", modify_network_interface_attribute
+    )
+    set_attribute(ElasticNetworkInterfaces, "describe_network_interfaces", describe_network_interfaces)
+
+
+class _WithGroups:
+    """A network interface as a stale read shows it: its earlier groups, everything else as it is now."""
+
+    def __init__(self, eni: Any, groups: list[Any]) -> None:
+        self._eni = eni
+        self.group_set = groups
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._eni, name)
+
+
 # ---------------------------------------------------------------------- all of them
 
 
@@ -498,6 +686,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
     return [
         eni_groups_as_in_aws,
         stack_instances_use_their_launch_template,
+        stack_load_balancers_have_their_type,
         previous_parameter_values_as_in_aws,
         sub_references_count_as_references,
         replace_stack_instances_on_update,
@@ -506,6 +695,9 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         alias_revisions_as_in_aws,
         execution_status_events_as_in_aws,
         payload_quota_as_in_aws,
+        spot_instances_refuse_protection,
+        launch_template_spot_options_launch_spot_instances,
+        network_acl_entries_are_limited,
     ]
 
 

@@ -26,6 +26,8 @@ from immutable_guard.remediation.evidence import (
     describe_instance,
     describe_snapshots,
 )
+from immutable_guard.remediation.network_acl import DETAIL_KEY as ACL_DETAIL_KEY
+from immutable_guard.remediation.network_acl import remove_entries
 from immutable_guard.remediation.replace import STAGE_REPLACEMENT_STARTED, STRATEGY_MANUAL, replacement_health
 
 if TYPE_CHECKING:
@@ -124,18 +126,30 @@ def _verify_replacement(
     return health.replacement_instance_ids
 
 
-def _act(clients: Clients, instance_id: str, action: PostEvidenceAction) -> None:
+def _act(clients: Clients, instance: Mapping[str, Any], action: PostEvidenceAction) -> None:
     ec2 = clients.ec2
+    instance_id = instance["InstanceId"]
+    # EC2 refuses both protection attributes on a Spot instance, even to turn them off; it has neither.
+    spot = instance.get("InstanceLifecycle") == "spot"
     try:
         if action is PostEvidenceAction.TERMINATE:
             # The Contain step protected the evidence against termination; only we lift it, only now.
-            ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": False})
+            if not spot:
+                ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": False})
             ec2.terminate_instances(InstanceIds=[instance_id])
         elif action is PostEvidenceAction.STOP:
-            ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiStop={"Value": False})
+            if not spot:
+                ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiStop={"Value": False})
             ec2.stop_instances(InstanceIds=[instance_id])
     except ClientError as exc:
         raise AwsCallFailed(f"cannot {action.value} instance {instance_id}: {exc}") from exc
+
+
+def _free_addresses(clients: Clients, ledger: IncidentLedger, incident_id: str) -> int:
+    """A terminated instance's private addresses go back to the subnet, and the next instance there may get
+    them: the network-ACL deny entries Contain added for them (IsolationDepth=network-acl) must go too."""
+    entries = ledger.get(incident_id).details.get(ACL_DETAIL_KEY) or []
+    return len(remove_entries(clients.ec2, entries, [])) if entries else 0
 
 
 def nuke_instance(
@@ -188,6 +202,8 @@ def nuke_instance(
             "snapshot_ids": sorted(snapshot_ids),
             "already_done": True,
         }
+        if done == "terminated":
+            result["network_acl_entries_removed"] = _free_addresses(clients, ledger, incident_id)
         ledger.record_stage(incident_id, _STAGE[done], details=result)
         return result
 
@@ -204,7 +220,7 @@ def nuke_instance(
     ledger.record_stage(
         incident_id, "nuke_started", details={"action": str(action), "snapshot_ids": snapshot_ids}
     )
-    _act(clients, instance_id, action)
+    _act(clients, instance, action)
     done = _RESULT_ACTION[action]
     result = {
         "action": done,
@@ -214,5 +230,7 @@ def nuke_instance(
         "replacement_instance_ids": replacement_ids,
         "already_done": False,
     }
+    if done == "terminated":
+        result["network_acl_entries_removed"] = _free_addresses(clients, ledger, incident_id)
     ledger.record_stage(incident_id, _STAGE[done], details=result)
     return result

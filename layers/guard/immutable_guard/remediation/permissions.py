@@ -15,6 +15,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "ec2:DescribeSecurityGroups",
             "elasticloadbalancing:DescribeTargetGroups",
             "elasticloadbalancing:DescribeTargetHealth",
+            # Whether an NLB target group already closes a deregistered target's connections, else on.
+            "elasticloadbalancing:DescribeTargetGroupAttributes",
+            "elasticloadbalancing:ModifyTargetGroupAttributes",
             # The launch source in force when the incident opens, for Replace to compare.
             "autoscaling:DescribeAutoScalingGroups",
             "ec2:DescribeLaunchTemplateVersions",
@@ -33,6 +36,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             # A network ACL allow entry the attacker created: checked, then deleted.
             "ec2:DescribeNetworkAcls",
             "ec2:DeleteNetworkAclEntry",
+            # IsolationDepth=network-acl: deny entries for the instance's addresses.
+            "ec2:CreateNetworkAclEntry",
             # Evidence protection, leaving service, dropping the instance's credentials.
             "ec2:ModifyInstanceAttribute",
             "autoscaling:DetachInstances",
@@ -52,6 +57,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "iam:PassRole",
             "ec2:DeleteTags",
             "elasticloadbalancing:RegisterTargets",
+            # The network-ACL deny entries of the quarantine, removed.
+            "ec2:DescribeNetworkAcls",
+            "ec2:DeleteNetworkAclEntry",
             *_LEDGER_STEP,
             # The running remediation is stopped first, so it cannot nuke what is being given back.
             "states:DescribeExecution",
@@ -104,6 +112,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "ec2:ModifyInstanceAttribute",
             "ec2:TerminateInstances",
             "ec2:StopInstances",
+            # A terminated instance's addresses are free for others: its network-ACL deny entries go.
+            "ec2:DescribeNetworkAcls",
+            "ec2:DeleteNetworkAclEntry",
             *_LEDGER_STEP,
         }
     ),

@@ -1,15 +1,17 @@
 """Contain: cut a mutated instance off the network first, then keep it as evidence and take it out of
-service. Everything needed to undo it (release) is in the ledger before the first change."""
+service. Everything needed to undo it (release) is in the ledger before the change it undoes: the prior
+state before the first change, the target groups before leaving them, network ACL entries before adding."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from immutable_guard.errors import AwsCallFailed, GuardError, InstanceNotFound, IsolationFailed, error_code
@@ -17,6 +19,8 @@ from immutable_guard.ledger import IncidentLedger, Status, now_iso
 from immutable_guard.model import Finding
 from immutable_guard.remediation.launch_source import PRIOR_STATE_KEY as LAUNCH_SOURCE_KEY
 from immutable_guard.remediation.launch_source import record_launch_source
+from immutable_guard.remediation.network_acl import DETAIL_KEY as ACL_DETAIL_KEY
+from immutable_guard.remediation.network_acl import deny_instance_addresses, instance_addresses
 from immutable_guard.remediation.offending_rules import (
     offending_acl_entries,
     offending_rules,
@@ -26,7 +30,6 @@ from immutable_guard.remediation.offending_rules import (
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
-    from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
 
     from immutable_guard.clients import Clients
 
@@ -55,7 +58,35 @@ _GONE_STATES = frozenset({"shutting-down", "terminated"})
 # A group created a moment ago may not be visible to the next call yet (EC2 is eventually consistent).
 _NOT_YET_VISIBLE = frozenset({"InvalidGroup.NotFound", "InvalidSecurityGroupID.NotFound"})
 _VISIBILITY_WAITS = (0.5, 1.0, 2.0)
+# A read right after a write may still show the old groups (EC2 API "Eventual consistency"): verification
+# reads again with these back-offs before it concludes anything (about 7 s in all, bounded).
+_VERIFY_WAITS = (0.5, 1.0, 2.0, 4.0)
+# Putting an interface back on the isolation group when a step of the swap failed: quick, few tries.
+_LEAVE_PASSTHROUGH_WAITS = (0.2, 0.5, 1.0)
 _READ_WORKERS = 8
+
+# Interfaces the instance does not own: an AWS service manages them, and EC2 lets nobody else change
+# their attributes (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/requester-managed-eni.html), or
+# they carry other workloads' traffic (ECS trunk and branch interfaces). Reported and left alone.
+_NOT_OWNED_TYPES = frozenset({"trunk", "branch"})
+
+# Spot instances cannot have termination protection, nor stop protection; EC2 refuses both
+# ("You can't enable termination protection for Spot Instances",
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_ChangingDisableAPITermination.html).
+SPOT = "spot"
+
+# Network Load Balancer target groups (their protocols), and the attribute that makes the load balancer
+# close a deregistered target's established connections at the end of the deregistration delay
+# (https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_TargetGroupAttribute.html).
+_NLB_PROTOCOLS = frozenset({"TCP", "UDP", "TLS", "TCP_UDP", "QUIC", "TCP_QUIC"})
+CONNECTION_TERMINATION = "deregistration_delay.connection_termination.enabled"
+_TARGET_GROUP_GONE = frozenset({"TargetGroupNotFound"})
+PRIOR_TARGET_GROUPS = "prior_target_groups"
+"""Incident details key: the target groups the instance was in when Contain took it out (for Release)."""
+
+DEPTH_SECURITY_GROUPS = "security-groups"
+DEPTH_NETWORK_ACL = "network-acl"
+ISOLATION_DEPTHS = (DEPTH_SECURITY_GROUPS, DEPTH_NETWORK_ACL)
 
 _T = TypeVar("_T")
 
@@ -111,9 +142,14 @@ class Registration:
 
     target_group_arn: str
     targets: list[dict[str, Any]]
+    protocol: str = ""
+
+    @property
+    def network_load_balancer(self) -> bool:
+        return self.protocol in _NLB_PROTOCOLS
 
     def as_dict(self) -> dict[str, Any]:
-        return {"arn": self.target_group_arn, "targets": self.targets}
+        return {"arn": self.target_group_arn, "targets": self.targets, "protocol": self.protocol}
 
 
 @dataclass
@@ -124,16 +160,34 @@ class ObservedInstance:
     disable_api_termination: bool
     shutdown_behavior: str
     association: dict[str, str] | None
-    registrations: list[Registration]
     our_groups: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    # DescribeNetworkInterfaces' view of the attached interfaces (it alone says RequesterManaged).
+    interfaces: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def instance_id(self) -> str:
         return str(self.instance["InstanceId"])
 
     @property
+    def is_spot(self) -> bool:
+        return self.instance.get("InstanceLifecycle") == SPOT
+
+    def _not_owned(self, eni: Mapping[str, Any]) -> str | None:
+        described = {**eni, **self.interfaces.get(eni["NetworkInterfaceId"], {})}
+        return not_owned_reason(described)
+
+    @property
     def network_interfaces(self) -> list[Mapping[str, Any]]:
-        return list(self.instance.get("NetworkInterfaces", []))
+        """The interfaces Contain isolates: those the instance owns."""
+        return [eni for eni in self.instance.get("NetworkInterfaces", []) if self._not_owned(eni) is None]
+
+    @property
+    def skipped_interfaces(self) -> list[dict[str, str]]:
+        return [
+            {"eni": str(eni["NetworkInterfaceId"]), "reason": str(reason)}
+            for eni in self.instance.get("NetworkInterfaces", [])
+            if (reason := self._not_owned(eni)) is not None
+        ]
 
     @property
     def auto_scaling_group(self) -> str | None:
@@ -155,10 +209,12 @@ class ObservedInstance:
         ]
 
     def prior_state(self) -> dict[str, Any]:
-        """Enough to undo the quarantine: release.py reads exactly these keys."""
+        """Enough to undo the quarantine: release.py reads exactly these keys. The target groups are found
+        after isolation and kept apart (incident details, PRIOR_TARGET_GROUPS)."""
         return {
             "instance_id": self.instance_id,
             "instance_state": self.instance.get("State", {}).get("Name"),
+            "instance_lifecycle": self.instance.get("InstanceLifecycle", "on-demand"),
             "network_interfaces": [
                 {
                     "eni": eni["NetworkInterfaceId"],
@@ -167,14 +223,23 @@ class ObservedInstance:
                 }
                 for eni in self.network_interfaces
             ],
+            "skipped_network_interfaces": self.skipped_interfaces,
             "iam_instance_profile": self.association,
             "auto_scaling_group": self.auto_scaling_group,
-            "target_groups": [registration.as_dict() for registration in self.registrations],
             "disable_api_termination": self.disable_api_termination,
             "instance_initiated_shutdown_behavior": self.shutdown_behavior,
             "volumes": self.volumes,
             "recorded_at": now_iso(),
         }
+
+
+def not_owned_reason(eni: Mapping[str, Any]) -> str | None:
+    """Why Contain must leave this interface alone, or None when the instance owns it."""
+    if eni.get("RequesterManaged"):
+        return f"requester-managed (by {eni.get('RequesterId', 'an AWS service')}): EC2 lets nobody change it"
+    if eni.get("InterfaceType") in _NOT_OWNED_TYPES:
+        return f"{eni['InterfaceType']} interface: it carries other workloads' traffic"
+    return None
 
 
 def _tag_map(instance: Mapping[str, Any]) -> dict[str, str]:
@@ -245,67 +310,27 @@ def _our_groups(ec2: EC2Client) -> dict[tuple[str, str], Mapping[str, Any]]:
     return found
 
 
-def _all_target_registrations(elbv2: ElasticLoadBalancingv2Client) -> list[tuple[str, str, list[Any]]]:
-    """(arn, target type, registered targets) of every instance/ip target group, health read in parallel."""
-    groups: list[tuple[str, str]] = []
-    try:
-        for page in elbv2.get_paginator("describe_target_groups").paginate():
-            groups.extend(
-                (tg["TargetGroupArn"], tg.get("TargetType", "instance"))
-                for tg in page["TargetGroups"]
-                if tg.get("TargetType", "instance") in ("instance", "ip")
-            )
-    except ClientError as exc:
-        raise AwsCallFailed(f"target groups: describe: {error_code(exc)}: {exc}") from exc
-
-    def health(arn: str) -> list[Any]:
-        response = call_aws(
-            elbv2.describe_target_health, f"target group {arn}: describe health", TargetGroupArn=arn
-        )
-        return [d["Target"] for d in response["TargetHealthDescriptions"]]
-
-    if not groups:
-        return []
-    with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
-        targets = list(pool.map(health, [arn for arn, _ in groups]))
-    return [(arn, kind, found) for (arn, kind), found in zip(groups, targets, strict=True)]
-
-
-def _instance_registrations(
-    instance: Mapping[str, Any], registrations: list[tuple[str, str, list[Any]]]
-) -> list[Registration]:
-    instance_id = instance["InstanceId"]
-    addresses = {
-        address["PrivateIpAddress"]
-        for eni in instance.get("NetworkInterfaces", [])
-        for address in eni.get("PrivateIpAddresses", [])
-        if "PrivateIpAddress" in address
-    }
-    found = []
-    for arn, kind, targets in registrations:
-        ours = [
-            {key: target[key] for key in ("Id", "Port", "AvailabilityZone") if key in target}
-            for target in targets
-            if (kind == "instance" and target["Id"] == instance_id)
-            or (kind == "ip" and target["Id"] in addresses)
-        ]
-        if ours:
-            found.append(Registration(arn, ours))
-    return found
+def _attached_interfaces(ec2: EC2Client, instance_id: str) -> dict[str, Mapping[str, Any]]:
+    response = call_aws(
+        ec2.describe_network_interfaces,
+        f"instance {instance_id}: read network interfaces",
+        Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}],
+    )
+    return {eni["NetworkInterfaceId"]: eni for eni in response.get("NetworkInterfaces", [])}
 
 
 def observe_instance(clients: Clients, instance_id: str) -> ObservedInstance:
-    """Every read the quarantine needs, concurrently: the time before isolation is one round trip
-    (two when target groups exist), not one per attribute and target group."""
+    """Every read the isolation needs, concurrently: the time before isolation is one round trip.
+    Target groups (one read per group) are found after isolating (`find_registrations`)."""
     # boto3 sessions are not thread-safe: create the clients here, share the (thread-safe) clients.
-    ec2, elbv2 = clients.ec2, clients.elbv2
+    ec2 = clients.ec2
     with ThreadPoolExecutor(max_workers=6) as pool:
         described = pool.submit(describe_instance, ec2, instance_id)
         termination = pool.submit(_attribute, ec2, instance_id, "disableApiTermination")
         shutdown = pool.submit(_attribute, ec2, instance_id, "instanceInitiatedShutdownBehavior")
         association = pool.submit(_profile_association, ec2, instance_id)
         groups = pool.submit(_our_groups, ec2)
-        registrations = pool.submit(_all_target_registrations, elbv2)
+        interfaces = pool.submit(_attached_interfaces, ec2, instance_id)
         # The instance first: when it is gone, that is the error to report, not a failed attribute read.
         instance = described.result()
         return ObservedInstance(
@@ -313,9 +338,102 @@ def observe_instance(clients: Clients, instance_id: str) -> ObservedInstance:
             disable_api_termination=bool(termination.result()),
             shutdown_behavior=str(shutdown.result() or "stop"),
             association=association.result(),
-            registrations=_instance_registrations(instance, registrations.result()),
             our_groups=groups.result(),
+            interfaces=interfaces.result(),
         )
+
+
+# ---------------------------------------------------------------- load balancers
+
+
+def find_registrations(clients: Clients, instance: Mapping[str, Any]) -> list[Registration]:
+    """The instance's registrations in every instance/ip target group, health read in parallel.
+
+    A target group deleted between the listing and its health read is simply not one the instance is in.
+    Targets still draining count: their connections are what connection termination closes.
+    """
+    elbv2 = clients.elbv2
+    groups: list[tuple[str, str, str]] = []
+    try:
+        for page in elbv2.get_paginator("describe_target_groups").paginate():
+            groups.extend(
+                (tg["TargetGroupArn"], tg.get("TargetType", "instance"), tg.get("Protocol", ""))
+                for tg in page["TargetGroups"]
+                if tg.get("TargetType", "instance") in ("instance", "ip")
+            )
+    except ClientError as exc:
+        raise AwsCallFailed(f"target groups: describe: {error_code(exc)}: {exc}") from exc
+
+    def targets_of(arn: str) -> list[Any]:
+        try:
+            response = elbv2.describe_target_health(TargetGroupArn=arn)
+        except ClientError as exc:
+            if error_code(exc) in _TARGET_GROUP_GONE:
+                return []
+            raise AwsCallFailed(f"target group {arn}: describe health: {error_code(exc)}: {exc}") from exc
+        return [d["Target"] for d in response["TargetHealthDescriptions"]]
+
+    if not groups:
+        return []
+    with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
+        found = list(pool.map(targets_of, [arn for arn, _, _ in groups]))
+    instance_id = instance["InstanceId"]
+    addresses = {
+        address["PrivateIpAddress"]
+        for eni in instance.get("NetworkInterfaces", [])
+        for address in eni.get("PrivateIpAddresses", [])
+        if "PrivateIpAddress" in address
+    }
+    registrations = []
+    for (arn, kind, protocol), targets in zip(groups, found, strict=True):
+        ours = [
+            {key: target[key] for key in ("Id", "Port", "AvailabilityZone") if key in target}
+            for target in targets
+            if (kind == "instance" and target["Id"] == instance_id)
+            or (kind == "ip" and target["Id"] in addresses)
+        ]
+        if ours:
+            registrations.append(Registration(arn, ours, protocol))
+    return registrations
+
+
+def close_load_balancer_connections(
+    clients: Clients, registrations: list[Registration], actions: list[str]
+) -> list[str]:
+    """Have each Network Load Balancer close the instance's connections once it is deregistered.
+
+    Connections through an NLB are tracked whatever the security groups say, and a deregistered target
+    that stays healthy keeps its established connections unless the group terminates them. The attribute
+    belongs to the whole target group: it is turned on, never off (Release reports it). Returns the groups
+    it was turned on for.
+    """
+    turned_on: list[str] = []
+    elbv2 = clients.elbv2
+    for registration in registrations:
+        if not registration.network_load_balancer:
+            continue
+        arn = registration.target_group_arn
+        try:
+            attributes = {
+                a["Key"]: a["Value"]
+                for a in elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]
+            }
+            if attributes.get(CONNECTION_TERMINATION) == "true":
+                continue
+            elbv2.modify_target_group_attributes(
+                TargetGroupArn=arn, Attributes=[{"Key": CONNECTION_TERMINATION, "Value": "true"}]
+            )
+        except ClientError as exc:
+            if error_code(exc) in _TARGET_GROUP_GONE:
+                actions.append(f"target group {arn} was deleted meanwhile")
+                continue
+            raise AwsCallFailed(f"target group {arn}: enable connection termination: {exc}") from exc
+        delay = attributes.get("deregistration_delay.timeout_seconds", "300")
+        actions.append(
+            f"NLB target group {arn} now closes a deregistered target's connections ({delay} s delay)"
+        )
+        turned_on.append(arn)
+    return turned_on
 
 
 # ---------------------------------------------------------------- isolation
@@ -463,32 +581,59 @@ def _set_groups(ec2: EC2Client, eni_id: str, group_ids: list[str]) -> None:
             ) from exc
 
 
-def _finish_isolation(ec2: EC2Client, eni_id: str, isolation: str, previous: list[str]) -> None:
-    """Second step of the swap. The passthrough group allows all traffic: whatever fails here, the ENI
-    must not stay on it. Try the isolation group once more, else put the previous groups back, then fail."""
+def _leave_passthrough(ec2: EC2Client, eni_id: str, isolation: str, fallback: list[str]) -> bool:
+    """After a failed step of the swap the interface may be on the all-traffic group (a timeout can hide
+    a change EC2 made). Put it on the isolation group, trying a few times; failing that, back on its own
+    groups (never more open than before). True when it is on the isolation group. Raises nothing."""
+    for wait in (*_LEAVE_PASSTHROUGH_WAITS, None):
+        try:
+            ec2.modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=[isolation])
+            return True
+        except (ClientError, BotoCoreError):
+            if wait is not None:
+                time.sleep(wait)
+    if fallback:
+        with contextlib.suppress(ClientError, BotoCoreError):
+            ec2.modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=fallback)
+    return False
+
+
+def _swap(
+    ec2: EC2Client, eni_id: str, passthrough: str, isolation: str, previous: list[str], actions: list[str]
+) -> None:
+    """The two-step swap of one interface. Whatever fails, it does not stay on the passthrough group."""
+    fallback = [] if passthrough in previous else previous
+    step = "passthrough"
     try:
+        _set_groups(ec2, eni_id, [passthrough])
+        step = "isolation"
         _set_groups(ec2, eni_id, [isolation])
         return
-    except IsolationFailed as first:
-        for fallback in ([isolation], previous):
-            try:
-                ec2.modify_network_interface_attribute(NetworkInterfaceId=eni_id, Groups=fallback)
-            except ClientError:
-                continue
-            if fallback == [isolation]:
-                return
-            break
-        raise first
+    except (GuardError, ClientError, BotoCoreError) as exc:
+        # The AWS error itself when there is one: the handler tells a passing failure by it.
+        failure: BaseException = exc.__cause__ if isinstance(exc, GuardError) and exc.__cause__ else exc
+    if _leave_passthrough(ec2, eni_id, isolation, fallback):
+        if step == "passthrough":
+            # Isolated, but without passing through: connections tracked before may live until they
+            # time out (the network-ACL depth and NLB connection termination cut those on their paths).
+            actions.append(f"WARNING {eni_id}: passthrough step failed ({failure}); isolated directly")
+        return
+    raise IsolationFailed(
+        f"network interface {eni_id}: {step} step failed ({failure}); the isolation group could not be set "
+        f"either, so it was put back on {fallback or 'its groups'}"
+    ) from failure
 
 
 def isolate_network_interfaces(
     ec2: EC2Client, observed: ObservedInstance, actions: list[str]
 ) -> dict[str, str]:
-    """Two-step swap on every ENI; returns VPC id -> isolation group id.
+    """Two-step swap on every interface the instance owns; returns VPC id -> isolation group id.
 
     Changing groups does not cut connections that are tracked. A group allowing all traffic both ways
     makes them untracked; replacing it with a group without rules then drops them at once.
     """
+    for skipped in observed.skipped_interfaces:
+        actions.append(f"WARNING {skipped['eni']} left as it is: {skipped['reason']}")
     by_vpc: dict[str, tuple[str, str]] = {}
     for eni in observed.network_interfaces:
         vpc_id = eni["VpcId"]
@@ -503,28 +648,61 @@ def isolate_network_interfaces(
             # Already isolated (a retry): passing through again would reopen it for a moment.
             actions.append(f"{eni['NetworkInterfaceId']} already isolated")
             continue
-        _set_groups(ec2, eni["NetworkInterfaceId"], [passthrough])
-        _finish_isolation(ec2, eni["NetworkInterfaceId"], isolation, current)
+        _swap(ec2, eni["NetworkInterfaceId"], passthrough, isolation, current, actions)
         actions.append(f"isolated {eni['NetworkInterfaceId']} (was {', '.join(current) or 'no group'})")
     return {vpc: ids[1] for vpc, ids in by_vpc.items()}
 
 
-def verify_isolated(ec2: EC2Client, instance_id: str, isolation_by_vpc: Mapping[str, str]) -> None:
-    """Read every ENI attached now (one attached meanwhile included) and demand only our isolation group."""
+def _isolation_problems(
+    ec2: EC2Client, instance_id: str, isolation_by_vpc: Mapping[str, str]
+) -> dict[str, tuple[str | None, list[str]]]:
+    """ENI id -> (its VPC's isolation group, its groups now) for every owned ENI not isolated."""
     response = call_aws(
         ec2.describe_network_interfaces,
         f"instance {instance_id}: read back network interfaces",
         error=IsolationFailed,
         Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}],
     )
-    problems = []
+    problems: dict[str, tuple[str | None, list[str]]] = {}
     for eni in response["NetworkInterfaces"]:
+        if not_owned_reason(eni) is not None:
+            continue
         groups = [group["GroupId"] for group in eni.get("Groups", [])]
         expected = isolation_by_vpc.get(eni.get("VpcId", ""))
         if expected is None or groups != [expected]:
-            problems.append(f"{eni['NetworkInterfaceId']} has {groups or 'no groups'}")
+            problems[eni["NetworkInterfaceId"]] = (expected, groups)
+    return problems
+
+
+def _read_until_isolated(
+    ec2: EC2Client, instance_id: str, isolation_by_vpc: Mapping[str, str]
+) -> dict[str, tuple[str | None, list[str]]]:
+    for wait in (*_VERIFY_WAITS, None):
+        problems = _isolation_problems(ec2, instance_id, isolation_by_vpc)
+        if not problems or wait is None:
+            return problems
+        time.sleep(wait)
+    return problems  # pragma: no cover - the loop returns
+
+
+def verify_isolated(ec2: EC2Client, instance_id: str, isolation_by_vpc: Mapping[str, str]) -> None:
+    """Read every ENI attached now (one attached meanwhile included) and demand only our isolation group.
+
+    EC2 is eventually consistent: a read right after the change may show the old groups, so it reads again
+    with back-off before concluding. An interface still wrong then is set to the isolation group once more
+    (never left on the passthrough group) and read again; only then is the isolation declared failed.
+    """
+    problems = _read_until_isolated(ec2, instance_id, isolation_by_vpc)
+    if not problems:
+        return
+    fixable = {eni: expected for eni, (expected, _) in problems.items() if expected is not None}
+    for eni_id, isolation in fixable.items():
+        _leave_passthrough(ec2, eni_id, isolation, [])
+    if fixable:
+        problems = _read_until_isolated(ec2, instance_id, isolation_by_vpc)
     if problems:
-        raise IsolationFailed(f"instance {instance_id} is not isolated: {'; '.join(problems)}")
+        described = "; ".join(f"{eni} has {groups or 'no groups'}" for eni, (_, groups) in problems.items())
+        raise IsolationFailed(f"instance {instance_id} is not isolated: {described}")
 
 
 # ---------------------------------------------------------------- evidence protection and service
@@ -533,9 +711,17 @@ def verify_isolated(ec2: EC2Client, instance_id: str, isolation_by_vpc: Mapping[
 def protect_evidence(
     ec2: EC2Client, incident_id: str, observed: ObservedInstance, actions: list[str]
 ) -> None:
-    """Keep the instance and its disks through any terminate or shutdown until evidence is taken."""
+    """Keep the instance and its disks through any terminate or shutdown until evidence is taken.
+
+    A Spot instance can have neither termination nor stop protection (EC2 refuses both), and EC2 may
+    reclaim it at any time: what protects its evidence is that its volumes outlive it.
+    """
     instance_id = observed.instance_id
-    if not observed.disable_api_termination:
+    if observed.is_spot:
+        actions.append(
+            "Spot instance: no termination protection exists for it; its volumes outlive it instead"
+        )
+    elif not observed.disable_api_termination:
         call_aws(
             ec2.modify_instance_attribute,
             f"instance {instance_id}: enable termination protection",
@@ -595,15 +781,21 @@ def leave_auto_scaling_group(clients: Clients, observed: ObservedInstance, actio
     actions.append(f"detached from Auto Scaling group {group}; it launches a replacement")
 
 
-def deregister_targets(clients: Clients, observed: ObservedInstance, actions: list[str]) -> None:
-    for registration in observed.registrations:
-        call_aws(
-            clients.elbv2.deregister_targets,
-            f"instance {observed.instance_id}: deregister from {registration.target_group_arn}",
-            TargetGroupArn=registration.target_group_arn,
-            Targets=registration.targets,
-        )
-        actions.append(f"deregistered from {registration.target_group_arn}")
+def deregister_targets(
+    clients: Clients, instance_id: str, registrations: list[Registration], actions: list[str]
+) -> None:
+    for registration in registrations:
+        arn = registration.target_group_arn
+        try:
+            clients.elbv2.deregister_targets(TargetGroupArn=arn, Targets=registration.targets)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if error_code(exc) in _TARGET_GROUP_GONE:
+                actions.append(f"target group {arn} was deleted meanwhile")
+                continue
+            raise AwsCallFailed(
+                f"instance {instance_id}: deregister from {arn}: {error_code(exc)}: {exc}"
+            ) from exc
+        actions.append(f"deregistered from {arn}")
 
 
 def detach_instance_profile(ec2: EC2Client, observed: ObservedInstance, actions: list[str]) -> None:
@@ -622,12 +814,37 @@ def detach_instance_profile(ec2: EC2Client, observed: ObservedInstance, actions:
 # ---------------------------------------------------------------- the step
 
 
+def isolate_with_network_acls(
+    ec2: EC2Client, ledger: IncidentLedger, incident_id: str, observed: ObservedInstance, actions: list[str]
+) -> dict[str, Any]:
+    """IsolationDepth=network-acl: deny the instance's addresses in the ACLs of its VPC's other subnets."""
+    interfaces = observed.network_interfaces
+    own_subnets = {str(eni.get("SubnetId")) for eni in interfaces}
+    cidrs = instance_addresses(interfaces)
+    vpcs = sorted({str(eni["VpcId"]) for eni in interfaces})
+    outcome: dict[str, Any] = {"entries": [], "refused": [], "cut": []}
+
+    def record(entries: list[dict[str, Any]]) -> None:
+        # Before the entries exist: a crash between the two must not leave entries nobody removes.
+        known = list(ledger.get(incident_id).details.get(ACL_DETAIL_KEY) or [])
+        known += [e for e in entries if e not in known]
+        ledger.record_detail(incident_id, ACL_DETAIL_KEY, known)
+
+    for vpc_id in vpcs:
+        added = deny_instance_addresses(ec2, vpc_id, own_subnets, cidrs, record, actions)
+        for key in outcome:
+            outcome[key] += added[key]
+    return outcome
+
+
 def quarantine_instance(
     clients: Clients,
     ledger: IncidentLedger,
     incident_id: str,
     instance_id: str,
     finding: dict[str, Any],
+    *,
+    isolation_depth: str = DEPTH_SECURITY_GROUPS,
 ) -> dict[str, Any]:
     """Contain one instance of an incident; safe to run again (a retry finds everything done).
 
@@ -641,13 +858,17 @@ def quarantine_instance(
         The incident and the instance it is about.
     finding:
         ``Finding.model_dump(mode="json")``; a port_opened finding names the rule to revoke.
+    isolation_depth:
+        ``security-groups`` (the two-step group swap), or ``network-acl`` (also deny entries for the
+        instance's addresses in the network ACLs of its VPC's other subnets: see network_acl.py).
 
     Returns
     -------
     dict
         The Contain contract: instance_id, isolation_group_ids, network_interfaces (with the groups they
-        had before the incident), revoked_rules, removed_acl_entries, left_auto_scaling_group,
-        deregistered_from, profile_detached, protected, actions.
+        had before the incident), skipped_network_interfaces, revoked_rules, removed_acl_entries,
+        left_auto_scaling_group, deregistered_from, connection_termination_enabled, network_acl,
+        profile_detached, spot, termination_protection, protected, actions.
 
     Raises
     ------
@@ -658,6 +879,8 @@ def quarantine_instance(
     AwsCallFailed
         Any other AWS refusal, after boto's retries.
     """
+    if isolation_depth not in ISOLATION_DEPTHS:
+        raise ValueError(f"isolation depth {isolation_depth!r} is not one of {ISOLATION_DEPTHS}")
     ec2 = clients.ec2
     observed = observe_instance(clients, instance_id)
     # First write wins in the ledger, so a retry cannot overwrite the real prior state with ours.
@@ -668,30 +891,55 @@ def quarantine_instance(
     actions: list[str] = []
     isolation_by_vpc = isolate_network_interfaces(ec2, observed, actions)
     verify_isolated(ec2, instance_id, isolation_by_vpc)
+    network_acl: dict[str, Any] | None = None
+    if isolation_depth == DEPTH_NETWORK_ACL:
+        network_acl = isolate_with_network_acls(ec2, ledger, incident_id, observed, actions)
 
+    # Out of service. The load balancers first, while the instance is still registered everywhere (leaving
+    # the Auto Scaling group deregisters it from the group's target groups too, API_DetachInstances): each
+    # NLB must terminate its connections, and what it was in is kept before anything is deregistered (a
+    # retry finds nothing registered).
+    registrations = find_registrations(clients, observed.instance)
+    recorded = ledger.record_detail_once(
+        incident_id, PRIOR_TARGET_GROUPS, [registration.as_dict() for registration in registrations]
+    )
+    terminating = close_load_balancer_connections(clients, registrations, actions)
+    deregister_targets(clients, instance_id, registrations, actions)
     leave_auto_scaling_group(clients, observed, actions)
+
     rules = offending_rules(finding)
     revoke_offending_rules(ec2, rules, actions)
     acl_entries = offending_acl_entries(finding)
     remove_offending_acl_entries(ec2, acl_entries, actions)
     protect_evidence(ec2, incident_id, observed, actions)
-    deregister_targets(clients, observed, actions)
     detach_instance_profile(ec2, observed, actions)
 
     # On a retry the instance is already changed: report what it was, from the first record.
-    prior = ledger.get(incident_id).prior_state or observed.prior_state()
+    incident = ledger.get(incident_id)
+    prior = incident.prior_state or observed.prior_state()
     profile = prior.get("iam_instance_profile")
+    spot = prior.get("instance_lifecycle") == SPOT
     result: dict[str, Any] = {
         "instance_id": instance_id,
         "isolation_group_ids": sorted(set(isolation_by_vpc.values())),
         "network_interfaces": [
             {"eni": eni["eni"], "previous_groups": eni["groups"]} for eni in prior["network_interfaces"]
         ],
+        "skipped_network_interfaces": prior.get("skipped_network_interfaces", []),
         "revoked_rules": rules,
         "removed_acl_entries": acl_entries,
         "left_auto_scaling_group": prior.get("auto_scaling_group"),
-        "deregistered_from": [tg["arn"] for tg in prior.get("target_groups", [])],
+        "deregistered_from": [tg["arn"] for tg in recorded],
+        "connection_termination_enabled": terminating,
+        "network_acl": (
+            {**network_acl, "entries": incident.details.get(ACL_DETAIL_KEY, network_acl["entries"])}
+            if network_acl is not None
+            else None
+        ),
         "profile_detached": profile["arn"] if profile else None,
+        "spot": spot,
+        # Spot: none exists; the volumes outliving the instance stand for it.
+        "termination_protection": not spot,
         "protected": True,
         "actions": actions,
     }

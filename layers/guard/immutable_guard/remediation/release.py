@@ -12,7 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from immutable_guard.alerts import Alert, console_links, publish_alert
 from immutable_guard.errors import AwsCallFailed, InstanceNotFound, ReleaseRefused, error_code
 from immutable_guard.ledger import Incident, IncidentLedger, Status
+from immutable_guard.remediation.network_acl import DETAIL_KEY as ACL_DETAIL_KEY
+from immutable_guard.remediation.network_acl import remove_entries
 from immutable_guard.remediation.quarantine import (
+    PRIOR_TARGET_GROUPS,
+    SPOT,
     STAGE_CONTAINED,
     TAG_INCIDENT,
     TAG_STATE,
@@ -98,13 +102,15 @@ def _restore_protection(
     instance_id = instance["InstanceId"]
     termination = bool(prior.get("disable_api_termination", False))
     shutdown = str(prior.get("instance_initiated_shutdown_behavior") or "stop")
-    # Setting a value it may already have is cheaper than reading it first, and idempotent.
-    call_aws(
-        ec2.modify_instance_attribute,
-        f"instance {instance_id}: restore termination protection {termination}",
-        InstanceId=instance_id,
-        DisableApiTermination={"Value": termination},
-    )
+    # Setting a value it may already have is cheaper than reading it first, and idempotent. Not on a
+    # Spot instance: EC2 refuses the attribute there, whatever the value, and Contain never set it.
+    if instance.get("InstanceLifecycle") != SPOT:
+        call_aws(
+            ec2.modify_instance_attribute,
+            f"instance {instance_id}: restore termination protection {termination}",
+            InstanceId=instance_id,
+            DisableApiTermination={"Value": termination},
+        )
     call_aws(
         ec2.modify_instance_attribute,
         f"instance {instance_id}: restore shutdown behaviour {shutdown}",
@@ -141,23 +147,27 @@ def _restore_protection(
 
 
 def _reregister(
-    clients: Clients, instance: Mapping[str, Any], prior: Mapping[str, Any], actions: list[str]
+    clients: Clients, instance: Mapping[str, Any], target_groups: list[dict[str, Any]], actions: list[str]
 ) -> list[str]:
-    target_groups = prior.get("target_groups", [])
     state = instance.get("State", {}).get("Name")
     if target_groups and state != "running":
         # Load balancers refuse targets that are not running; start it and register by hand.
         actions.append(f"not re-registered in {len(target_groups)} target group(s): instance is {state}")
         return []
+    registered = []
     for tg in target_groups:
-        call_aws(
-            clients.elbv2.register_targets,
-            f"instance {instance['InstanceId']}: re-register in {tg['arn']}",
-            TargetGroupArn=tg["arn"],
-            Targets=tg["targets"],
-        )
+        try:
+            clients.elbv2.register_targets(TargetGroupArn=tg["arn"], Targets=tg["targets"])
+        except ClientError as exc:
+            if error_code(exc) == "TargetGroupNotFound":
+                actions.append(f"target group {tg['arn']} no longer exists; not re-registered")
+                continue
+            raise AwsCallFailed(
+                f"instance {instance['InstanceId']}: re-register in {tg['arn']}: {error_code(exc)}: {exc}"
+            ) from exc
         actions.append(f"re-registered in {tg['arn']}")
-    return [tg["arn"] for tg in target_groups]
+        registered.append(str(tg["arn"]))
+    return registered
 
 
 def _released_alert(incident: Incident, result: Mapping[str, Any]) -> Alert:
@@ -214,7 +224,8 @@ def release_incident(
     -------
     dict
         instance_id, restored network_interfaces, profile_restored, protection, reregistered_in,
-        auto_scaling_group_not_restored, revoked_rules_not_restored, acl_entries_not_restored, actions.
+        auto_scaling_group_not_restored, revoked_rules_not_restored, acl_entries_not_restored,
+        network_acl_entries_removed (the quarantine's own deny entries), actions.
 
     Raises
     ------
@@ -247,8 +258,12 @@ def release_incident(
     # Credentials before traffic: an instance that serves without its profile fails its requests.
     protection = _restore_protection(ec2, instance, prior, actions)
     profile = _restore_profile(ec2, instance_id, prior, actions)
+    acl_entries = incident.details.get(ACL_DETAIL_KEY) or []
+    acl_removed = remove_entries(ec2, acl_entries, actions) if acl_entries else []
     interfaces = _restore_network_interfaces(ec2, instance, prior, actions)
-    reregistered = _reregister(clients, instance, prior, actions)
+    # Found after isolation since issue 12 (incident details); in the prior state before.
+    target_groups = incident.details.get(PRIOR_TARGET_GROUPS) or prior.get("target_groups", [])
+    reregistered = _reregister(clients, instance, target_groups, actions)
     call_aws(
         ec2.delete_tags,
         f"instance {instance_id}: remove quarantine tags",
@@ -272,6 +287,9 @@ def release_incident(
         actions.append(
             f"{len(removed_acl_entries)} deleted network ACL entry(ies) not restored: re-add deliberately"
         )
+    for arn in contained.get("connection_termination_enabled", []):
+        # The attribute is the whole target group's: other quarantines may rely on it.
+        actions.append(f"connection termination left on for NLB target group {arn}: turn it off deliberately")
 
     result: dict[str, Any] = {
         "incident_id": incident_id,
@@ -283,6 +301,7 @@ def release_incident(
         "auto_scaling_group_not_restored": group,
         "revoked_rules_not_restored": revoked,
         "acl_entries_not_restored": removed_acl_entries,
+        "network_acl_entries_removed": acl_removed,
         "actions": actions,
     }
     # Before the incident is marked released: Config's report of what was restored is the guard's own.
