@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from canary_names import EXECUTION, LEDGER_TABLE
 from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.canary.plan import parse_request
 from immutable_guard.canary.traffic import CANARY_TAG_KEY, CANARY_TAG_VALUE, preflight
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import IncidentLedger
-
-LEDGER_TABLE = "immutable-guard-ledger"  # the unit conftest's ledger table
 
 
 @dataclass(frozen=True)
@@ -76,9 +75,6 @@ def target(aws: Clients) -> Target:
     )
     aws.cloudwatch.set_alarm_state(AlarmName="orders-live-errors", StateValue="OK", StateReason="test")
     return Target(function, "live", "orders-live-errors")
-
-
-EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:canary:orders-live-v2-test"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXECUTION  # type: ignore[import-not-found]
+from canary_names import EXECUTION
 from immutable_guard.canary.hooks import MAX_ANSWER_BYTES, judge_answer
 from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.canary.recovery import recover

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import EXECUTION, LEDGER_TABLE
+from canary_names import EXECUTION, LEDGER_TABLE
 from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.clients import Clients
 from immutable_guard.errors import AwsCallThrottled
