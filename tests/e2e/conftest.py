@@ -23,6 +23,8 @@ ENFORCE_FAST = {
     "SnapshotPollSeconds": "0",
     "ReplacementPollSeconds": "1",
     "MaxPolls": "30",
+    # Stacks tagged immutable-guard-replaceable=true may be updated to rebuild a standalone server.
+    "ReplaceableStackTagValue": "true",
 }
 
 PROBE_TEMPLATE = """
