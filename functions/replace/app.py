@@ -11,7 +11,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
 from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
-from immutable_guard.remediation.replace import ReplaceRequest, check_replacement, start_replacement
+from immutable_guard.remediation.replace import (
+    ReplaceRequest,
+    StackReplacement,
+    check_replacement,
+    start_replacement,
+)
 from immutable_guard.settings import ReplaceSettings
 from immutable_guard.step_input import parse_step_input
 
@@ -36,7 +41,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, clients, ledger = dependencies()
     logger.append_keys(instance_id=request.instance_id, action=request.action)
     if request.action == "start":
-        result = start_replacement(clients, ledger, request.incident_id, request.instance_id)
+        result = start_replacement(
+            clients, ledger, request.incident_id, request.instance_id, StackReplacement.of(settings)
+        )
         metrics.add_dimension(name="strategy", value=str(result["strategy"]))
         metrics.add_metric(name="ReplacementsStarted", unit=MetricUnit.Count, value=1)
     else:

@@ -23,6 +23,10 @@ ENFORCE_FAST = {
     "SnapshotPollSeconds": "0",
     "ReplacementPollSeconds": "1",
     "MaxPolls": "30",
+    # Room for every incident the e2e tests open on this one deployment within the hour.
+    "MaxIncidentsPerHour": "50",
+    # Stacks tagged immutable-guard-replaceable=true may be updated to rebuild a standalone server.
+    "ReplaceableStackTagValue": "true",
 }
 
 PROBE_TEMPLATE = """

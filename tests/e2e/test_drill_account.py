@@ -139,10 +139,15 @@ def test_an_enforcing_stack_is_drilled_on_its_own_workload_and_everything_made_i
         "exactly one remediation",
         "still one incident at the end",
     ]
-    # Cleanup: the workload stack, its instances, the guard's groups, volumes, snapshots and queue are gone
+    # The stack declares no replaceable tag: the standalone server is rightly left to a person, saying why
+    standalone = {c.name: c for c in results["port-opened"].checks if c.name.startswith("standalone: ")}
+    check = standalone["standalone: left to a person, saying why, the stack untouched"]
+    assert check.passed and "not declared replaceable" in check.detail
+    # Cleanup: the workload stack and its service role's stack, its instances, the guard's groups, volumes,
+    # snapshots and queue are gone
     stack_name = drill.workload.stack_name
     assert stack_name.startswith("immutable-guard-drill-")
-    assert stack_gone(clients, stack_name)
+    assert stack_gone(clients, stack_name) and stack_gone(clients, f"{stack_name}-role")
     live = clients.ec2.describe_instances(
         InstanceIds=sorted(drill.touched),
         Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}],

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from immutable_guard.clients import Clients
+from immutable_guard.drill.world import REPLACEABLE_STACK_TAG, deploy_workload_role
 from immutable_guard.ledger import Incident, IncidentLedger, Status
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 from immutable_guard.local.trail import Actor, CloudTrailEmitter
@@ -21,6 +22,7 @@ from immutable_guard.local.trail import Actor, CloudTrailEmitter
 pytestmark = pytest.mark.slow
 
 WORKLOAD_TEMPLATE = Path(__file__).resolve().parents[2] / "examples" / "golden-workload.yaml"
+WORKLOAD_ROLE_TEMPLATE = WORKLOAD_TEMPLATE.with_name("golden-workload-role.yaml")
 WORKLOAD_STACK = "golden-workload"
 INCIDENT_TAG = "immutable-guard:incident"
 ISOLATION_GROUP = "immutable-guard-isolation"
@@ -58,8 +60,17 @@ class Subscriber:
 
 
 def _deploy_workload(clients: Clients) -> Workload:
+    # As a golden workload should: run by its own CloudFormation service role, and declared replaceable.
+    role_arn = deploy_workload_role(
+        clients, WORKLOAD_ROLE_TEMPLATE.read_text("utf-8"), f"{WORKLOAD_STACK}-role"
+    )
     cloudformation = clients.cloudformation
-    cloudformation.create_stack(StackName=WORKLOAD_STACK, TemplateBody=WORKLOAD_TEMPLATE.read_text("utf-8"))
+    cloudformation.create_stack(
+        StackName=WORKLOAD_STACK,
+        TemplateBody=WORKLOAD_TEMPLATE.read_text("utf-8"),
+        RoleARN=role_arn,
+        Tags=[{"Key": REPLACEABLE_STACK_TAG, "Value": "true"}],
+    )
     stack = cloudformation.describe_stacks(StackName=WORKLOAD_STACK)["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
@@ -267,6 +278,54 @@ def test_a_compromised_stack_instance_is_replaced_by_its_stack_then_nuked(
     failed = [e for e in events if e["ResourceStatus"] == "DELETE_FAILED"]
     assert [e["PhysicalResourceId"] for e in failed][:1] == [instance_id]
     assert "disableApiTermination" in failed[0]["ResourceStatusReason"]
+    # And the update ran as the stack's own service role, which it keeps
+    assert incident.details["replaced"]["service_role"] == stack["RoleARN"]
+    assert incident.details["replaced"]["service_role_source"] == "stack"
+
+
+@pytest.mark.parametrize(
+    ("role", "tagged", "why"),
+    [
+        (False, True, "has no service role; Replace's own credentials cannot update it"),
+        (True, False, "is not declared replaceable"),
+    ],
+)
+def test_a_stack_instance_the_guard_may_not_rebuild_stays_isolated_and_the_alert_says_why(
+    clients: Clients,
+    deployment: Deployment,
+    subscriber: Subscriber,
+    emitter: CloudTrailEmitter,
+    ledger: IncidentLedger,
+    role: bool,
+    tagged: bool,
+    why: str,
+) -> None:
+    # Given a golden workload stack created without a service role, or not declared replaceable
+    role_arn = deploy_workload_role(
+        clients, WORKLOAD_ROLE_TEMPLATE.read_text("utf-8"), f"manual-{role}-{tagged}-role"
+    )
+    name = f"manual-{role}-{tagged}"
+    clients.cloudformation.create_stack(
+        StackName=name,
+        TemplateBody=WORKLOAD_TEMPLATE.read_text("utf-8"),
+        Tags=[{"Key": REPLACEABLE_STACK_TAG, "Value": "true"}] if tagged else [],
+        **({"RoleARN": role_arn} if role else {}),
+    )
+    workload = Workload(name, "", "")
+    instance_id = _standalone(clients, workload)
+    # When someone pushes an SSH key to its standalone server
+    incident, execution = _attack_and_wait(clients, deployment, emitter, ledger, instance_id)
+    # Then the workflow ends without rebuilding it: evidence kept, server isolated, not nuked
+    assert execution["status"] == "SUCCEEDED", incident.details.get("failed")
+    assert incident.status is Status.AWAITING_MANUAL_REPLACEMENT
+    assert "evidence_complete" in incident.details and "nuked" not in incident.details
+    assert _instance(clients, instance_id)["State"]["Name"] == "running"
+    # And the stack was not touched
+    stack = clients.cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE" and _standalone(clients, workload) == instance_id
+    # And the team is told why it must replace the server by hand
+    [alert] = [a for a in subscriber.alerts_for(incident.incident_id) if a["stage"] == "manual_replacement"]
+    assert why in alert["summary"] and why in alert["details"]["reason"]
 
 
 def _generation(clients: Clients, workload: Workload) -> int:

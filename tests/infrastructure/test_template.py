@@ -152,7 +152,15 @@ def test_every_store_is_encrypted_and_the_evidence_bucket_locked(template: dict[
 def test_no_policy_grants_a_wildcard_action(template: dict[str, Any]) -> None:
     for name, resource in template["Resources"].items():
         for policy in resource.get("Properties", {}).get("Policies", []):
-            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            statements = policy.get("Statement", []) if isinstance(policy, dict) else []
+            # A statement granted only under a condition (!If [Cond, statement, !Ref AWS::NoValue]) counts.
+            statements = [
+                branch
+                for statement in statements
+                for branch in (statement["Fn::If"][1:] if "Fn::If" in statement else [statement])
+                if "Ref" not in branch
+            ]
+            for statement in statements:
                 actions = (
                     statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
                 )

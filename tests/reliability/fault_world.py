@@ -34,6 +34,8 @@ PARAMETERS = {
     "ReplacementPollSeconds": "0",
     "MaxPolls": "30",
     "MaxIncidentsPerHour": "1000",
+    # The workload stacks carry immutable-guard-replaceable=true and run as their own service role.
+    "ReplaceableStackTagValue": "true",
 }
 FAULTS = ("throttling", "access_denied", "internal_error", "timeout")
 STEP_FUNCTIONS = (
@@ -233,6 +235,7 @@ class FaultWorld:
         self._undo: list[Any] = []
         self._cells = 0
         self._target_stack = ""
+        self._role_arn = ""
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> FaultWorld:
@@ -256,6 +259,10 @@ class FaultWorld:
         self._undo.append(revert_moto_fixes)
         lambda_runner.install(REPO_ROOT)
         self._undo.append(lambda_runner.uninstall)
+        from immutable_guard.local.stack_credentials import function_update_stack
+
+        # A function's stack update is authorized against its role, as on the local runtime.
+        self._undo.append(lambda_runner.check_calls(function_update_stack))
 
         installed = LambdaFunction._invoke_lambda
         injector = self.injector
@@ -308,6 +315,15 @@ class FaultWorld:
         )
         return str(url)
 
+    def _workload_role(self) -> str:
+        """The golden workload's CloudFormation service role, made once per world."""
+        if not self._role_arn:
+            from immutable_guard.drill.world import deploy_workload_role
+
+            body = (REPO_ROOT / "examples" / "golden-workload-role.yaml").read_text("utf-8")
+            self._role_arn = deploy_workload_role(self.clients, body, "golden-workload-role")
+        return self._role_arn
+
     # ------------------------------------------------------------------ one cell
     def new_target(self, target: str = "auto_scaling_group") -> tuple[str, str, str]:
         """A fresh golden workload; returns (instance id, its own extra group, stack name). `target` picks
@@ -322,6 +338,8 @@ class FaultWorld:
                 {"ParameterKey": "VpcCidr", "ParameterValue": "10.42.0.0/16"},
                 {"ParameterKey": "SubnetCidr", "ParameterValue": "10.42.1.0/24"},
             ],
+            RoleARN=self._workload_role(),
+            Tags=[{"Key": "immutable-guard-replaceable", "Value": "true"}],
         )
         outputs = {
             o["OutputKey"]: o["OutputValue"]

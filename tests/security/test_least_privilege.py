@@ -85,7 +85,15 @@ def _statements(document: Any) -> list[dict[str, Any]]:
     if not isinstance(document, dict):
         return []
     statements = document.get("Statement", [])
-    return statements if isinstance(statements, list) else [statements]
+    statements = statements if isinstance(statements, list) else [statements]
+    # A statement granted only under a condition (!If [Cond, statement, !Ref AWS::NoValue]) counts.
+    found: list[dict[str, Any]] = []
+    for statement in statements:
+        if isinstance(statement, dict) and "Fn::If" in statement:
+            found += _statements({"Statement": [b for b in statement["Fn::If"][1:] if "Ref" not in b]})
+        else:
+            found.append(statement)
+    return found
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:

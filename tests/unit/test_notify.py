@@ -119,6 +119,19 @@ def test_manual_replacement_is_awaited_not_nuked(
     assert "NOT terminated" in received(aws, queue)[0]["summary"]
 
 
+def test_manual_replacement_alert_says_why_the_guard_cannot_replace_it(
+    aws: Clients, ledger: IncidentLedger, team: tuple[StepSettings, str]
+) -> None:
+    # Given Replace left the server to a person because its stack has no service role
+    settings, queue = team
+    why = "stack web has no service role; Replace's own credentials cannot update it"
+    notify(aws, settings, stage="manual_replacement", detail={"strategy": "manual", "reason": why})
+    # Then the team reads the reason in the summary and in the details
+    [alert] = received(aws, queue)
+    assert why in alert["summary"] and alert["details"]["reason"] == why
+    assert "NOT terminated" in alert["summary"]
+
+
 def test_an_unknown_stage_is_refused(aws: Clients, team: tuple[StepSettings, str]) -> None:
     settings, _ = team
     with pytest.raises(InvalidEvent, match="unknown remediation stage"):

@@ -49,10 +49,11 @@ def notify_stage(
         ledger.record_stage(
             event.incident_id, "manual_replacement", Status.AWAITING_MANUAL_REPLACEMENT, detail
         )
+        # Replace says why (no owner, a stack not declared or without a service role, a refused tag).
+        why = str(detail.get("reason") or "no Auto Scaling group or CloudFormation stack owns this server")
         summary = (
-            "No Auto Scaling group or CloudFormation stack owns this server, so nothing can rebuild it "
-            "from its "
-            "golden image. It stays isolated and is NOT terminated: replace it, then terminate it by hand."
+            f"Immutable Guard cannot rebuild this server from its golden image: {why}. "
+            "It stays isolated and is NOT terminated: replace it, then terminate it by hand."
         )
         actions = ["evidence preserved (snapshots completed, manifest stored)", "instance left isolated"]
     elif event.stage == "closed":

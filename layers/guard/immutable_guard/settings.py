@@ -136,7 +136,39 @@ class EvidenceSettings(StepSettings):
 
 
 class ReplaceSettings(StepSettings):
+    """Besides polling, which stacks Replace may update, as whom, bumping what (remediation/replace.py).
+    Each may be absent (or empty): then nothing is declared and every stack is left to a person, the
+    safe side. CloudFormation's !Join of an empty list still sets the variable."""
+
     max_polls: int
+    scope_stack_names: tuple[str, ...] = ()
+    replaceable_stack_tag_value: str | None = None
+    replacement_stack_role_arn: str | None = None
+    replacement_parameter: str = "ReplacementGeneration"
+
+    optional_env: ClassVar[frozenset[str]] = frozenset(
+        {
+            "scope_stack_names",
+            "replaceable_stack_tag_value",
+            "replacement_stack_role_arn",
+            "replacement_parameter",
+        }
+    )
+
+    _split_names = field_validator("scope_stack_names", mode="before")(_split)
+
+    @field_validator("replaceable_stack_tag_value", "replacement_stack_role_arn", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return value or None
+
+    @field_validator("replacement_parameter")
+    @classmethod
+    def _a_parameter_name(cls, value: str) -> str:
+        # CloudFormation parameter names are alphanumeric.
+        if not value.isalnum():
+            raise ValueError("must be the name of a stack parameter (letters and digits)")
+        return value
 
 
 class NukeSettings(StepSettings):

@@ -83,6 +83,94 @@ def test_release_restores_what_contain_changed(
     assert result["profile_restored"] == w.profile_arn
 
 
+def _profile_associations(aws: Clients, instance_id: str) -> list[str]:
+    return [
+        a["IamInstanceProfile"]["Arn"]
+        for a in aws.ec2.describe_iam_instance_profile_associations(
+            Filters=[
+                {"Name": "instance-id", "Values": [instance_id]},
+                {"Name": "state", "Values": ["associated", "associating"]},
+            ]
+        )["IamInstanceProfileAssociations"]
+    ]
+
+
+def test_contain_records_the_profiles_role_for_release(
+    aws: Clients, ledger: IncidentLedger, golden_asg_member: GoldenWorkload, contained_member: str
+) -> None:
+    # Given a contained member whose profile "golden-app" holds the role "golden-app"
+    recorded = ledger.get(contained_member).prior_state["iam_instance_profile"]  # type: ignore[index]
+    # Then Contain recorded the profile's id and role, what Release checks before giving it back
+    assert recorded["arn"] == golden_asg_member.profile_arn
+    assert recorded["roles"] == ["arn:aws:iam::123456789012:role/golden-app"]
+    iam = aws._session.client("iam", region_name="us-east-1")
+    assert (
+        recorded["id"]
+        == iam.get_instance_profile(InstanceProfileName="golden-app")["InstanceProfile"]["InstanceProfileId"]
+    )
+
+
+def test_a_profile_whose_role_was_swapped_is_not_given_back(
+    aws: Clients, ledger: IncidentLedger, golden_asg_member: GoldenWorkload, contained_member: str
+) -> None:
+    # Given while the server was quarantined someone put another role into its profile. Release may pass
+    # any role of the account to EC2, so the profile would carry that role onto the server.
+    iam = aws._session.client("iam", region_name="us-east-1")
+    iam.create_role(RoleName="admin-ish", AssumeRolePolicyDocument="{}")
+    iam.remove_role_from_instance_profile(InstanceProfileName="golden-app", RoleName="golden-app")
+    iam.add_role_to_instance_profile(InstanceProfileName="golden-app", RoleName="admin-ish")
+    # When a person releases the incident
+    result = release_incident(aws, ledger, contained_member)
+    # Then everything else is restored, but not the profile; the result says why
+    assert result["profile_restored"] is None
+    assert _profile_associations(aws, golden_asg_member.instance_id) == []
+    why = next(a for a in result["actions"] if "not restored" in a)
+    assert "role/admin-ish now" in why and "role/golden-app then" in why
+
+
+def test_a_profile_made_again_under_the_same_name_is_not_given_back(
+    aws: Clients, ledger: IncidentLedger, golden_asg_member: GoldenWorkload, contained_member: str
+) -> None:
+    # Given the profile was deleted and made again with the same name and role (another profile)
+    iam = aws._session.client("iam", region_name="us-east-1")
+    iam.remove_role_from_instance_profile(InstanceProfileName="golden-app", RoleName="golden-app")
+    iam.delete_instance_profile(InstanceProfileName="golden-app")
+    iam.create_instance_profile(InstanceProfileName="golden-app")
+    iam.add_role_to_instance_profile(InstanceProfileName="golden-app", RoleName="golden-app")
+    # When released  Then the profile is not given back
+    result = release_incident(aws, ledger, contained_member)
+    assert result["profile_restored"] is None
+    assert any("deleted and made again" in a for a in result["actions"])
+
+
+def test_a_profile_whose_role_contain_could_not_read_is_not_given_back(
+    aws: Clients,
+    ledger: IncidentLedger,
+    golden_asg_member: GoldenWorkload,
+    ssh_opened_finding: dict[str, Any],
+    open_incident: OpenIncident,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given IAM refused Contain's read of the profile (Contain must isolate whatever happens)
+    from botocore.exceptions import ClientError
+    from immutable_guard.remediation import quarantine
+
+    def refused(*_: Any) -> Any:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetInstanceProfile")
+
+    monkeypatch.setattr(quarantine, "instance_profile_identity", refused)
+    w = golden_asg_member
+    incident_id = open_incident(w.instance_id, ssh_opened_finding)
+    contained = quarantine_instance(aws, ledger, incident_id, w.instance_id, ssh_opened_finding)
+    assert contained["profile_detached"] == w.profile_arn
+    monkeypatch.undo()
+    # When a person releases it
+    result = release_incident(aws, ledger, incident_id)
+    # Then the profile is not given back: nothing proves it still holds the role the server had
+    assert result["profile_restored"] is None
+    assert any("was not recorded (ClientError" in a for a in result["actions"])
+
+
 def test_release_closes_the_incident_and_frees_the_instance(
     aws: Clients, ledger: IncidentLedger, golden_asg_member: GoldenWorkload, contained_member: str
 ) -> None:

@@ -25,10 +25,12 @@ from immutable_guard.drill.report import Progress, ScenarioSkipped
 from immutable_guard.drill.scenarios import EVIDENCE_TAG, Drill
 from immutable_guard.drill.world import (
     ACCOUNT_PACE,
+    REPLACEABLE_STACK_TAG,
     Guard,
     Pace,
     Workload,
     deploy_workload,
+    deploy_workload_role,
     poll,
     subscribe_queue,
 )
@@ -207,6 +209,7 @@ class Cleanup:
     clients: Clients
     progress: Progress
     stack_name: str | None = None
+    role_stack_name: str | None = None
     workload: Workload | None = None
     queue_url: str | None = None
     subscription_arn: str | None = None
@@ -224,7 +227,12 @@ class Cleanup:
                     lambda: self._terminate_leftovers(vpc_id, guard),
                 )
                 self._step("delete the guard's isolation groups", lambda: self._delete_groups(vpc_id))
-            self._step(f"delete stack {self.stack_name}", self._delete_stack)
+            self._step(f"delete stack {self.stack_name}", lambda: self._delete_stack(str(self.stack_name)))
+        if self.role_stack_name is not None:
+            # After the workload: CloudFormation deletes the workload as this role.
+            self._step(
+                f"delete stack {self.role_stack_name}", lambda: self._delete_stack(str(self.role_stack_name))
+            )
         if drill is not None:
             self._step("delete volumes kept as evidence", lambda: self._delete_volumes(drill))
             self._step("delete the drill's snapshots", lambda: self._delete_snapshots(drill))
@@ -334,8 +342,7 @@ class Cleanup:
         for group in groups:
             self.clients.ec2.delete_security_group(GroupId=group["GroupId"])
 
-    def _delete_stack(self) -> None:
-        name = str(self.stack_name)
+    def _delete_stack(self, name: str) -> None:
         cloudformation = self.clients.cloudformation
         cloudformation.delete_stack(StackName=name)
         try:
@@ -408,13 +415,27 @@ def account_drill(
         )
         attacks = AccountAttacks(attacker, clients, stack.outputs["DetectFunctionName"], pipeline_role)
         guard = Guard(clients, stack.outputs, stack.parameters, cleanup.queue_url, attacks, pace)
-        progress.say(f"creating the disposable workload {name} (a few minutes)…")
-        cleanup.stack_name = name  # deleted at the end even if its creation fails half-way
-        body = (find_template().parent / "examples" / "golden-workload.yaml").read_text()
+        progress.say(f"creating the disposable workload {name} and its service role (a few minutes)…")
+        # Both deleted at the end even if their creation fails half-way.
+        cleanup.role_stack_name, cleanup.stack_name = f"{name}-role", name
+        examples = find_template().parent / "examples"
+        # The stack is declared replaceable when the guard declares a tag for it; otherwise its standalone
+        # server is rightly left to a person (manual_replacement), and the drill checks that instead.
+        tag_value = stack.parameters.get("ReplaceableStackTagValue", "")
+        tags = {DRILL_TAG: run_id, **({REPLACEABLE_STACK_TAG: tag_value} if tag_value else {})}
         try:
-            cleanup.workload = deploy_workload(clients, body, name, tags={DRILL_TAG: run_id})
-        except (ClientError, BotoCoreError, WaiterError) as exc:
+            role_arn = deploy_workload_role(
+                clients,
+                (examples / "golden-workload-role.yaml").read_text(),
+                f"{name}-role",
+                {DRILL_TAG: run_id},
+            )
+            cleanup.workload = deploy_workload(
+                clients, (examples / "golden-workload.yaml").read_text(), name, tags, role_arn
+            )
+        except (ClientError, BotoCoreError, WaiterError, StopIteration) as exc:
             raise GuardError(f"the disposable workload {name} could not be created: {exc}") from exc
+        cleanup.workload.stack_replaceable = bool(tag_value)
         wait_until_in_service(clients, cleanup.workload, pace)
         enforcing = guard if stack.parameters.get("Mode") == "enforce" else None
         dry_run = guard if enforcing is None else None

@@ -13,13 +13,21 @@ import boto3
 
 from immutable_guard.drill.report import Progress
 from immutable_guard.drill.scenarios import Drill
-from immutable_guard.drill.world import LOCAL_PACE, Guard, deploy_workload, subscribe_queue
+from immutable_guard.drill.world import (
+    LOCAL_PACE,
+    REPLACEABLE_STACK_TAG,
+    Guard,
+    deploy_workload,
+    deploy_workload_role,
+    subscribe_queue,
+)
 
 if TYPE_CHECKING:
     from immutable_guard.local import EventRouter
     from immutable_guard.local.trail import Actor, CloudTrailEmitter
 
 WORKLOAD_STACK = "golden-workload"
+WORKLOAD_ROLE_STACK = "golden-workload-role"
 ATTACKER_ARN = "arn:aws:sts::{account}:assumed-role/attacker/stolen-session"
 PIPELINE_ROLE = "arn:aws:iam::{account}:role/deploy-pipeline"
 PIPELINE_SESSION = "arn:aws:sts::{account}:assumed-role/deploy-pipeline/build-1042"
@@ -32,6 +40,8 @@ LOCAL_PARAMETERS = {
     "MaxPolls": "60",
     "MaxIncidentsPerHour": "20",
     "PostEvidenceAction": "terminate",
+    # The workload stack is declared replaceable by its tag (its standalone server is rebuilt by it).
+    "ReplaceableStackTagValue": "true",
 }
 
 
@@ -127,8 +137,18 @@ def local_drill(progress: Progress) -> Iterator[Drill]:
             guards.append(Guard(clients, dict(d.outputs), dict(d.parameters), queue_url, attacks, LOCAL_PACE))
         if recorder is not None:
             recorder.start()
-        body = (aws.repo_root / "examples" / "golden-workload.yaml").read_text()
-        workload = deploy_workload(clients, body, WORKLOAD_STACK)
+        examples = aws.repo_root / "examples"
+        # The workload runs as its own CloudFormation service role, as a real golden workload should.
+        role_arn = deploy_workload_role(
+            clients, (examples / "golden-workload-role.yaml").read_text(), WORKLOAD_ROLE_STACK
+        )
+        workload = deploy_workload(
+            clients,
+            (examples / "golden-workload.yaml").read_text(),
+            WORKLOAD_STACK,
+            tags={REPLACEABLE_STACK_TAG: LOCAL_PARAMETERS["ReplaceableStackTagValue"]},
+            role_arn=role_arn,
+        )
         if recorder is not None:
             # Config discovers the workload's servers, groups and disks (ResourceDiscovered).
             discovered = recorder.observe()

@@ -149,10 +149,25 @@ class Drill:
             report.expect("manifest stored, SHA-256 as in the ledger", False, str(exc))
 
         name, states = FINAL_STATES[guard.post_evidence_action]
+        if replaced_by == "manual":
+            name, states = "old instance left isolated for a person (never nuked)", ("running",)
         old_state = self.instance(instance_id)["State"]["Name"]
         report.expect(name, old_state in states, old_state)
 
-        if replaced_by == "auto_scaling_group":
+        if replaced_by == "manual":
+            # A stack the guard may not update: the reason is recorded and alerted, the stack untouched.
+            started = incident.details.get("replacement_started") or {}
+            resource = self.clients.cloudformation.describe_stack_resource(
+                StackName=self.workload.stack_name, LogicalResourceId="StandaloneServer"
+            )["StackResourceDetail"]
+            report.expect(
+                "left to a person, saying why, the stack untouched",
+                started.get("strategy") == "manual"
+                and bool(started.get("reason"))
+                and resource["PhysicalResourceId"] == instance_id,
+                str(started.get("reason") or started),
+            )
+        elif replaced_by == "auto_scaling_group":
             group = self.clients.autoscaling.describe_auto_scaling_groups(
                 AutoScalingGroupNames=[group_name or self.workload.group_name]
             )["AutoScalingGroups"][0]
@@ -178,7 +193,8 @@ class Drill:
                 f"{new_id}: {new_state}",
             )
 
-        wanted = {"detected", "contained", "closed"}
+        expected = ["detected", "contained", "manual_replacement" if replaced_by == "manual" else "closed"]
+        wanted = set(expected)
 
         def stages_of(alerts: list[dict[str, Any]]) -> list[str]:
             return [a["stage"] for a in alerts if a.get("incident_id") == incident.incident_id]
@@ -186,7 +202,7 @@ class Drill:
         alerts = guard.wait_for_alerts(lambda received: wanted <= set(stages_of(received)))
         stages = stages_of(alerts)
         report.expect(
-            "alerts received by a subscriber (detected, contained, closed)",
+            f"alerts received by a subscriber ({', '.join(expected)})",
             wanted <= set(stages),
             ", ".join(stages) or "none",
         )
@@ -234,8 +250,9 @@ class Drill:
             )
             report.incidents += sub.incidents
         standalone = ScenarioReport("", "")
+        replaced_by = "cloudformation" if self.workload.stack_replaceable else "manual"
         self.verify_remediation(
-            standalone, guard, standalone_id, started, None, volumes[standalone_id], "cloudformation"
+            standalone, guard, standalone_id, started, None, volumes[standalone_id], replaced_by
         )
         report.checks += [Check(f"standalone: {c.name}", c.passed, c.detail) for c in standalone.checks]
         report.incidents += standalone.incidents

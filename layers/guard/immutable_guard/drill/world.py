@@ -154,20 +154,51 @@ class Workload:
     # The Spot server's group and its Network Load Balancer target group (None in an older workload).
     spot_group_name: str | None = None
     balanced_target_group_arn: str | None = None
+    # Whether the guard may update the stack (declared, with a service role): its standalone server is
+    # then rebuilt by it, otherwise left isolated for a person (manual_replacement).
+    stack_replaceable: bool = True
 
     @property
     def group_names(self) -> list[str]:
         return [name for name in (self.group_name, self.spot_group_name) if name]
 
 
-def deploy_workload(
+REPLACEABLE_STACK_TAG = "immutable-guard-replaceable"
+"""The stack tag a guard's ReplaceableStackTagValue declares replaceable (remediation/replace.py)."""
+
+
+def deploy_workload_role(
     clients: Clients, body: str, stack_name: str, tags: dict[str, str] | None = None
+) -> str:
+    """Create the golden workload's CloudFormation service role (examples/golden-workload-role.yaml);
+    its ARN. The workload stack runs as it, so Replace can update the stack without its permissions."""
+    clients.cloudformation.create_stack(
+        StackName=stack_name,
+        TemplateBody=body,
+        Capabilities=["CAPABILITY_IAM"],
+        Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
+    )
+    clients.cloudformation.get_waiter("stack_create_complete").wait(
+        StackName=stack_name, WaiterConfig={"Delay": 5, "MaxAttempts": 60}
+    )
+    stack = clients.cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+    return next(o["OutputValue"] for o in stack.get("Outputs", []) if o["OutputKey"] == "RoleArn")
+
+
+def deploy_workload(
+    clients: Clients,
+    body: str,
+    stack_name: str,
+    tags: dict[str, str] | None = None,
+    role_arn: str | None = None,
 ) -> Workload:
-    """Create the golden workload stack and wait for it (minutes in an account)."""
+    """Create the golden workload stack (as the service role `role_arn`) and wait for it (minutes in an
+    account)."""
     clients.cloudformation.create_stack(
         StackName=stack_name,
         TemplateBody=body,
         Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
+        **({"RoleARN": role_arn} if role_arn else {}),  # type: ignore[arg-type]
     )
     clients.cloudformation.get_waiter("stack_create_complete").wait(
         StackName=stack_name, WaiterConfig={"Delay": 5, "MaxAttempts": 120}

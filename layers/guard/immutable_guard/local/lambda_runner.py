@@ -7,7 +7,9 @@ synchronously (SNS publish, invoke), so a process-wide lock held for a whole cal
 
 The AWS calls a handler makes can be observed (``observe_calls``), e.g. to record them as CloudTrail
 records the calls of the function's role: botocore's ``BaseClient._make_api_call`` is wrapped while
-installed, and consults the observer of the invocation running on the calling thread.
+installed, and consults the observer of the invocation running on the calling thread. They can also be
+checked (``check_calls``) the way AWS checks the function's credentials where moto does not, right
+around the call itself: a refusal is then the call's error, which the observer records too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import traceback
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -58,6 +60,24 @@ class CallObserver(Protocol):
 ObserverFactory = Callable[[Any], CallObserver | None]
 _observer_factories: list[ObserverFactory] = []
 
+CallCheck = Callable[[Any, Any, dict[str, Any]], AbstractContextManager[None]]
+"""``check(function, operation_model, params)``: a context entered around the function's call; raising
+on entry refuses the call (a ClientError shaped as AWS's)."""
+_call_checks: list[CallCheck] = []
+
+
+def check_calls(check: CallCheck) -> Callable[[], None]:
+    """Have ``check`` wrap every AWS call a handler makes. Returns the function that stops it."""
+    with _state_lock:
+        _call_checks.append(check)
+
+    def stop() -> None:
+        with _state_lock:
+            if check in _call_checks:
+                _call_checks.remove(check)
+
+    return stop
+
 
 def observe_calls(factory: ObserverFactory) -> Callable[[], None]:
     """Have ``factory(function)`` (moto's LambdaFunction) give each invocation an observer of its calls,
@@ -84,19 +104,31 @@ def _observer_for(function: Any) -> CallObserver | None:
 
 
 def _observed_make_api_call(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
-    """botocore's ``_make_api_call``, shown to the observer of the handler running on this thread."""
+    """botocore's ``_make_api_call``, checked and shown to the observer of the handler running on this
+    thread."""
     original = _original_make_api_call
     assert original is not None
     observer: CallObserver | None = getattr(_local, "calls", None)
-    if observer is None:
+    function = getattr(_local, "function", None)
+    with _state_lock:
+        checks = list(_call_checks) if function is not None else []
+    if observer is None and not checks:
         return original(client, operation_name, api_params)
-    # What the observer calls itself (delivering an event, invoking Detect) is not the function's call.
-    _local.calls = None
+    # What the observer or a check calls itself (delivering an event, invoking Detect) is not the
+    # function's call.
+    _local.calls, _local.function = None, None
     try:
         model = client.meta.service_model.operation_model(operation_name)
-        return observer.call(model, api_params, lambda: original(client, operation_name, api_params))
+
+        def make_call() -> Any:
+            with ExitStack() as checked:
+                for check in checks:
+                    checked.enter_context(check(function, model, api_params))
+                return original(client, operation_name, api_params)
+
+        return make_call() if observer is None else observer.call(model, api_params, make_call)
     finally:
-        _local.calls = observer
+        _local.calls, _local.function = observer, function
 
 
 @dataclass
@@ -224,6 +256,7 @@ def uninstall() -> None:
         _handlers.clear()
         _extracted.clear()
         _observer_factories.clear()
+        _call_checks.clear()
 
 
 def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
@@ -244,7 +277,11 @@ def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
     started = f"START RequestId: {context.aws_request_id} Version: {context.function_version}\n"
     observer = _observer_for(function)
     try:
-        with function_environment(_lambda_environment(function, context)), _observed_by(observer):
+        with (
+            function_environment(_lambda_environment(function, context)),
+            _observed_by(observer),
+            _calling_as(function),
+        ):
             handler = _load_handler(function)
             result = handler(event, context)
         payload = json.dumps(result, default=str)
@@ -276,6 +313,17 @@ def _observed_by(observer: CallObserver | None) -> Iterator[None]:
                 observer.finished()
             except Exception:
                 logger.exception("observing the end of an invocation failed")
+
+
+@contextmanager
+def _calling_as(function: Any) -> Iterator[None]:
+    """This thread's calls are the function's (its role's) until the block ends."""
+    previous = getattr(_local, "function", None)
+    _local.function = function
+    try:
+        yield
+    finally:
+        _local.function = previous
 
 
 def _end(context: LambdaContext) -> str:

@@ -681,7 +681,10 @@ class _WithGroups:
 
 
 def _all_fixes() -> list[Callable[[Setter], None]]:
-    from immutable_guard.local.stack_updates import replace_stack_instances_on_update
+    from immutable_guard.local.stack_updates import (
+        replace_stack_instances_on_update,
+        stack_updates_run_as_their_principal,
+    )
 
     return [
         eni_groups_as_in_aws,
@@ -690,6 +693,8 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         previous_parameter_values_as_in_aws,
         sub_references_count_as_references,
         replace_stack_instances_on_update,
+        # After the one above: it wraps it, so a refused update replaces nothing.
+        stack_updates_run_as_their_principal,
         conditional_statements_apply_only_when_met,
         sns_message_size_in_bytes,
         alias_revisions_as_in_aws,

@@ -19,6 +19,7 @@ from immutable_guard.clients import Clients
 from immutable_guard.local import lambda_runner
 from immutable_guard.local.deploy import Deployer, Deployment
 from immutable_guard.local.moto_fixes import apply_moto_fixes, revert_moto_fixes
+from immutable_guard.local.stack_credentials import function_update_stack
 from immutable_guard.template import find_template
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class LocalAws:
         self._saved_environ: dict[str, str | None] = {}
         self._saved_sfn_config: Any = None
         self._marker = ""
+        self._stop_checks: Callable[[], None] | None = None
         self.port = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -113,6 +115,8 @@ class LocalAws:
             os.environ.pop(name, None)
         os.environ.update(environment)
         lambda_runner.install(self.repo_root)
+        # moto authorizes nothing; a function's stack update is authorized as AWS would (its role).
+        self._stop_checks = lambda_runner.check_calls(function_update_stack)
         # The server runs in this process: patching moto's classes here changes what it serves.
         apply_moto_fixes()
         self._configure()
@@ -121,6 +125,9 @@ class LocalAws:
     def stop(self) -> None:
         if self._server is None:
             return
+        if self._stop_checks is not None:
+            self._stop_checks()
+            self._stop_checks = None
         lambda_runner.uninstall()
         revert_moto_fixes()
         try:

@@ -75,6 +75,73 @@ def replace_stack_instances_on_update(set_attribute: Callable[[Any, str, Any], N
     set_attribute(Stack, "update", update)
 
 
+def stack_updates_run_as_their_principal(set_attribute: Callable[[Any, str, Any], None] = setattr) -> None:
+    """Wrap moto's ``Stack.update`` so an update keeps the stack's service role and runs as it (or as the
+    guard function that asked, when the stack has none): one its principal may not do fails and rolls
+    back, as in AWS (local/stack_credentials.py)."""
+    from moto.cloudformation.models import Stack
+
+    from immutable_guard.local.stack_credentials import refusal_of_update
+
+    original = Stack.update
+    if getattr(original, "_runs_as_principal", False):
+        return
+
+    def update(
+        self: Any,
+        template: str,
+        role_arn: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        refusal = refusal_of_update(self, role_arn)
+        if refusal is not None:
+            _roll_back(self, *refusal)
+            return
+        role = role_arn or self.role_arn  # moto would forget it; AWS keeps it
+        original(self, template, role_arn, parameters, tags)
+        self.role_arn = role
+
+    update._runs_as_principal = True  # type: ignore[attr-defined]
+    set_attribute(Stack, "update", update)
+
+
+def _roll_back(stack: Any, logical_id: str, reason: str) -> None:
+    """An update whose first change failed: nothing changed, the stack ends in UPDATE_ROLLBACK_COMPLETE."""
+    logger.info("stack %s update refused: %s", stack.name, reason)
+    stack._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
+    if logical_id:
+        resource = stack.resource_map._parsed_resources.get(logical_id)
+        resource_type = str((stack.resource_map._resource_json_map or {}).get(logical_id, {}).get("Type", ""))
+        stack.events.append(
+            _make_event(
+                stack, logical_id, getattr(resource, "physical_resource_id", ""), resource_type, reason
+            )
+        )
+        failed = f"The following resource(s) failed to update: [{logical_id}]."
+    else:
+        failed = reason
+    stack._add_stack_event("UPDATE_ROLLBACK_IN_PROGRESS", resource_status_reason=failed)
+    stack._add_stack_event("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS")
+    stack._add_stack_event("UPDATE_ROLLBACK_COMPLETE")
+    stack.status = "UPDATE_ROLLBACK_COMPLETE"
+
+
+def _make_event(stack: Any, logical_id: str, physical_id: str, resource_type: str, reason: str) -> Any:
+    from moto.cloudformation.models import Event
+
+    return Event(
+        stack_id=stack.stack_id,
+        stack_name=stack.name,
+        logical_resource_id=logical_id,
+        physical_resource_id=physical_id,
+        resource_type=resource_type,
+        resource_status="UPDATE_FAILED",
+        resource_status_reason=reason,
+        resource_properties=None,
+    )
+
+
 def _stack_instances(stack: Any) -> dict[str, Any]:
     resource_map = stack.resource_map
     return {

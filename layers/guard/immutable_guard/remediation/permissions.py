@@ -43,6 +43,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "autoscaling:DetachInstances",
             "elasticloadbalancing:DeregisterTargets",
             "ec2:DisassociateIamInstanceProfile",
+            # The dropped profile's id and role, for Release to give back only that.
+            "iam:GetInstanceProfile",
             *_LEDGER_STEP,
         }
     ),
@@ -53,8 +55,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "ec2:ModifyNetworkInterfaceAttribute",
             "ec2:ModifyInstanceAttribute",
             "ec2:AssociateIamInstanceProfile",
-            # AssociateIamInstanceProfile passes the profile's role to EC2.
+            # AssociateIamInstanceProfile passes the profile's role to EC2; the profile must still hold
+            # the role Contain recorded.
             "iam:PassRole",
+            "iam:GetInstanceProfile",
             "ec2:DeleteTags",
             "elasticloadbalancing:RegisterTargets",
             # The network-ACL deny entries of the quarantine, removed.
@@ -94,8 +98,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "autoscaling:DescribeAutoScalingInstances",
             "cloudformation:DescribeStacks",
             "cloudformation:DescribeStackResource",
+            # Only on declared stacks (by name or tag), as their own service role (not passed) ...
             "cloudformation:UpdateStack",
-            # UpdateStack hands the stack's own service role back to CloudFormation.
+            # ... or the operator's named role, passable only when ReplacementStackRoleArn is set.
             "iam:PassRole",
             *_LEDGER_STEP,
         }

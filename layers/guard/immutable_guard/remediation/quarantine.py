@@ -30,6 +30,7 @@ from immutable_guard.remediation.offending_rules import (
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_iam import IAMClient
 
     from immutable_guard.clients import Clients
 
@@ -159,7 +160,7 @@ class ObservedInstance:
     instance: Mapping[str, Any]
     disable_api_termination: bool
     shutdown_behavior: str
-    association: dict[str, str] | None
+    association: dict[str, Any] | None
     our_groups: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     # DescribeNetworkInterfaces' view of the attached interfaces (it alone says RequesterManaged).
     interfaces: dict[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -276,7 +277,24 @@ def _attribute(ec2: EC2Client, instance_id: str, name: str) -> Any:
     return response.get(key, {}).get("Value")
 
 
-def _profile_association(ec2: EC2Client, instance_id: str) -> dict[str, str] | None:
+def instance_profile_identity(iam: IAMClient, profile_arn: str) -> dict[str, Any]:
+    """What a profile is now: its id (a profile deleted and made again under the same name has another)
+    and the ARNs of its roles (the credentials a server with it gets).
+
+    Raises
+    ------
+    ClientError, BotoCoreError
+        When IAM cannot be read (NoSuchEntity when the profile is gone).
+    """
+    name = profile_arn.rsplit("/", 1)[-1]
+    profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    return {
+        "id": profile.get("InstanceProfileId"),
+        "roles": sorted(str(role["Arn"]) for role in profile.get("Roles", [])),
+    }
+
+
+def _profile_association(ec2: EC2Client, iam: IAMClient, instance_id: str) -> dict[str, Any] | None:
     response = call_aws(
         ec2.describe_iam_instance_profile_associations,
         f"instance {instance_id}: read instance profile association",
@@ -286,10 +304,17 @@ def _profile_association(ec2: EC2Client, instance_id: str) -> dict[str, str] | N
         ],
     )
     for association in response.get("IamInstanceProfileAssociations", []):
-        return {
+        recorded: dict[str, Any] = {
             "association_id": association["AssociationId"],
             "arn": association["IamInstanceProfile"]["Arn"],
         }
+        # Release gives the profile back only while it holds the role it holds now; Contain must
+        # isolate whatever happens, so a failed read is recorded (Release then refuses), never raised.
+        try:
+            recorded.update(instance_profile_identity(iam, recorded["arn"]))
+        except (ClientError, BotoCoreError) as exc:
+            recorded["identity_unknown"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        return recorded
     return None
 
 
@@ -323,12 +348,12 @@ def observe_instance(clients: Clients, instance_id: str) -> ObservedInstance:
     """Every read the isolation needs, concurrently: the time before isolation is one round trip.
     Target groups (one read per group) are found after isolating (`find_registrations`)."""
     # boto3 sessions are not thread-safe: create the clients here, share the (thread-safe) clients.
-    ec2 = clients.ec2
+    ec2, iam = clients.ec2, clients.iam
     with ThreadPoolExecutor(max_workers=6) as pool:
         described = pool.submit(describe_instance, ec2, instance_id)
         termination = pool.submit(_attribute, ec2, instance_id, "disableApiTermination")
         shutdown = pool.submit(_attribute, ec2, instance_id, "instanceInitiatedShutdownBehavior")
-        association = pool.submit(_profile_association, ec2, instance_id)
+        association = pool.submit(_profile_association, ec2, iam, instance_id)
         groups = pool.submit(_our_groups, ec2)
         interfaces = pool.submit(_attached_interfaces, ec2, instance_id)
         # The instance first: when it is gone, that is the error to report, not a failed attribute read.

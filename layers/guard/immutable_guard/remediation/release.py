@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from immutable_guard.alerts import Alert, console_links, publish_alert
@@ -23,10 +23,12 @@ from immutable_guard.remediation.quarantine import (
     call_aws,
     call_on_instance,
     describe_instance,
+    instance_profile_identity,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_iam import IAMClient
 
     from immutable_guard.clients import Clients
 
@@ -64,8 +66,32 @@ def _restore_network_interfaces(
     return restored
 
 
+def _profile_changed(iam: IAMClient, profile: Mapping[str, Any]) -> str:
+    """Why the profile is no longer the one Contain recorded ("" when it is). Release may pass any role of
+    the account to EC2 (which roles a workload uses is not known in advance), so it gives back only the
+    recorded profile holding the recorded role: not one whose role was swapped, or that was made again."""
+    if "roles" not in profile:
+        unknown = profile.get("identity_unknown") or "an incident opened before roles were recorded"
+        return f"the role it held when the incident opened was not recorded ({unknown})"
+    try:
+        now = instance_profile_identity(iam, str(profile["arn"]))
+    except ClientError as exc:
+        # Not a reason to stop half-way through a release: the profile is left out, and the result says so.
+        if error_code(exc) == "NoSuchEntity":
+            return "it no longer exists"
+        return f"it could not be read ({error_code(exc)})"
+    except BotoCoreError as exc:
+        return f"it could not be read ({type(exc).__name__})"
+    if profile.get("id") and now["id"] != profile["id"]:
+        return f"it was deleted and made again (id {profile['id']} then, {now['id']} now)"
+    if now["roles"] != sorted(profile["roles"]):
+        then, held = ", ".join(profile["roles"]) or "no role", ", ".join(now["roles"]) or "no role"
+        return f"it holds {held} now, {then} then"
+    return ""
+
+
 def _restore_profile(
-    ec2: EC2Client, instance_id: str, prior: Mapping[str, Any], actions: list[str]
+    ec2: EC2Client, iam: IAMClient, instance_id: str, prior: Mapping[str, Any], actions: list[str]
 ) -> str | None:
     profile = prior.get("iam_instance_profile")
     if not profile:
@@ -84,6 +110,10 @@ def _restore_profile(
     if current:
         # Someone attached another profile to a quarantined instance: that is for a person to judge.
         actions.append(f"profile {profile['arn']} not restored: {current[0]} is attached now")
+        return None
+    changed = _profile_changed(iam, profile)
+    if changed:
+        actions.append(f"profile {profile['arn']} not restored: {changed}; check it, then attach it by hand")
         return None
     call_on_instance(
         ec2.associate_iam_instance_profile,
@@ -257,7 +287,7 @@ def release_incident(
         _stop_remediation(clients, state_machine_arn, incident_id, actions)
     # Credentials before traffic: an instance that serves without its profile fails its requests.
     protection = _restore_protection(ec2, instance, prior, actions)
-    profile = _restore_profile(ec2, instance_id, prior, actions)
+    profile = _restore_profile(ec2, clients.iam, instance_id, prior, actions)
     acl_entries = incident.details.get(ACL_DETAIL_KEY) or []
     acl_removed = remove_entries(ec2, acl_entries, actions) if acl_entries else []
     interfaces = _restore_network_interfaces(ec2, instance, prior, actions)

@@ -1,5 +1,10 @@
 """Replace: have the instance's owner rebuild it from its known-good definition (the Auto Scaling group
-launches a fresh instance, or the CloudFormation stack is updated), and tell when the new one is healthy."""
+launches a fresh instance, or the CloudFormation stack is updated), and tell when the new one is healthy.
+
+A stack is updated only when the operator declared it (``ScopeStackNames`` or the stack tag
+``immutable-guard-replaceable``), only as a service role (the stack's own, or the one the operator named),
+and only by bumping the parameter the operator configured. Anything else is left to a person
+(``manual``, with the reason in the alert): the instance stays quarantined."""
 
 from __future__ import annotations
 
@@ -20,12 +25,18 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
 
     from immutable_guard.clients import Clients
+    from immutable_guard.settings import ReplaceSettings
 
 ASG_NAME_TAG = "aws:autoscaling:groupName"
 STACK_NAME_TAG = "aws:cloudformation:stack-name"
 LOGICAL_ID_TAG = "aws:cloudformation:logical-id"
+# Once read to choose the parameter to bump; now refused: whoever can tag the server would choose what the
+# stack update changes.
 REPLACEMENT_PARAMETER_TAG = "immutable-guard:replacement-parameter"
 DEFAULT_REPLACEMENT_PARAMETER = "ReplacementGeneration"
+# The stack tag that declares a stack replaceable (its value is the template's ReplaceableStackTagValue).
+# Outside the guard's own `immutable-guard:` instance tags: CloudFormation copies stack tags to instances.
+REPLACEABLE_STACK_TAG = "immutable-guard-replaceable"
 
 STRATEGY_ASG = "auto_scaling_group"
 STRATEGY_STACK = "cloudformation"
@@ -37,6 +48,39 @@ STAGE_REPLACED = "replaced"
 _NO_UPDATES = "No updates are to be performed"
 # Keys under which the Contain step may have remembered the group it took the instance out of.
 _ASG_KEYS = ("left_auto_scaling_group", "auto_scaling_group", "auto_scaling_group_name", "asg_name")
+
+
+@dataclass(frozen=True)
+class StackReplacement:
+    """Which stacks Replace may update, as whom, and which parameter it bumps: the operator's configuration
+    (template parameters), never the instance's tags. The default declares nothing: every stack is left
+    to a person.
+
+    Attributes
+    ----------
+    declared_stacks:
+        Stack names the operator declared (``ScopeStackNames``).
+    replaceable_tag_value:
+        Stacks tagged ``immutable-guard-replaceable`` with this value are declared too; None: none is.
+    operator_role_arn:
+        A service role the operator named (``ReplacementStackRoleArn``) for stacks without their own.
+    parameter:
+        The stack parameter bumped to rebuild the instance (``ReplacementParameter``).
+    """
+
+    declared_stacks: frozenset[str] = frozenset()
+    replaceable_tag_value: str | None = None
+    operator_role_arn: str | None = None
+    parameter: str = DEFAULT_REPLACEMENT_PARAMETER
+
+    @classmethod
+    def of(cls, settings: ReplaceSettings) -> StackReplacement:
+        return cls(
+            declared_stacks=frozenset(settings.scope_stack_names),
+            replaceable_tag_value=settings.replaceable_stack_tag_value,
+            operator_role_arn=settings.replacement_stack_role_arn,
+            parameter=settings.replacement_parameter,
+        )
 
 
 class ReplaceRequest(BaseModel):
@@ -147,8 +191,9 @@ def _bumped_parameters(stack: Mapping[str, Any], parameter: str) -> tuple[list[P
     current = next((p for p in parameters if p.get("ParameterKey") == parameter), None)
     if current is None:
         raise ReplacementFailed(
-            f"stack {stack['StackName']} has no parameter {parameter}: add it to the instance's definition "
-            f"(or name another one in the instance tag {REPLACEMENT_PARAMETER_TAG})"
+            f"stack {stack['StackName']} has no parameter {parameter}: add it to the instance's definition, "
+            "feeding a property whose change replaces the instance (or name another one in the guard's "
+            "ReplacementParameter)"
         )
     old_value = str(current.get("ParameterValue", ""))
     try:
@@ -166,17 +211,52 @@ def _bumped_parameters(stack: Mapping[str, Any], parameter: str) -> tuple[list[P
     return request, old_value, new_value
 
 
+def _declared(stack: Mapping[str, Any], config: StackReplacement) -> bool:
+    if stack.get("StackName") in config.declared_stacks:
+        return True
+    value = config.replaceable_tag_value
+    return value is not None and _tags(stack).get(REPLACEABLE_STACK_TAG) == value
+
+
+def stack_refusal(
+    stack: Mapping[str, Any], instance_tags: Mapping[str, str], config: StackReplacement
+) -> str:
+    """Why Replace must not update this stack ("" when it may): the reason the alert gives a person."""
+    name = stack.get("StackName")
+    asked = instance_tags.get(REPLACEMENT_PARAMETER_TAG)
+    if asked is not None and asked != config.parameter:
+        return (
+            f"the instance's tag {REPLACEMENT_PARAMETER_TAG}={asked!r} names another parameter than the "
+            f"configured {config.parameter}: refused, since whoever can tag a server would choose what the "
+            f"update of stack {name} changes"
+        )
+    if not _declared(stack, config):
+        tagged = (
+            f"tag it {REPLACEABLE_STACK_TAG}={config.replaceable_tag_value}"
+            if config.replaceable_tag_value
+            else f"set ReplaceableStackTagValue and tag it {REPLACEABLE_STACK_TAG}"
+        )
+        return f"stack {name} is not declared replaceable: list it in ScopeStackNames, or {tagged}"
+    if not stack.get("RoleARN") and not config.operator_role_arn:
+        return (
+            f"stack {name} has no service role; Replace's own credentials cannot update it: give the stack "
+            "a service role (update it once with a role), or name one in ReplacementStackRoleArn"
+        )
+    return ""
+
+
 def _start_stack(
     clients: Clients,
     ledger: IncidentLedger,
     incident: Incident,
     instance_id: str,
-    stack_name: str,
+    stack: Mapping[str, Any],
     logical_id: str,
-    parameter: str,
+    config: StackReplacement,
 ) -> dict[str, Any]:
-    stack = _describe_stack(clients, stack_name)
+    stack_name = str(stack.get("StackName"))
     stack_id = str(stack.get("StackId", stack_name))
+    parameter = config.parameter
     current_values = {
         p.get("ParameterKey"): str(p.get("ParameterValue", "")) for p in stack.get("Parameters", [])
     }
@@ -191,22 +271,30 @@ def _start_stack(
         return {**previous, "polls": 0, "healthy": False}
 
     request, old_value, new_value = _bumped_parameters(stack, parameter)
+    # The stack's own service role is used by leaving RoleARN out: CloudFormation then uses the role
+    # associated with the stack, and nothing is passed, so no iam:PassRole is needed ("If you don't
+    # specify a value, CloudFormation uses the role that was previously associated with the stack",
+    # https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_UpdateStack.html). Only a
+    # stack without one gets the operator's role, passed explicitly; it becomes the stack's role.
+    own_role = stack.get("RoleARN")
+    passed_role = None if own_role else config.operator_role_arn
     result: dict[str, Any] = {
         "strategy": STRATEGY_STACK,
-        "stack_name": stack.get("StackName", stack_name),
+        "stack_name": stack_name,
         "stack_id": stack_id,
         "logical_id": logical_id,
         "parameter": parameter,
         "previous_generation": old_value,
         "generation": new_value,
-        # Without a service role CloudFormation acts with our own, narrow role and the update fails.
-        "service_role": stack.get("RoleARN"),
+        "service_role": own_role or passed_role,
+        "service_role_source": "stack" if own_role else "operator",
         "polls": 0,
         "healthy": False,
         "replacement_instance_ids": [],
     }
     # Intent first: if we die after UpdateStack, the retry sees the bumped value and does not bump again.
     ledger.record_stage(incident.incident_id, STAGE_REPLACEMENT_STARTED, details=result)
+    role: dict[str, Any] = {"RoleARN": passed_role} if passed_role else {}
     try:
         clients.cloudformation.update_stack(
             StackName=stack_id,
@@ -214,6 +302,7 @@ def _start_stack(
             Parameters=request,
             Capabilities=list(stack.get("Capabilities", [])),
             ClientRequestToken=f"immutable-guard-{incident.incident_id}-{new_value}"[:128],
+            **role,
         )
     except ClientError as exc:
         if _NO_UPDATES in str(exc) and _physical_id(clients, stack_id, logical_id) not in ("", instance_id):
@@ -226,6 +315,17 @@ def _start_stack(
             ) from exc
         raise ReplacementFailed(f"cannot update stack {stack_name} to replace {instance_id}: {exc}") from exc
     return result
+
+
+def _manual(reason: str, **owner: Any) -> dict[str, Any]:
+    return {
+        "strategy": STRATEGY_MANUAL,
+        "reason": reason,
+        **owner,
+        "polls": 0,
+        "healthy": False,
+        "replacement_instance_ids": [],
+    }
 
 
 def _verify_launch_source(
@@ -241,19 +341,30 @@ def _verify_launch_source(
 
 
 def start_replacement(
-    clients: Clients, ledger: IncidentLedger, incident_id: str, instance_id: str
+    clients: Clients,
+    ledger: IncidentLedger,
+    incident_id: str,
+    instance_id: str,
+    stacks: StackReplacement | None = None,
 ) -> dict[str, Any]:
     """Ask the instance's owner for a fresh instance.
 
     The owner is, in order: the Auto Scaling group the Contain step took it out of (from the ledger,
     the group tag, or current membership); the CloudFormation stack that created it (tags
-    ``aws:cloudformation:stack-name`` and ``aws:cloudformation:logical-id``: the stack is updated with
-    its previous template and the replacement parameter bumped); otherwise nobody (``manual``).
+    ``aws:cloudformation:stack-name`` and ``aws:cloudformation:logical-id``, which only CloudFormation
+    can set: the stack is updated with its previous template and the configured parameter bumped);
+    otherwise nobody (``manual``). A stack that cannot be updated safely (see `stack_refusal`) is
+    ``manual`` too, with the reason.
+
+    Parameters
+    ----------
+    stacks:
+        Which stacks may be updated, as whom, bumping what; nothing is declared when omitted.
 
     Returns
     -------
     dict
-        ``{"strategy", "polls": 0, "healthy": False, ...owner fields}``.
+        ``{"strategy", "polls": 0, "healthy": False, ...owner fields}``; ``"reason"`` when manual.
 
     Raises
     ------
@@ -263,6 +374,7 @@ def start_replacement(
         What the owner would launch (launch template, the version $Latest / $Default resolve to, launch
         configuration) differs from what Contain recorded when the incident opened.
     """
+    config = stacks or StackReplacement()
     incident = ledger.get(incident_id)
     instance = describe_instance(clients.ec2, instance_id)
     tags = _tags(instance)
@@ -273,12 +385,14 @@ def start_replacement(
     if asg_name:
         result = _start_asg(clients, asg_name)
     elif tags.get(STACK_NAME_TAG) and tags.get(LOGICAL_ID_TAG):
-        parameter = tags.get(REPLACEMENT_PARAMETER_TAG) or DEFAULT_REPLACEMENT_PARAMETER
-        result = _start_stack(
-            clients, ledger, incident, instance_id, tags[STACK_NAME_TAG], tags[LOGICAL_ID_TAG], parameter
-        )
+        stack = _describe_stack(clients, tags[STACK_NAME_TAG])
+        refusal = stack_refusal(stack, tags, config)
+        if refusal:
+            result = _manual(refusal, stack_name=stack.get("StackName"), logical_id=tags[LOGICAL_ID_TAG])
+        else:
+            result = _start_stack(clients, ledger, incident, instance_id, stack, tags[LOGICAL_ID_TAG], config)
     else:
-        result = {"strategy": STRATEGY_MANUAL, "polls": 0, "healthy": False, "replacement_instance_ids": []}
+        result = _manual("no Auto Scaling group or CloudFormation stack owns this server")
     ledger.record_stage(incident_id, STAGE_REPLACEMENT_STARTED, details=result)
     return result
 
@@ -328,7 +442,8 @@ def replacement_health(
         return ReplacementHealth(
             healthy=True, replacement_instance_ids=[physical], reason=f"replaced by {physical}"
         )
-    return ReplacementHealth(healthy=False, reason="nobody owns the instance: a person must replace it")
+    why = str(replacement.get("reason") or "nobody owns the instance")
+    return ReplacementHealth(healthy=False, reason=f"{why}: a person must replace it")
 
 
 def check_replacement(
