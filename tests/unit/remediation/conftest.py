@@ -345,23 +345,3 @@ def step_environment(monkeypatch: pytest.MonkeyPatch, ledger: IncidentLedger) ->
     monkeypatch.setenv("LEDGER_TABLE", "immutable-guard-ledger")
     monkeypatch.setenv("ALERT_TOPIC_ARN", f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:alerts")
     return monkeypatch
-
-
-@pytest.fixture(scope="session")
-def granted_actions() -> Callable[[str], set[str]]:
-    """Every IAM action template.yaml grants a function through its inline policy statements."""
-    from immutable_guard.template import find_template, load_template
-
-    template = load_template(find_template())
-
-    def actions(logical_id: str) -> set[str]:
-        granted: set[str] = set()
-        for policy in template["Resources"][logical_id]["Properties"].get("Policies", []):
-            assert isinstance(policy, dict) and "Statement" in policy, f"{logical_id}: inline statements only"
-            for statement in policy["Statement"]:
-                if statement.get("Effect") == "Allow":
-                    action = statement.get("Action", [])
-                    granted |= {action} if isinstance(action, str) else set(action)
-        return granted
-
-    return actions

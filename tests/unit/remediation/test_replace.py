@@ -22,7 +22,6 @@ from conftest import (
 from immutable_guard.clients import Clients
 from immutable_guard.errors import ReplacementFailed
 from immutable_guard.ledger import IncidentLedger, Status
-from immutable_guard.remediation.permissions import PERMISSIONS
 from immutable_guard.remediation.replace import check_replacement, start_replacement
 
 MakeContained = Callable[..., ContainedInstance]
@@ -465,9 +464,3 @@ def test_handler_starts_and_checks(
     # Then the contract's shapes come back
     assert started["strategy"] == "auto_scaling_group"
     assert checked["healthy"] is True and checked["polls"] == 1
-
-
-def test_template_grants_the_replace_function_exactly_its_permissions(
-    granted_actions: Callable[[str], set[str]],
-) -> None:
-    assert granted_actions("ReplaceFunction") == set(PERMISSIONS["ReplaceFunction"])
