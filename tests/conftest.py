@@ -185,13 +185,7 @@ def _check_manifest_complete(session: pytest.Session, observed: _ObservedCalls) 
         or observed.failed & set(observed.sources)
     ):
         return
-    seen = call_manifest.actions_seen(observed.entries)
-    stale = sorted(
-        f"{name}: {action}"
-        for name, actions in observed.manifest.items()
-        for action in actions
-        if action not in seen.get(name, set())
-    )
+    stale = call_manifest.stale(observed.manifest, observed.entries)
     if stale:
         _say(
             session,

@@ -117,5 +117,13 @@ def write_manifest(entries: list[Entry], path: Path = MANIFEST) -> dict[str, lis
     return manifest
 
 
-def actions_seen(entries: list[Entry]) -> dict[str, set[str]]:
-    return {name: set(actions) for name, actions in actions_by_principal(entries).items()}
+def stale(manifest: dict[str, list[str]], entries: list[Entry]) -> list[str]:
+    """``principal: action`` of each manifest action that no logged call used (with every recording run
+    in the log, a call the code no longer makes)."""
+    seen = actions_by_principal(entries)
+    return sorted(
+        f"{name}: {action}"
+        for name, actions in manifest.items()
+        for action in actions
+        if action not in seen.get(name, [])
+    )

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools import Metrics
-from call_manifest import MANIFEST, NOT_OBSERVED, load_manifest
+from call_manifest import MANIFEST, NOT_OBSERVED, load_manifest, outside, stale
 from immutable_guard.local import call_log, lambda_runner
+from immutable_guard.local.call_log import Entry
 from immutable_guard.pipeline import process_event
 from immutable_guard.template import load_template
 from template_policies import (
@@ -270,6 +271,21 @@ def test_a_grant_kept_without_being_observed_is_not_observed() -> None:
         for action in kept
         if action in manifest.get(name, [])
     } == set()
+
+
+def test_a_call_outside_the_manifest_is_reported_and_a_manifest_action_no_run_made_is_stale() -> None:
+    # Given a manifest, and calls of a template's function: one it holds, one it does not, one kept
+    # without being observed
+    manifest = {"NukeFunction": ["ec2:TerminateInstances", "ec2:DescribeInstances"]}
+    calls = [
+        Entry("template.yaml", "NukeFunction", "ec2:TerminateInstances", "ec2.TerminateInstances"),
+        Entry("template.yaml", "NukeFunction", "s3:GetObject", "s3.GetObject"),
+        Entry("template.yaml", "NukeFunction", "ec2:StopInstances", "ec2.StopInstances"),
+    ]
+    # Then the call it does not hold fails the test that made it (tests/conftest.py) ...
+    assert outside(calls, manifest) == ["NukeFunction: s3:GetObject (s3.GetObject)"]
+    # ... and, once every recording run has run, the action none of them made is stale
+    assert stale(manifest, calls) == ["NukeFunction: ec2:DescribeInstances"]
 
 
 def test_roles_carry_only_the_managed_policies_their_service_uses_itself() -> None:
