@@ -8,7 +8,8 @@ PYTHON   ?= $(shell for c in python3.12 "$$(pyenv prefix 3.12 2>/dev/null)/bin/p
               $$c -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null && { echo $$c; break; }; done)
 STAMP    := $(VENV)/.installed
 
-.PHONY: setup drill test test-fast lint format typecheck validate build explain bench security-scan clean
+.PHONY: setup drill test test-fast lint format typecheck validate build explain bench security-scan clean \
+        observed-calls
 
 setup: $(STAMP)
 
@@ -29,6 +30,12 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+## Re-record tests/security/observed_calls.json, the IAM actions each function and state machine was seen
+## using (the drill, the e2e tests, the fault matrix's clean runs, every sample event through Detect); the
+## suite then holds template.yaml to it. Run it after changing what a function calls.
+observed-calls: setup
+	$(BIN)/python -m pytest --record-calls -q
 
 lint: setup
 	$(BIN)/ruff check .

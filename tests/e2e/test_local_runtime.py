@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -26,7 +27,8 @@ def _receive_all(local_aws: LocalAws, queue_url: str) -> list[dict[str, Any]]:
 
 def _finished_execution(local_aws: LocalAws, arn: str, document: dict[str, Any]) -> dict[str, Any]:
     sfn = local_aws.clients().stepfunctions
-    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps(document))
+    # A name of its own: moto names an unnamed execution "None", so a second one would collide.
+    execution = sfn.start_execution(stateMachineArn=arn, name=uuid.uuid4().hex, input=json.dumps(document))
     for _ in range(600):  # bounded wait for the executor thread; never an assertion on time
         described = sfn.describe_execution(executionArn=execution["executionArn"])
         if described["status"] != "RUNNING":
@@ -189,3 +191,48 @@ def test_step_functions_runs_in_process_lambdas_and_catches_their_typed_errors(
     assert output["echo"]["result"]["echo"] == {"instance_id": "i-42"}
     assert output["error"]["Error"] == "SnapshotNotReady"
     assert json.loads(output["error"]["Cause"])["errorMessage"] == "still pending for i-42"
+
+
+def test_each_call_is_heard_as_the_function_or_state_machine_that_made_it(
+    local_aws: LocalAws, probe: Deployment
+) -> None:
+    # Given a listener of the calls made with a role
+    from immutable_guard.local import lambda_runner
+
+    heard: list[tuple[str, str]] = []
+    stop = lambda_runner.listen_to_calls(lambda who, model, params: heard.append((who, model.name)))
+    try:
+        # When the probe state machine runs Echo (which sends to the inbox queue), then Boom
+        execution = _finished_execution(local_aws, probe.outputs["StateMachineArn"], {"instance_id": "i-7"})
+    finally:
+        stop()
+    assert execution["status"] == "SUCCEEDED", execution
+    # Then Echo's SendMessage is Echo's, the state machine's Invoke of each function its own, and none of
+    # the calls this test made (start, describe) is anybody's
+    machine = probe.outputs["StateMachineArn"]
+    assert (probe.function_names["EchoFunction"], "SendMessage") in heard
+    assert [call for call in heard if call[0] == machine] == [(machine, "Invoke"), (machine, "Invoke")]
+    assert {who for who, _ in heard} == {machine, probe.function_names["EchoFunction"]}
+
+
+def test_reads_a_handler_spreads_over_threads_are_still_its_own(local_aws: LocalAws) -> None:
+    # Given a client created while a function runs, and a thread of its own using it (Contain's read pool)
+    import threading
+
+    from immutable_guard.local import lambda_runner
+
+    heard: list[tuple[str, str]] = []
+    stop = lambda_runner.listen_to_calls(lambda who, model, params: heard.append((who, model.name)))
+    try:
+        with lambda_runner.acting_as("SomeFunction"):
+            sqs = local_aws.session().client("sqs")
+        worker = threading.Thread(target=sqs.list_queues)
+        worker.start()
+        worker.join()
+        # When the runtime itself calls while a function runs (delivering an event, say)
+        with lambda_runner.acting_as("SomeFunction"), lambda_runner.acting_as(None):
+            sqs.list_queues()
+    finally:
+        stop()
+    # Then the pool's read is the function's, the runtime's call nobody's
+    assert heard == [("SomeFunction", "ListQueues")]

@@ -135,11 +135,15 @@ class FaultInjector:
 
     @contextmanager
     def harness(self) -> Iterator[None]:
-        """Calls made by the test itself are neither faulted nor counted."""
+        """Calls made by the test itself are neither faulted nor counted, nor taken for a function's (the
+        terminate check runs inside Nuke's TerminateInstances call)."""
+        from immutable_guard.local import lambda_runner
+
         previous = getattr(self._harness, "on", False)
         self._harness.on = True
         try:
-            yield
+            with lambda_runner.acting_as(None):
+                yield
         finally:
             self._harness.on = previous
 

@@ -345,33 +345,3 @@ def step_environment(monkeypatch: pytest.MonkeyPatch, ledger: IncidentLedger) ->
     monkeypatch.setenv("LEDGER_TABLE", "immutable-guard-ledger")
     monkeypatch.setenv("ALERT_TOPIC_ARN", f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:alerts")
     return monkeypatch
-
-
-@pytest.fixture(scope="session")
-def granted_actions() -> Callable[[str], set[str]]:
-    """Every IAM action template.yaml grants a function through its inline policy statements."""
-    from immutable_guard.template import find_template, load_template
-
-    template = load_template(find_template())
-
-    def either_branch(statements: list[Any]) -> list[dict[str, Any]]:
-        # A statement granted only under a condition (!If [Cond, statement, !Ref AWS::NoValue]) counts.
-        found = []
-        for statement in statements:
-            if isinstance(statement, dict) and "Fn::If" in statement:
-                found += either_branch([b for b in statement["Fn::If"][1:] if "Ref" not in b])
-            else:
-                found.append(statement)
-        return found
-
-    def actions(logical_id: str) -> set[str]:
-        granted: set[str] = set()
-        for policy in template["Resources"][logical_id]["Properties"].get("Policies", []):
-            assert isinstance(policy, dict) and "Statement" in policy, f"{logical_id}: inline statements only"
-            for statement in either_branch(policy["Statement"]):
-                if statement.get("Effect") == "Allow":
-                    action = statement.get("Action", [])
-                    granted |= {action} if isinstance(action, str) else set(action)
-        return granted
-
-    return actions

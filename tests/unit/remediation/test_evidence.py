@@ -22,7 +22,6 @@ from immutable_guard.remediation.evidence import (
     start_snapshots,
     write_manifest,
 )
-from immutable_guard.remediation.permissions import PERMISSIONS
 
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:
@@ -298,9 +297,3 @@ def test_handler_rejects_an_unknown_action(
     app = load_function("evidence")
     with pytest.raises(InvalidEvent, match="action"):
         app.handler({"incident_id": "ig-1", "instance_id": "i-1", "action": "delete"}, lambda_context)
-
-
-def test_template_grants_the_evidence_function_exactly_its_permissions(
-    granted_actions: Callable[[str], set[str]],
-) -> None:
-    assert granted_actions("EvidenceFunction") == set(PERMISSIONS["EvidenceFunction"])

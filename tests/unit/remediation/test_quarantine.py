@@ -15,7 +15,6 @@ from immutable_guard.errors import AwsCallFailed, InstanceNotFound, InvalidEvent
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.model import Kind
 from immutable_guard.remediation import quarantine
-from immutable_guard.remediation.permissions import PERMISSIONS
 from immutable_guard.remediation.quarantine import (
     GROUP_NAMES,
     PRIOR_TARGET_GROUPS,
@@ -542,14 +541,7 @@ def test_throttling_that_outlasts_retries_is_aws_call_failed_naming_the_resource
     assert all(groups == [isolation] for groups in _groups_of_enis(aws, w.instance_id).values())
 
 
-# ---------------------------------------------------------------- permissions and handler
-
-
-@pytest.mark.parametrize("logical_id", ["QuarantineFunction", "ReleaseFunction"])
-def test_the_template_grants_exactly_the_declared_permissions(
-    granted_actions: Callable[[str], set[str]], logical_id: str
-) -> None:
-    assert granted_actions(logical_id) == set(PERMISSIONS[logical_id])
+# ---------------------------------------------------------------- handler
 
 
 def test_the_handler_contains_the_instance_of_the_execution_input(

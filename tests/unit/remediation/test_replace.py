@@ -23,7 +23,6 @@ from immutable_guard.clients import Clients
 from immutable_guard.errors import ReplacementFailed
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.local.stack_updates import stack_updates_run_as_their_principal
-from immutable_guard.remediation.permissions import PERMISSIONS
 from immutable_guard.remediation.replace import StackReplacement, check_replacement, start_replacement
 
 MakeContained = Callable[..., ContainedInstance]
@@ -638,9 +637,3 @@ def test_handler_reads_which_stacks_are_declared_from_its_environment(
     assert started["strategy"] == strategy
     if strategy == "cloudformation":
         assert started["parameter"] == environment.get("REPLACEMENT_PARAMETER", "ReplacementGeneration")
-
-
-def test_template_grants_the_replace_function_exactly_its_permissions(
-    granted_actions: Callable[[str], set[str]],
-) -> None:
-    assert granted_actions("ReplaceFunction") == set(PERMISSIONS["ReplaceFunction"])

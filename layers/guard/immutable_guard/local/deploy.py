@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from immutable_guard.local import lambda_runner
+from immutable_guard.local import call_log, lambda_runner
 from immutable_guard.local.intrinsics import Resolver, UnresolvedReference, references
 from immutable_guard.template import load_template
 
@@ -220,6 +220,14 @@ class Deployer:
             except UnresolvedReference as exc:
                 deployment.notes.append(f"output {name} not resolved: {exc}")
         return deployment
+
+    def translated(
+        self, parameters: Mapping[str, str] | None = None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The template after the SAM transform (intrinsics kept), and every parameter's value."""
+        template = load_template(self.template_path)
+        values = self._parameter_values(template, dict(parameters or {}))
+        return self._translate(template, values), values
 
     def _create(
         self, deployment: Deployment, resolver: Resolver, logical_id: str, resource: dict[str, Any]
@@ -763,6 +771,7 @@ def _lambda_function(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[A
         )
     if folder is not None:
         lambda_runner.register(name, folder)
+    call_log.name_principal(name, d.template_path, logical_id)
     if d.deployment is not None:
         d.deployment.function_names[logical_id] = name
         if folder is not None:
@@ -920,6 +929,7 @@ def _state_machine(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any
     if "Tags" in p:
         request["tags"] = [{"key": t["Key"], "value": t["Value"]} for t in _tags_list(p["Tags"])]
     arn = d.client("stepfunctions").create_state_machine(**request)["stateMachineArn"]
+    call_log.name_principal(arn, d.template_path, logical_id)
     return arn, {"Arn": arn, "Name": name, "StateMachineRevisionId": ""}
 
 

@@ -10,6 +10,11 @@ records the calls of the function's role: botocore's ``BaseClient._make_api_call
 installed, and consults the observer of the invocation running on the calling thread. They can also be
 checked (``check_calls``) the way AWS checks the function's credentials where moto does not, right
 around the call itself: a refusal is then the call's error, which the observer records too.
+
+Every call a function or a state machine makes with its role can also be heard (``listen_to_calls``), from
+any thread: a client remembers the function that created it, so the reads a handler spreads over a thread
+pool count as the function's, and a Step Functions task's calls count as its state machine's. With
+``IMMUTABLE_GUARD_CALL_LOG`` set, ``call_log`` writes them down (the test suite's least-privilege proof).
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ _handlers: dict[tuple[str, str, str], Callable[[Any, Any], Any]] = {}
 _extracted: dict[str, Path] = {}
 _local = threading.local()
 _original_make_api_call: Callable[..., Any] | None = None
+_original_client_init: Callable[..., None] | None = None
+_original_task_evals: list[tuple[Any, Callable[..., Any]]] = []
+# The attribute of a boto3 client that names the function or state machine that created it.
+_CREATED_BY = "_immutable_guard_principal"
 
 
 class CallObserver(Protocol):
@@ -93,6 +102,83 @@ def observe_calls(factory: ObserverFactory) -> Callable[[], None]:
     return stop
 
 
+CallListener = Callable[[str, Any, dict[str, Any]], None]
+_call_listeners: list[CallListener] = []
+
+
+def listen_to_calls(listener: CallListener) -> Callable[[], None]:
+    """Have ``listener(principal, operation_model, params)`` hear, before it is made, every AWS call made
+    with a role: ``principal`` is the function name of a handler run here, or the ARN of the state machine
+    whose task calls. Returns the function that stops it."""
+    with _state_lock:
+        _call_listeners.append(listener)
+
+    def stop() -> None:
+        with _state_lock:
+            if listener in _call_listeners:
+                _call_listeners.remove(listener)
+
+    return stop
+
+
+@contextmanager
+def acting_as(principal: str | None) -> Iterator[None]:
+    """This thread's calls (and the clients it creates) are ``principal``'s until the block ends; None:
+    nobody's, e.g. a runtime's own calls made while a handler waits."""
+    previous = getattr(_local, "principal", None)
+    _local.principal = principal if principal is not None else ""
+    try:
+        yield
+    finally:
+        _local.principal = previous
+
+
+def _principal_of(client: Any) -> str:
+    """Who makes a call on this thread: the invocation or task running here, else whoever created the
+    client (a thread the handler started itself)."""
+    current: str | None = getattr(_local, "principal", None)
+    if current is not None:
+        return current
+    return str(getattr(client, _CREATED_BY, "") or "")
+
+
+def _hear(client: Any, operation_name: str, api_params: dict[str, Any]) -> None:
+    with _state_lock:
+        listeners = list(_call_listeners)
+    if not listeners:
+        return
+    principal = _principal_of(client)
+    if not principal:
+        return
+    model = client.meta.service_model.operation_model(operation_name)
+    for listener in listeners:
+        try:
+            listener(principal, model, api_params)
+        except Exception:
+            logger.exception("a call listener failed on %s", operation_name)
+
+
+def _stamped_client_init(client: Any, *args: Any, **kwargs: Any) -> None:
+    """botocore's ``BaseClient.__init__``; the client also remembers who created it."""
+    original = _original_client_init
+    assert original is not None
+    original(client, *args, **kwargs)
+    creator = getattr(_local, "principal", None)
+    if creator:
+        setattr(client, _CREATED_BY, creator)
+
+
+def _in_state_machine(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A Task state's evaluation in moto, whose calls are its state machine's (made with its role)."""
+
+    def evaluate(state: Any, env: Any) -> Any:
+        machine = env.states.context_object.context_object_data["StateMachine"]["Id"]
+        with acting_as(str(machine)):
+            return original(state, env)
+
+    return evaluate
+
+
 def _observer_for(function: Any) -> CallObserver | None:
     with _state_lock:
         factories = list(_observer_factories)
@@ -108,6 +194,7 @@ def _observed_make_api_call(client: Any, operation_name: str, api_params: dict[s
     thread."""
     original = _original_make_api_call
     assert original is not None
+    _hear(client, operation_name, api_params)
     observer: CallObserver | None = getattr(_local, "calls", None)
     function = getattr(_local, "function", None)
     with _state_lock:
@@ -126,7 +213,9 @@ def _observed_make_api_call(client: Any, operation_name: str, api_params: dict[s
                     checked.enter_context(check(function, model, api_params))
                 return original(client, operation_name, api_params)
 
-        return make_call() if observer is None else observer.call(model, api_params, make_call)
+        # What the observer or a check calls is not the function's call: heard as nobody's.
+        with acting_as(None):
+            return make_call() if observer is None else observer.call(model, api_params, make_call)
     finally:
         _local.calls, _local.function = observer, function
 
@@ -215,9 +304,11 @@ def install(repo_root: Path | None = None) -> None:
         Repository whose ``functions/<function name>/`` is used for functions nobody registered and
         whose zip holds no handler.
     """
-    global _install_count, _original_invoke, _repo_root, _original_make_api_call
+    global _install_count, _original_invoke, _repo_root, _original_make_api_call, _original_client_init
     from botocore.client import BaseClient
     from moto.awslambda.models import LambdaFunction
+
+    from immutable_guard.local import call_log
 
     with _state_lock:
         if repo_root is not None:
@@ -227,14 +318,36 @@ def install(repo_root: Path | None = None) -> None:
             LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
             _original_make_api_call = getattr(BaseClient, "_make_api_call")  # noqa: B009 (private)
             setattr(BaseClient, "_make_api_call", _observed_make_api_call)  # noqa: B010
+            _original_client_init = BaseClient.__init__
+            BaseClient.__init__ = _stamped_client_init  # type: ignore[method-assign,assignment]
+            for task_class in _task_classes():
+                original = task_class.__dict__["_eval_execution"]
+                _original_task_evals.append((task_class, original))
+                task_class._eval_execution = _in_state_machine(original)
             if not isinstance(os.environ, _ThreadEnviron):
                 os.environ.__class__ = _ThreadEnviron
+            log = call_log.log_from_environment()
+            if log is not None:
+                _call_listeners.append(log)
         _install_count += 1
+
+
+def _task_classes() -> list[Any]:
+    """moto's Task states that call AWS with the state machine's role: service integrations
+    (``arn:aws:states:::lambda:invoke`` and others) and plain Lambda function ARNs."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (
+        StateTaskService,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import (
+        StateTaskLambda,
+    )
+
+    return [StateTaskService, StateTaskLambda]
 
 
 def uninstall() -> None:
     """Undo one ``install()``; the last one restores moto and forgets loaded handlers."""
-    global _install_count, _original_invoke, _original_make_api_call
+    global _install_count, _original_invoke, _original_make_api_call, _original_client_init
     from botocore.client import BaseClient
     from moto.awslambda.models import LambdaFunction
 
@@ -250,6 +363,12 @@ def uninstall() -> None:
         if _original_make_api_call is not None:
             setattr(BaseClient, "_make_api_call", _original_make_api_call)  # noqa: B010
             _original_make_api_call = None
+        if _original_client_init is not None:
+            BaseClient.__init__ = _original_client_init  # type: ignore[method-assign]
+            _original_client_init = None
+        while _original_task_evals:
+            task_class, original = _original_task_evals.pop()
+            task_class._eval_execution = original
         if type(os.environ) is _ThreadEnviron:
             os.environ.__class__ = os._Environ  # type: ignore[assignment]
         _code_dirs.clear()
@@ -257,6 +376,7 @@ def uninstall() -> None:
         _extracted.clear()
         _observer_factories.clear()
         _call_checks.clear()
+        _call_listeners.clear()
 
 
 def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
@@ -279,6 +399,7 @@ def _invoke_lambda(function: Any, event: Any = None) -> tuple[str, bool, str]:
     try:
         with (
             function_environment(_lambda_environment(function, context)),
+            acting_as(str(function.function_name)),
             _observed_by(observer),
             _calling_as(function),
         ):
@@ -310,7 +431,8 @@ def _observed_by(observer: CallObserver | None) -> Iterator[None]:
         _local.calls = previous
         if observer is not None:
             try:
-                observer.finished()
+                with acting_as(None):  # what the observer does then is not the function's call
+                    observer.finished()
             except Exception:
                 logger.exception("observing the end of an invocation failed")
 

@@ -1,0 +1,129 @@
+"""The IAM actions each function and state machine of template.yaml was seen using: the committed manifest
+(observed_calls.json, logical id -> sorted actions), the runs that produce it, and the few grants that no
+run reaches, each with the reason it is kept.
+
+The local runtime writes every call a deployed function or state machine makes, mapped to its IAM actions
+(immutable_guard.local.call_log), while the suite runs. tests/conftest.py then holds each test to the
+manifest (a call outside it fails the test), and test_least_privilege.py holds template.yaml to the
+manifest plus the grants below (nothing more, nothing less).
+
+Regenerate the manifest after a change of what a function calls: ``make observed-calls`` (it runs the
+RECORDING_SOURCES below with ``pytest --record-calls``), then grant exactly the difference in template.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from immutable_guard.local.call_log import Entry, actions_by_principal
+
+MANIFEST = Path(__file__).resolve().parent / "observed_calls.json"
+
+# The runs the manifest is recorded from (pytest node ids, relative to the repository): the drill and every
+# e2e test on the local runtime, the fault matrix's runs without a fault, and every sample event through
+# Detect (paths no e2e scenario takes).
+RECORDING_SOURCES = (
+    "tests/e2e",
+    "tests/reliability/test_fault_matrix.py::test_without_faults_the_remediation_succeeds_and_every_invariant_holds",
+    "tests/reliability/test_fault_matrix.py::test_without_faults_the_stack_replaces_its_server_and_every_invariant_holds",
+    "tests/security/test_least_privilege.py::test_every_sample_event_through_detect_calls_only_what_the_manifest_holds",
+)
+
+# Grants no recorded run reaches, and why each is still needed. Every entry must be granted and must not be
+# in the manifest (once a run reaches it, it belongs there instead).
+_NO_LOAD_BALANCER = "the golden workload's servers are in no target group (no run has a load balancer)"
+NOT_OBSERVED: dict[str, dict[str, str]] = {
+    "DetectFunction": {
+        "dynamodb:DeleteItem": (
+            "triage forgets an account-level event whose alert could not be published, so that its "
+            "redelivery alerts again; only a failed Publish reaches it (tests/unit/test_pipeline.py)"
+        ),
+        "ec2:DescribeInstanceConnectEndpoints": (
+            "tells apart two VPCs that hold a tunnel's private address by the endpoint's VPC "
+            "(detection/paths/shell.py); every recorded world has one VPC"
+        ),
+    },
+    "QuarantineFunction": {
+        "elasticloadbalancing:DescribeTargetHealth": _NO_LOAD_BALANCER,
+        "elasticloadbalancing:DeregisterTargets": _NO_LOAD_BALANCER,
+        "ec2:DescribeSecurityGroupRules": (
+            "finds the direction of an offending rule that a ModifySecurityGroupRules event names by id "
+            "only (remediation/offending_rules.py); no run modifies a rule that way"
+        ),
+        "ec2:DescribeNetworkAcls": (
+            "reads the network ACL entry an attacker created before deleting it "
+            "(remediation/offending_rules.py); no run opens a network ACL"
+        ),
+        "ec2:DeleteNetworkAclEntry": "as ec2:DescribeNetworkAcls",
+        "ec2:DisassociateIamInstanceProfile": (
+            "drops the instance's credentials; the golden workload's servers carry no instance profile"
+        ),
+    },
+    "ReleaseFunction": {
+        "ec2:DescribeIamInstanceProfileAssociations": (
+            "gives back the instance profile Contain removed; the golden workload's servers carry none"
+        ),
+        "ec2:AssociateIamInstanceProfile": "as ec2:DescribeIamInstanceProfileAssociations",
+        "iam:PassRole": "AssociateIamInstanceProfile passes the profile's role to EC2",
+        "elasticloadbalancing:RegisterTargets": _NO_LOAD_BALANCER,
+        "states:StopExecution": (
+            "stops the incident's remediation when it still runs; in the drill's release it has ended"
+        ),
+    },
+    "ReplaceFunction": {
+        "iam:PassRole": (
+            "UNUSED: no code path passes a role to CloudFormation (UpdateStack keeps the stack's own role, "
+            "which needs none). It goes with the stack-update rework of issue 12; delete this entry then"
+        ),
+    },
+    "NukeFunction": {
+        "ec2:StopInstances": "PostEvidenceAction=stop; every recorded run terminates",
+    },
+}
+
+
+def load_manifest(path: Path = MANIFEST) -> dict[str, list[str]]:
+    if not path.exists():
+        return {}
+    manifest: dict[str, list[str]] = json.loads(path.read_text("utf-8"))
+    return manifest
+
+
+def allowed(manifest: dict[str, list[str]]) -> dict[str, set[str]]:
+    """Principal -> every action it may call: what was observed and what is kept without being observed."""
+    found = {name: set(actions) for name, actions in manifest.items()}
+    for name, kept in NOT_OBSERVED.items():
+        found.setdefault(name, set()).update(kept)
+    return found
+
+
+def outside(entries: list[Entry], manifest: dict[str, list[str]]) -> list[str]:
+    """``principal: action (operation)`` of each logged call that neither the manifest nor NOT_OBSERVED
+    holds."""
+    permitted = allowed(manifest)
+    return sorted(
+        {
+            f"{entry.principal}: {entry.action} ({entry.operation})"
+            for entry in entries
+            if entry.action not in permitted.get(entry.principal, set())
+        }
+    )
+
+
+def write_manifest(entries: list[Entry], path: Path = MANIFEST) -> dict[str, list[str]]:
+    manifest = actions_by_principal(entries)
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def stale(manifest: dict[str, list[str]], entries: list[Entry]) -> list[str]:
+    """``principal: action`` of each manifest action that no logged call used (with every recording run
+    in the log, a call the code no longer makes)."""
+    seen = actions_by_principal(entries)
+    return sorted(
+        f"{name}: {action}"
+        for name, actions in manifest.items()
+        for action in actions
+        if action not in seen.get(name, [])
+    )

@@ -1,0 +1,193 @@
+"""template.yaml's IAM as AWS would hold it: the template after the SAM transform (which adds the roles of
+functions and state machines, their policy templates and dead-letter permissions), with every intrinsic
+function resolved into a plausible ARN of the resource it names, so that a policy linter can check each
+resource against the types its actions accept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import boto3
+from immutable_guard.local.deploy import Deployer
+from immutable_guard.local.intrinsics import Resolver, UnresolvedReference
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO / "template.yaml"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+STACK = "immutable-guard"
+# Conditions are evaluated with every optional resource present (the defaults create them all), and an
+# e-mail address, so that no policy is left out.
+PARAMETERS = {"AlertEmail": "security@example.com"}
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    """One policy of the template: where it is, and its resolved JSON document."""
+
+    resource: str  # logical id of the resource that holds it
+    where: str  # e.g. "Policies/DetectFunctionRolePolicy0", "KeyPolicy"
+    document: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.resource}/{self.where}"
+
+
+def _suffix(logical_id: str) -> str:
+    return f"{STACK}-{logical_id}-EXAMPLE0123"
+
+
+def _plausible(kind: str, logical_id: str) -> tuple[Any, dict[str, Any]]:
+    """What Ref and Fn::GetAtt return for a resource of this type (AWS::<Service>::<Type> reference pages)."""
+    name = _suffix(logical_id)
+    region_account = f"{REGION}:{ACCOUNT}"
+    if kind == "AWS::Lambda::Function":
+        arn = f"arn:aws:lambda:{region_account}:function:{name}"
+        return name, {"Arn": arn}
+    if kind == "AWS::IAM::Role":
+        return name, {"Arn": f"arn:aws:iam::{ACCOUNT}:role/{name}", "RoleId": "AROAEXAMPLE"}
+    if kind == "AWS::SNS::Topic":
+        arn = f"arn:aws:sns:{region_account}:{name}"
+        return arn, {"TopicArn": arn, "TopicName": name}
+    if kind == "AWS::SQS::Queue":
+        arn = f"arn:aws:sqs:{region_account}:{name}"
+        url = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}"
+        return url, {"Arn": arn, "QueueName": name, "QueueUrl": url}
+    if kind == "AWS::DynamoDB::Table":
+        arn = f"arn:aws:dynamodb:{region_account}:table/{name}"
+        return name, {"Arn": arn, "StreamArn": f"{arn}/stream/2024-01-01T00:00:00.000"}
+    if kind == "AWS::S3::Bucket":
+        bucket = name.lower()
+        return bucket, {"Arn": f"arn:aws:s3:::{bucket}", "DomainName": f"{bucket}.s3.amazonaws.com"}
+    if kind == "AWS::KMS::Key":
+        key = "1234abcd-12ab-34cd-56ef-1234567890ab"
+        return key, {"Arn": f"arn:aws:kms:{region_account}:key/{key}", "KeyId": key}
+    if kind == "AWS::StepFunctions::StateMachine":
+        arn = f"arn:aws:states:{region_account}:stateMachine:{name}"
+        return arn, {"Arn": arn, "Name": name}
+    if kind == "AWS::Lambda::LayerVersion":
+        return f"arn:aws:lambda:{region_account}:layer:{name}:1", {}
+    if kind == "AWS::SSM::Association":
+        return "assoc-example", {"AssociationId": "11111111-2222-3333-4444-555555555555"}
+    if kind == "AWS::Events::Rule":
+        return name, {"Arn": f"arn:aws:events:{region_account}:rule/{name}"}
+    if kind == "AWS::CloudTrail::Trail":
+        return name, {"Arn": f"arn:aws:cloudtrail:{region_account}:trail/{name}"}
+    return name, {}
+
+
+@cache
+def _translation() -> tuple[dict[str, Any], dict[str, str]]:
+    offline = boto3.Session(region_name=REGION, aws_access_key_id="offline", aws_secret_access_key="offline")
+    return Deployer(offline, TEMPLATE_PATH).translated(PARAMETERS)
+
+
+def translated_template() -> dict[str, Any]:
+    """template.yaml after the SAM transform (intrinsics kept)."""
+    return _translation()[0]
+
+
+@cache
+def _resolver() -> Resolver:
+    translated, values = _translation()
+    declared = translated.get("Parameters") or {}
+    typed: dict[str, Any] = {
+        name: value.split(",") if declared.get(name, {}).get("Type") == "CommaDelimitedList" else value
+        for name, value in values.items()
+    }
+    resolver = Resolver(
+        parameters=typed,
+        pseudo={
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": STACK,
+            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/example",
+        },
+        conditions=translated.get("Conditions"),
+        mappings=translated.get("Mappings"),
+    )
+    for logical_id, resource in (translated.get("Resources") or {}).items():
+        ref, attributes = _plausible(str(resource.get("Type")), logical_id)
+        resolver.refs[logical_id] = ref
+        resolver.attributes[logical_id] = attributes
+    return resolver
+
+
+def resolve(value: Any) -> Any:
+    """``value`` with every intrinsic function replaced by what it would be in a deployed stack."""
+    try:
+        return _resolver().resolve(value)
+    except UnresolvedReference as exc:
+        raise AssertionError(f"cannot resolve {value!r}: {exc}") from exc
+
+
+def policy_documents() -> list[PolicyDocument]:
+    """Every policy document of the translated template: roles' inline and trust policies, and the
+    resource policies of keys, buckets, queues and topics."""
+    found = []
+    for logical_id, resource in (translated_template().get("Resources") or {}).items():
+        properties = resource.get("Properties") or {}
+        for policy in properties.get("Policies") or []:
+            if isinstance(policy, dict) and "PolicyDocument" in policy:
+                where = f"Policies/{policy.get('PolicyName')}"
+                found.append(PolicyDocument(logical_id, where, resolve(policy["PolicyDocument"])))
+        for key in ("KeyPolicy", "PolicyDocument", "AssumeRolePolicyDocument"):
+            if isinstance(properties.get(key), dict):
+                found.append(PolicyDocument(logical_id, key, resolve(properties[key])))
+    return found
+
+
+def principals() -> dict[str, str]:
+    """Logical id of every function and state machine -> logical id of the role it runs with."""
+    found = {}
+    for logical_id, resource in (translated_template().get("Resources") or {}).items():
+        properties = resource.get("Properties") or {}
+        if resource.get("Type") == "AWS::Lambda::Function":
+            role = properties.get("Role")
+        elif resource.get("Type") == "AWS::StepFunctions::StateMachine":
+            role = properties.get("RoleArn")
+        else:
+            continue
+        if not (isinstance(role, dict) and "Fn::GetAtt" in role):
+            raise AssertionError(f"{logical_id}: its role is not a role of this template: {role!r}")
+        target = role["Fn::GetAtt"]
+        found[logical_id] = target.split(".")[0] if isinstance(target, str) else target[0]
+    return found
+
+
+def statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    listed = document.get("Statement", [])
+    return listed if isinstance(listed, list) else [listed]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def import_parliament() -> Any:
+    """The parliament IAM policy linter. It still reads its data files through ``pkg_resources``, which
+    setuptools 82 removed (duo-labs/parliament#247); without it, a stand-in serves the one function it
+    uses, instead of pinning an old setuptools."""
+    import importlib.util
+    import sys
+    import types
+
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
+        shim = types.ModuleType("pkg_resources")
+
+        def resource_filename(package: str, name: str) -> str:
+            spec = importlib.util.find_spec(package)
+            assert spec is not None and spec.origin is not None, package
+            return str(Path(spec.origin).parent / name)
+
+        shim.resource_filename = resource_filename  # type: ignore[attr-defined]
+        sys.modules["pkg_resources"] = shim
+    import parliament
+
+    return parliament
