@@ -71,12 +71,6 @@ NOT_OBSERVED: dict[str, dict[str, str]] = {
             "stops the incident's remediation when it still runs; in the drill's release it has ended"
         ),
     },
-    "ReplaceFunction": {
-        "iam:PassRole": (
-            "UNUSED: no code path passes a role to CloudFormation (UpdateStack keeps the stack's own role, "
-            "which needs none). It goes with the stack-update rework of issue 12; delete this entry then"
-        ),
-    },
     "NukeFunction": {
         "ec2:StopInstances": "PostEvidenceAction=stop; every recorded run terminates",
     },

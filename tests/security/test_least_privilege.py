@@ -492,10 +492,7 @@ def _roles() -> list[Any]:
         for logical_id, resource in translated_template()["Resources"].items()
         if resource["Type"] == "AWS::IAM::Role"
     ]
-    # The wildcard PassRole to CloudFormation is being removed with the stack-update rework (issue 12,
-    # "Replacement through CloudFormation"); this case turns into an unexpected pass then: drop the mark.
-    pending = pytest.mark.xfail(strict=True, reason="Replace may still pass any role to CloudFormation")
-    return [pytest.param(r, marks=pending) if r == "ReplaceFunctionRole" else r for r in sorted(roles)]
+    return sorted(roles)
 
 
 @pytest.mark.parametrize("role", _roles())

@@ -536,8 +536,14 @@ def _inventory_association_exists(ssm: Any) -> bool:
 
 
 def check_rules(clients: DoctorClients, stack: StackView) -> CheckResult:
-    """Every EventBridge rule of the stack is enabled and delivers to the Detect function."""
-    rules = stack.of_type("AWS::Events::Rule")
+    """Every detection rule of the stack is enabled and delivers to the Detect function."""
+    # SAM names an event source's rule after its function (DetectFunction<Event>); the canary's recovery
+    # rule delivers to its own function and is not a detection rule.
+    rules = {
+        logical: name
+        for logical, name in stack.of_type("AWS::Events::Rule").items()
+        if logical.startswith("DetectFunction")
+    }
     if not rules:
         return CheckResult(
             "rules", Verdict.FAIL, f"stack {stack.name} has no EventBridge rule", "redeploy the stack"
