@@ -27,7 +27,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "CanaryRecoverFunction": frozenset({"lambda:GetAlias", "lambda:UpdateAlias", "dynamodb:DeleteItem"})
     | _LOCK
     | _ALERT,
+    # Plans only under parameter/immutable-guard/canary/*, executions only of the canary state machine.
+    "CanaryStartFunction": frozenset({"lambda:GetAlias", "ssm:GetParameter", "states:StartExecution"}),
 }
 
-# Invoked by the state machine (CanaryRecoverFunction is an EventBridge target, not a state).
-STATE_MACHINE_FUNCTIONS = frozenset(PERMISSIONS) - {"CanaryRecoverFunction"}
+# Invoked by the state machine (the recovery and start functions are EventBridge targets, not states).
+STATE_MACHINE_FUNCTIONS = frozenset(PERMISSIONS) - {"CanaryRecoverFunction", "CanaryStartFunction"}
