@@ -37,9 +37,11 @@ def _event(**request: Any) -> dict[str, Any]:
 def machine(aws: Clients) -> str:
     role = aws.iam.create_role(RoleName="canary-sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
-    return str(aws.stepfunctions.create_state_machine(name="canary", definition=definition, roleArn=role)[
-        "stateMachineArn"
-    ])
+    return str(
+        aws.stepfunctions.create_state_machine(name="canary", definition=definition, roleArn=role)[
+            "stateMachineArn"
+        ]
+    )
 
 
 def _plan(aws: Clients, plan: Any = PLAN) -> None:
@@ -74,9 +76,10 @@ def test_a_publication_starts_the_plans_rollout_to_the_serving_alias_once(
         "function": "orders",
         "target_version": "2",
     }
-    assert second["action"] in (STARTED, SKIPPED) and second.get("execution_arn", first["execution_arn"]) == first[
-        "execution_arn"
-    ]
+    assert (
+        second["action"] in (STARTED, SKIPPED)
+        and second.get("execution_arn", first["execution_arn"]) == first["execution_arn"]
+    )
     executions = aws.stepfunctions.list_executions(stateMachineArn=machine)["executions"]
     assert len(executions) == 1 and executions[0]["name"].startswith("orders-live-v2-")
 
@@ -115,7 +118,9 @@ def test_failed_calls_and_other_events_are_not_publications() -> None:
     other["detail"]["eventName"] = "PublishVersion20150331"
     description_only = _event()
     del description_only["detail"]["requestParameters"]["functionVersion"]
-    assert publication(failed) is None and publication(other) is None and publication(description_only) is None
+    assert (
+        publication(failed) is None and publication(other) is None and publication(description_only) is None
+    )
 
 
 def test_the_templates_rule_delivers_alias_moves_only() -> None:

@@ -138,7 +138,10 @@ def start_on_publication(
     except InvalidCanaryInput as exc:
         return {"action": REFUSED, "reason": f"rollout plan of {found.function}: {exc}"}
     if request.alias == found.alias:
-        return {"action": REFUSED, "reason": f"rollout plan of {found.function}: alias and published_alias are the same"}
+        return {
+            "action": REFUSED,
+            "reason": f"rollout plan of {found.function}: alias and published_alias are the same",
+        }
     try:
         serving = lambda_.get_alias(FunctionName=found.function, Name=request.alias)
     except lambda_.exceptions.ResourceNotFoundException:
@@ -146,14 +149,20 @@ def start_on_publication(
         return {"action": SKIPPED, "reason": f"{where}: serving alias {request.alias} does not exist yet"}
     routing = (serving.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
     if serving["FunctionVersion"] == found.version and not routing:
-        return {"action": SKIPPED, "reason": f"{where}: {request.alias} already serves version {found.version}"}
+        return {
+            "action": SKIPPED,
+            "reason": f"{where}: {request.alias} already serves version {found.version}",
+        }
     name = execution_name(found.function, request.alias, found.version, unique=_unique(found))
     try:
         arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(document))[
             "executionArn"
         ]
     except sfn.exceptions.ExecutionAlreadyExists:
-        return {"action": SKIPPED, "reason": f"{where}: this publication's rollout {name} was already started"}
+        return {
+            "action": SKIPPED,
+            "reason": f"{where}: this publication's rollout {name} was already started",
+        }
     return {
         "action": STARTED,
         "reason": f"{where}: rolling out to {request.alias}",

@@ -286,7 +286,11 @@ class Deployer:
             deployment.skipped.append(SkippedResource(logical_id, kind, f"unresolved {exc}"))
             return
         before = self.previous
-        if before is not None and logical_id in before.physical_ids and before.resource_types.get(logical_id) == kind:
+        if (
+            before is not None
+            and logical_id in before.physical_ids
+            and before.resource_types.get(logical_id) == kind
+        ):
             old_ref, old_attributes = before.physical_ids[logical_id], before.attributes.get(logical_id, {})
             if before.properties.get(logical_id) == properties:
                 ref, attributes = old_ref, old_attributes
@@ -884,7 +888,15 @@ def _update_lambda_function(
                 d.deployment.code_dirs[logical_id] = folder
         lambda_.get_waiter("function_updated_v2").wait(FunctionName=name)
     configuration: dict[str, Any] = {"FunctionName": name, "Role": p["Role"]}
-    for key in ("Runtime", "Handler", "Description", "TracingConfig", "Layers", "KmsKeyArn", "EphemeralStorage"):
+    for key in (
+        "Runtime",
+        "Handler",
+        "Description",
+        "TracingConfig",
+        "Layers",
+        "KmsKeyArn",
+        "EphemeralStorage",
+    ):
         if key in p:
             configuration[key] = p[key]
     variables = (p.get("Environment") or {}).get("Variables") or {}

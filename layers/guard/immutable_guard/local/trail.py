@@ -421,7 +421,9 @@ class CloudTrailEmitter:
         source = f"{model.service_model.endpoint_prefix}.amazonaws.com"
         error = (parsed or {}).get("Error") or {}
         response = None if failed else {k: v for k, v in (parsed or {}).items() if k != "ResponseMetadata"}
-        name = LAMBDA_EVENT_NAMES.get(model.name, model.name) if source == "lambda.amazonaws.com" else model.name
+        name = (
+            LAMBDA_EVENT_NAMES.get(model.name, model.name) if source == "lambda.amazonaws.com" else model.name
+        )
         return self.record(
             actor,
             source,
