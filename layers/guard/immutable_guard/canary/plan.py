@@ -226,15 +226,16 @@ def weight(percent: float) -> float:
     return round(percent / 100, 5)
 
 
-def execution_name(function: str, alias: str, version: str) -> str:
+def execution_name(function: str, alias: str, version: str, unique: str | None = None) -> str:
     """A name that says what the rollout is and never collides with another execution's.
 
     Step Functions keeps execution names unique per state machine for 90 days, and names built only from
     function, alias and version collide (``a-b`` + ``c`` and ``a`` + ``b-c``; a retried version). One
     rollout per alias is held by the lock in the ledger, not by the name, so the name ends with the start
-    time and a random part.
+    time and a random part, or with ``unique`` (letters, digits, ``-`` and ``_``) when the caller must get the
+    same name again for the same request: a second StartExecution of a name then starts nothing.
     """
-    unique = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    unique = unique or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
     base = re.sub(r"[^\w-]", "-", f"{_name(function) or function}-{alias}-v{version}")
     room = _EXECUTION_NAME_LIMIT - len(unique) - 1
     if len(base) > room:

@@ -19,3 +19,9 @@ class CanaryRecoverSettings(_EnvSettings):
     alert_topic_arn: str
     ledger_table: str
     canary_state_machine_arn: str
+
+
+class CanaryStartSettings(_EnvSettings):
+    """The state machine a publication's rollout is started on."""
+
+    canary_state_machine_arn: str

@@ -1,9 +1,15 @@
 """Deploys template.yaml onto the local AWS: SAM is translated offline and each resource is created with
-boto3, because moto's CloudFormation ignores the SAM transform and skips several resource types."""
+boto3, because moto's CloudFormation ignores the SAM transform and skips several resource types.
+
+A deploy given the previous deployment of the same stack is a stack update, as CloudFormation makes one: a
+resource whose resolved definition is unchanged is left alone, a new one is created, a changed one is
+updated where this deployer knows how (Lambda functions and aliases), and any other change is refused.
+("Understand update behaviors of stack resources", AWS CloudFormation User Guide.)"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import logging
@@ -86,6 +92,11 @@ class Deployment:
     dead_letter_targets: dict[str, str] = field(default_factory=dict)
     disabled_by_condition: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Logical id -> the properties it was created or last updated with, resolved (what an update compares).
+    properties: dict[str, Any] = field(default_factory=dict)
+    # Logical ids a redeploy updated, and those it left as they were.
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
 
     def arn(self, logical_id: str) -> str:
         return str(self.attributes[logical_id]["Arn"])
@@ -93,12 +104,27 @@ class Deployment:
 
 _Handler = Callable[["Deployer", str, dict[str, Any]], tuple[Any, dict[str, Any]]]
 _HANDLERS: dict[str, _Handler] = {}
+# Updaters receive the resource's previous Ref and attributes too; a type without one cannot change locally.
+_Updater = Callable[["Deployer", str, dict[str, Any], Any, dict[str, Any]], tuple[Any, dict[str, Any]]]
+_UPDATERS: dict[str, _Updater] = {}
+
+
+class UnsupportedUpdate(Exception):
+    """A redeploy changes a resource the local deployer cannot update (CloudFormation could)."""
 
 
 def _handles(resource_type: str) -> Callable[[_Handler], _Handler]:
     def register(handler: _Handler) -> _Handler:
         _HANDLERS[resource_type] = handler
         return handler
+
+    return register
+
+
+def _updates(resource_type: str) -> Callable[[_Updater], _Updater]:
+    def register(updater: _Updater) -> _Updater:
+        _UPDATERS[resource_type] = updater
+        return updater
 
     return register
 
@@ -141,6 +167,7 @@ class Deployer:
         self._clients: dict[str, Any] = {}
         self._rng = random.Random()
         self.deployment: Deployment | None = None
+        self.previous: Deployment | None = None
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
@@ -179,8 +206,15 @@ class Deployer:
         return buffer.getvalue()
 
     # ------------------------------------------------------------------ deploy
-    def deploy(self, parameters: Mapping[str, str] | None = None) -> Deployment:
-        """Translate, order and create every resource; return what was created."""
+    def deploy(
+        self, parameters: Mapping[str, str] | None = None, previous: Deployment | None = None
+    ) -> Deployment:
+        """Translate, order and create every resource; return what was created.
+
+        With ``previous`` (an earlier deployment of this stack) it is a stack update: unchanged resources
+        are kept as they are, new ones created, changed ones updated (``UnsupportedUpdate`` where the local
+        deployer cannot), and resources gone from the template are left in place (noted).
+        """
         template = load_template(self.template_path)
         values = self._parameter_values(template, dict(parameters or {}))
         translated = self._translate(template, values)
@@ -195,6 +229,12 @@ class Deployer:
             parameters=values,
         )
         self.deployment = deployment
+        self.previous = previous
+        if previous is not None:
+            # What survives an update unchanged keeps what the first deploy learnt about it.
+            deployment.function_names.update(previous.function_names)
+            deployment.code_dirs.update(previous.code_dirs)
+            deployment.dead_letter_targets.update(previous.dead_letter_targets)
         stack_name = self.stack_name
         resolver = Resolver(
             parameters={name: self._typed(template, name, value) for name, value in values.items()},
@@ -212,6 +252,10 @@ class Deployer:
         )
         for logical_id in _dependency_order(resources):
             self._create(deployment, resolver, logical_id, resources[logical_id])
+        if previous is not None:
+            for logical_id in sorted(set(previous.physical_ids) - set(resources)):
+                # SAM retains replaced versions (DeletionPolicy Retain); the rest is not deleted locally.
+                deployment.notes.append(f"{logical_id}: no longer in the template, left in place locally")
         for name, output in (translated.get("Outputs") or {}).items():
             if "Condition" in output and not resolver.condition(output["Condition"]):
                 continue
@@ -249,7 +293,24 @@ class Deployer:
             logger.warning("local deploy skips %s (%s): %s", logical_id, kind, exc)
             deployment.skipped.append(SkippedResource(logical_id, kind, f"unresolved {exc}"))
             return
-        ref, attributes = handler(self, logical_id, properties)
+        before = self.previous
+        if (
+            before is not None
+            and logical_id in before.physical_ids
+            and before.resource_types.get(logical_id) == kind
+        ):
+            old_ref, old_attributes = before.physical_ids[logical_id], before.attributes.get(logical_id, {})
+            if before.properties.get(logical_id) == properties:
+                ref, attributes = old_ref, old_attributes
+                deployment.unchanged.append(logical_id)
+            elif kind in _UPDATERS:
+                ref, attributes = _UPDATERS[kind](self, logical_id, properties, old_ref, old_attributes)
+                deployment.updated.append(logical_id)
+            else:
+                raise UnsupportedUpdate(f"{logical_id} ({kind}) changed; the local deployer cannot update it")
+        else:
+            ref, attributes = handler(self, logical_id, properties)
+        deployment.properties[logical_id] = properties
         resolver.refs[logical_id] = ref
         resolver.attributes[logical_id] = attributes
         deployment.physical_ids[logical_id] = ref
@@ -296,6 +357,16 @@ class Deployer:
             key = _LOCAL_URI_PROPERTIES.get(resource.get("Type", ""))
             properties = resource.get("Properties") or {}
             if key and isinstance(properties.get(key), str) and not properties[key].startswith("s3://"):
+                if "AutoPublishAlias" in properties:
+                    # `sam package` uploads the code under a key derived from its content, so SAM's
+                    # AutoPublishAlias publishes a version when the code changes; the local stand-in for that
+                    # key is the folder's digest, carried as the object version SAM hashes with the code.
+                    properties[key] = {
+                        "Bucket": _ARTIFACT_BUCKET,
+                        "Key": properties[key],
+                        "Version": _folder_digest(self.repo_root / properties[key]),
+                    }
+                    continue
                 properties[key] = f"s3://{_ARTIFACT_BUCKET}/{properties[key]}"
         global_function = (sam.get("Globals") or {}).get("Function") or {}
         if isinstance(global_function.get("CodeUri"), str):
@@ -308,6 +379,17 @@ class Deployer:
             sam, parameter_values=dict(values), get_managed_policy_map=lambda: {}
         )
         return result
+
+
+def _folder_digest(folder: Path) -> str:
+    """SHA-256 of a folder's files (paths and contents), so only a change of code changes it."""
+    digest = hashlib.sha256()
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and not _ZIP_EXCLUDED.intersection(relative.parts) and path.suffix != ".pyc":
+                digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _check_number(name: str, spec: Mapping[str, Any], value: str) -> None:
@@ -797,6 +879,45 @@ def _lambda_function(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[A
     return name, {"Arn": arn}
 
 
+@_updates("AWS::Lambda::Function")
+def _update_lambda_function(
+    d: Deployer, logical_id: str, p: dict[str, Any], name: Any, attributes: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """New code and configuration on the same function, as CloudFormation updates one without replacing it."""
+    lambda_ = d.client("lambda")
+    before = d.previous.properties.get(logical_id, {}) if d.previous is not None else {}
+    if p.get("FunctionName", name) != name:
+        raise UnsupportedUpdate(f"{logical_id}: a new FunctionName replaces the function")
+    if p.get("Code") != before.get("Code"):
+        content, folder = _code_zip(d, logical_id, p["Code"])
+        lambda_.update_function_code(FunctionName=name, ZipFile=content)
+        if folder is not None:
+            lambda_runner.register(str(name), folder)
+            if d.deployment is not None:
+                d.deployment.code_dirs[logical_id] = folder
+        lambda_.get_waiter("function_updated_v2").wait(FunctionName=name)
+    configuration: dict[str, Any] = {"FunctionName": name, "Role": p["Role"]}
+    for key in (
+        "Runtime",
+        "Handler",
+        "Description",
+        "TracingConfig",
+        "Layers",
+        "KmsKeyArn",
+        "EphemeralStorage",
+    ):
+        if key in p:
+            configuration[key] = p[key]
+    variables = (p.get("Environment") or {}).get("Variables") or {}
+    configuration["Environment"] = {"Variables": {key: str(value) for key, value in variables.items()}}
+    for key in ("Timeout", "MemorySize"):
+        if key in p:
+            configuration[key] = int(p[key])
+    lambda_.update_function_configuration(**configuration)
+    lambda_.get_waiter("function_updated_v2").wait(FunctionName=name)
+    return name, attributes
+
+
 @_handles("AWS::Lambda::EventInvokeConfig")
 def _lambda_event_invoke_config(
     d: Deployer, logical_id: str, p: dict[str, Any]
@@ -836,6 +957,40 @@ def _lambda_alias(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any,
         request["RoutingConfig"] = p["RoutingConfig"]
     arn = d.client("lambda").create_alias(**request)["AliasArn"]
     return arn, {}
+
+
+@_updates("AWS::Lambda::Alias")
+def _update_lambda_alias(
+    d: Deployer, logical_id: str, p: dict[str, Any], arn: Any, attributes: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """CloudFormation's UpdateAlias: the alias is set to what the template now says (routing included)."""
+    d.client("lambda").update_alias(
+        FunctionName=p["FunctionName"],
+        Name=p["Name"],
+        FunctionVersion=str(p["FunctionVersion"]),
+        RoutingConfig=p.get("RoutingConfig") or {"AdditionalVersionWeights": {}},
+    )
+    return arn, attributes
+
+
+@_handles("AWS::SSM::Parameter")
+def _ssm_parameter(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    name = p.get("Name") or f"CFN-{d.physical_name(logical_id, 1011)}"
+    request: dict[str, Any] = {"Name": name, "Value": str(p["Value"]), "Type": p.get("Type", "String")}
+    for key in ("Description", "AllowedPattern", "Tier", "DataType"):
+        if key in p:
+            request[key] = p[key]
+    d.client("ssm").put_parameter(**request, Overwrite=d.previous is not None)
+    return name, {"Type": request["Type"], "Value": request["Value"]}
+
+
+@_updates("AWS::SSM::Parameter")
+def _update_ssm_parameter(
+    d: Deployer, logical_id: str, p: dict[str, Any], name: Any, attributes: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    if p.get("Name", name) != name:
+        raise UnsupportedUpdate(f"{logical_id}: a new Name replaces the parameter")
+    return _ssm_parameter(d, logical_id, {**p, "Name": name})
 
 
 @_handles("AWS::Events::Rule")

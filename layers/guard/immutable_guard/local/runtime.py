@@ -195,16 +195,23 @@ class LocalAws:
         stack_name: str = "immutable-guard",
         template_path: Path | None = None,
         allow_missing_code: bool = False,
+        previous: Deployment | None = None,
+        session: boto3.Session | None = None,
     ) -> Deployment:
-        """Create every resource of the template; ``parameters`` override the defaults."""
+        """Create every resource of the template; ``parameters`` override the defaults.
+
+        ``previous``: this stack's earlier deployment, to update it as ``sam deploy`` would (only what
+        changed). ``session``: whose calls the deploy makes, e.g. a CloudTrailEmitter's session, so the
+        deploy's own API calls reach the template's rules as CloudTrail would deliver them.
+        """
         deployer = Deployer(
-            self.session(),
+            session or self.session(),
             template_path or self.template_path,
             stack_name=stack_name,
             endpoint_url=self.endpoint_url,
             allow_missing_code=allow_missing_code,
         )
-        deployment = deployer.deploy(parameters)
+        deployment = deployer.deploy(parameters, previous=previous)
         for skipped in deployment.skipped:
             logger.warning(
                 "not deployed locally: %s (%s) %s", skipped.logical_id, skipped.resource_type, skipped.reason

@@ -68,6 +68,26 @@ _DATA_EVENTS = frozenset(
         ("lambda", "Invoke"),
     }
 )
+# CloudTrail names Lambda's events after the API version of the operation, not the SDK's name
+# (https://docs.aws.amazon.com/lambda/latest/dg/logging-using-cloudtrail.html; the CloudTrail User Guide's
+# list of supported Lambda events): an alias moved by `sam deploy` is "UpdateAlias20150331".
+LAMBDA_EVENT_NAMES = {
+    "AddPermission": "AddPermission20150331v2",
+    "CreateAlias": "CreateAlias20150331",
+    "CreateEventSourceMapping": "CreateEventSourceMapping20150331",
+    "CreateFunction": "CreateFunction20150331",
+    "DeleteAlias": "DeleteAlias20150331",
+    "DeleteEventSourceMapping": "DeleteEventSourceMapping20150331",
+    "DeleteFunction": "DeleteFunction20150331",
+    "PublishVersion": "PublishVersion20150331",
+    "RemovePermission": "RemovePermission20150331v2",
+    "TagResource": "TagResource20170331v2",
+    "UntagResource": "UntagResource20170331v2",
+    "UpdateAlias": "UpdateAlias20150331",
+    "UpdateEventSourceMapping": "UpdateEventSourceMapping20150331",
+    "UpdateFunctionCode": "UpdateFunctionCode20150331v2",
+    "UpdateFunctionConfiguration": "UpdateFunctionConfiguration20150331v2",
+}
 LAMBDA_SOURCE_IP = "192.0.2.10"  # where a function's calls come from (a documentation address)
 
 
@@ -401,10 +421,13 @@ class CloudTrailEmitter:
         source = f"{model.service_model.endpoint_prefix}.amazonaws.com"
         error = (parsed or {}).get("Error") or {}
         response = None if failed else {k: v for k, v in (parsed or {}).items() if k != "ResponseMetadata"}
+        name = (
+            LAMBDA_EVENT_NAMES.get(model.name, model.name) if source == "lambda.amazonaws.com" else model.name
+        )
         return self.record(
             actor,
             source,
-            model.name,
+            name,
             request_parameters(model, params),
             response_elements=_json_safe(response),
             error_code=error.get("Code", "Error") if failed else None,
