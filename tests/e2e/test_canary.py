@@ -394,10 +394,18 @@ def test_an_operator_hotfix_mid_rollout_is_not_reverted(rollout: Rollout) -> Non
 def test_a_stale_rollout_does_not_revert_a_later_promotion(rollout: Rollout) -> None:
     lambda_ = rollout.clients.lambda_
     later = publish_version(lambda_, rollout.target.function, "stable")
-    # The rollout waits in its pre-traffic hook, which then fails, while version `later` is promoted.
+    # The rollout waits in its pre-traffic hook until version `later` is promoted, then the hook fails.
     hook = _hook(
         rollout.clients,
-        "import time\ndef handler(event, context):\n    time.sleep(2)\n"
+        "import time\n"
+        "import boto3\n"
+        "def handler(event, context):\n"
+        "    lambda_ = boto3.client('lambda')\n"
+        "    for _ in range(600):\n"
+        "        alias = lambda_.get_alias(FunctionName=event['function'], Name=event['alias'])\n"
+        "        if alias['FunctionVersion'] != event['stable_version']:\n"
+        "            break\n"
+        "        time.sleep(0.1)\n"
         "    return {'status': 'Failed', 'reason': 'smoke test failed'}\n",
     )
     arn = rollout.start(pre_traffic_hook=hook)

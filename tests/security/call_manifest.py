@@ -45,8 +45,12 @@ NOT_OBSERVED: dict[str, dict[str, str]] = {
         ),
     },
     "QuarantineFunction": {
-        "elasticloadbalancing:DescribeTargetHealth": _NO_LOAD_BALANCER,
-        "elasticloadbalancing:DeregisterTargets": _NO_LOAD_BALANCER,
+        "ec2:CreateNetworkAclEntry": (
+            "IsolationDepth=network-acl only; every recorded run isolates with security groups (the default)"
+        ),
+        "iam:GetInstanceProfile": (
+            "records the roles of the profile it drops; the golden workload's servers carry no profile"
+        ),
         "ec2:DescribeSecurityGroupRules": (
             "finds the direction of an offending rule that a ModifySecurityGroupRules event names by id "
             "only (remediation/offending_rules.py); no run modifies a rule that way"
@@ -67,12 +71,19 @@ NOT_OBSERVED: dict[str, dict[str, str]] = {
         "ec2:AssociateIamInstanceProfile": "as ec2:DescribeIamInstanceProfileAssociations",
         "iam:PassRole": "AssociateIamInstanceProfile passes the profile's role to EC2",
         "elasticloadbalancing:RegisterTargets": _NO_LOAD_BALANCER,
+        "iam:GetInstanceProfile": "checks the profile it gives back still holds the recorded roles; as above",
+        "ec2:DescribeNetworkAcls": "removes IsolationDepth=network-acl entries; no recorded run adds any",
+        "ec2:DeleteNetworkAclEntry": "as ec2:DescribeNetworkAcls",
         "states:StopExecution": (
             "stops the incident's remediation when it still runs; in the drill's release it has ended"
         ),
     },
     "NukeFunction": {
         "ec2:StopInstances": "PostEvidenceAction=stop; every recorded run terminates",
+        "ec2:DescribeNetworkAcls": (
+            "frees a terminated instance's IsolationDepth=network-acl entries; no recorded run adds any"
+        ),
+        "ec2:DeleteNetworkAclEntry": "as ec2:DescribeNetworkAcls",
     },
 }
 

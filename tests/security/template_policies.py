@@ -21,7 +21,9 @@ ACCOUNT = "123456789012"
 STACK = "immutable-guard"
 # Conditions are evaluated with every optional resource present (the defaults create them all), and an
 # e-mail address, so that no policy is left out.
-PARAMETERS = {"AlertEmail": "security@example.com"}
+# As the drill and the e2e deployment deploy it, whose calls the manifest records: a replaceable stack tag
+# declared (Replace's UpdateStack grant exists only then).
+PARAMETERS = {"AlertEmail": "security@example.com", "ReplaceableStackTagValue": "true"}
 
 
 @dataclass(frozen=True)

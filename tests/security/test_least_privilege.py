@@ -25,6 +25,7 @@ from template_policies import (
     import_parliament,
     policy_documents,
     principals,
+    resolve,
     statements,
     translated_template,
 )
@@ -256,8 +257,10 @@ def _granted(role: str) -> set[str]:
     for policy in resource["Properties"].get("Policies", []):
         if policy["PolicyName"] == "DeadLetterQueuePolicy":
             continue
-        for statement in statements(policy["PolicyDocument"]):
-            if statement.get("Effect") == "Allow":
+        # Resolved as deployed with the recorded runs' parameters: a statement under a condition
+        # (!If [Cond, statement, !Ref AWS::NoValue]) counts when its condition holds.
+        for statement in statements(resolve(policy["PolicyDocument"])):
+            if isinstance(statement, dict) and statement.get("Effect") == "Allow":
                 granted.update(as_list(statement["Action"]))
     return granted
 
