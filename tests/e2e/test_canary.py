@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from canary_rollouts import FAST, finish
 from immutable_guard.canary.demo import (
     DemoTarget,
     TrafficSimulator,
@@ -22,23 +23,13 @@ from immutable_guard.canary.demo import (
     publish_version,
     start_rollout,
 )
-from immutable_guard.canary.history import Entry, history_events, timeline
+from immutable_guard.canary.history import Entry, history_events
 from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.canary.traffic import CANARY_TAG_KEY, CANARY_TAG_VALUE
 from immutable_guard.clients import Clients
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 
 pytestmark = pytest.mark.slow
-
-# The local CloudWatch has no metric delay; the bake is checked every second.
-FAST = {
-    "bake_seconds": 1,
-    "check_interval_seconds": 1,
-    "metric_delay_seconds": 0,
-    "min_invocations": 2,
-    "hold_seconds": 1,
-    "max_holds": 10,
-}
 
 
 @dataclass
@@ -56,12 +47,7 @@ class Rollout:
         return start_rollout(self.clients.stepfunctions, self.state_machine, {**document, **FAST, **options})
 
     def finish(self, arn: str) -> tuple[str, list[Entry]]:
-        for _ in range(1200):  # bounded wait for moto's executor thread; never an assertion on time
-            status = self.clients.stepfunctions.describe_execution(executionArn=arn)["status"]
-            if status != "RUNNING":
-                return status, timeline(history_events(self.clients.stepfunctions, arn))
-            time.sleep(0.1)
-        raise AssertionError(f"{arn} still running")
+        return finish(self.clients.stepfunctions, arn)
 
     def alias(self) -> dict[str, Any]:
         return dict(self.clients.lambda_.get_alias(FunctionName=self.target.function, Name=self.target.alias))
@@ -409,7 +395,8 @@ def test_a_stale_rollout_does_not_revert_a_later_promotion(rollout: Rollout) -> 
         "    return {'status': 'Failed', 'reason': 'smoke test failed'}\n",
     )
     arn = rollout.start(pre_traffic_hook=hook)
-    _wait_for(lambda: _lock_holder(rollout) == arn, "the rollout holds the lock")
+    # Once in the hook: preflight has recorded the alias as it found it (the lock comes before that read).
+    _wait_for(lambda: _entered(rollout, arn, "PreTrafficHook"), "the rollout waits in its hook")
     lambda_.update_alias(
         FunctionName=rollout.target.function, Name=rollout.target.alias, FunctionVersion=later
     )
@@ -418,6 +405,13 @@ def test_a_stale_rollout_does_not_revert_a_later_promotion(rollout: Rollout) -> 
     assert status == "FAILED" and entries[-1].data["error"] == "CanarySuperseded"
     assert rollout.alias()["FunctionVersion"] == later  # not rolled "back" to version 1
     assert _lock_holder(rollout) is None
+
+
+def _entered(rollout: Rollout, arn: str, state: str) -> bool:
+    return any(
+        (e.get("stateEnteredEventDetails") or {}).get("name") == state
+        for e in history_events(rollout.clients.stepfunctions, arn)
+    )
 
 
 def test_two_rollouts_at_once_one_is_refused_by_the_lock_and_names_never_collide(rollout: Rollout) -> None:

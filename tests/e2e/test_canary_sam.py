@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from canary_rollouts import FAST, finish
 from immutable_guard.canary.autostart import PLAN_PARAMETER_PREFIX
 from immutable_guard.canary.demo import TrafficSimulator
-from immutable_guard.canary.history import Entry, history_events, timeline
+from immutable_guard.canary.history import Entry
 from immutable_guard.clients import Clients
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 from immutable_guard.local.trail import Actor, CloudTrailEmitter
@@ -24,15 +24,6 @@ from immutable_guard.local.trail import Actor, CloudTrailEmitter
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "canary-target"
-# The local CloudWatch has no metric delay; the bake is checked every second.
-FAST = {
-    "bake_seconds": 1,
-    "check_interval_seconds": 1,
-    "metric_delay_seconds": 0,
-    "min_invocations": 2,
-    "hold_seconds": 1,
-    "max_holds": 10,
-}
 # CloudFormation calls Lambda for `sam deploy` with the deployer's role, from cloudformation.amazonaws.com.
 CLOUDFORMATION = Actor(
     arn="arn:aws:sts::123456789012:assumed-role/orders-deploy/AWSCloudFormation",
@@ -110,12 +101,7 @@ class SamApp:
         return sorted(e["executionArn"] for e in executions if e["name"].startswith(f"{self.function}-live-"))
 
     def finish(self, arn: str) -> tuple[str, list[Entry]]:
-        for _ in range(1200):  # bounded wait for moto's executor thread; never an assertion on time
-            status = self.clients.stepfunctions.describe_execution(executionArn=arn)["status"]
-            if status != "RUNNING":
-                return status, timeline(history_events(self.clients.stepfunctions, arn))
-            time.sleep(0.1)
-        raise AssertionError(f"{arn} still running")
+        return finish(self.clients.stepfunctions, arn)
 
     def traffic(self, **options: Any) -> TrafficSimulator:
         return TrafficSimulator(
