@@ -152,7 +152,9 @@ def test_every_store_is_encrypted_and_the_evidence_bucket_locked(template: dict[
 def test_no_policy_grants_a_wildcard_action(template: dict[str, Any]) -> None:
     for name, resource in template["Resources"].items():
         for policy in resource.get("Properties", {}).get("Policies", []):
-            statements = policy.get("Statement", []) if isinstance(policy, dict) else []
+            # SAM functions' Policies are documents; a role's inline policies hold theirs in PolicyDocument.
+            document = policy.get("PolicyDocument", policy) if isinstance(policy, dict) else {}
+            statements = document.get("Statement", [])
             # A statement granted only under a condition (!If [Cond, statement, !Ref AWS::NoValue]) counts.
             statements = [
                 branch

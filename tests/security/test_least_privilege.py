@@ -17,7 +17,7 @@ from call_manifest import MANIFEST, NOT_OBSERVED, load_manifest, outside, stale
 from immutable_guard.local import call_log, lambda_runner
 from immutable_guard.local.call_log import Entry
 from immutable_guard.pipeline import process_event
-from immutable_guard.template import load_template
+from immutable_guard.template import function_policies, load_template
 from template_policies import (
     TEMPLATE_PATH,
     PolicyDocument,
@@ -118,7 +118,8 @@ def _actions(statement: dict[str, Any]) -> list[str]:
 def _every_allow_statement() -> Iterator[tuple[str, dict[str, Any]]]:
     for name, resource in RESOURCES.items():
         properties = resource.get("Properties", {})
-        documents = [p for p in properties.get("Policies", []) if isinstance(p, dict)]
+        # SAM functions' Policies are documents; a role's inline policies hold theirs in PolicyDocument.
+        documents = [p.get("PolicyDocument", p) for p in properties.get("Policies", []) if isinstance(p, dict)]
         documents += [properties.get(k) for k in ("KeyPolicy", "PolicyDocument", "AssumeRolePolicyDocument")]
         for document in documents:
             for statement in _statements(document):
@@ -128,7 +129,7 @@ def _every_allow_statement() -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _function_grants(name: str) -> list[tuple[str, dict[str, Any]]]:
     grants = []
-    for policy in RESOURCES[name]["Properties"].get("Policies", []):
+    for policy in function_policies(TEMPLATE, name):
         for statement in _statements(policy):
             grants.extend((action, statement) for action in _actions(statement))
     return grants
@@ -321,7 +322,8 @@ def test_roles_carry_only_the_managed_policies_their_service_uses_itself() -> No
     }
     resources = translated_template()["Resources"]
     for principal, role in PRINCIPALS.items():
-        managed = set(resources[role]["Properties"].get("ManagedPolicyArns", []))
+        # (Roles written out in template.yaml name the partition with !Sub; SAM writes it out.)
+        managed = set(resolve(resources[role]["Properties"].get("ManagedPolicyArns", [])))
         if resources[principal]["Type"] == "AWS::Lambda::Function":
             assert managed == lambda_service, principal
         else:
