@@ -119,7 +119,9 @@ def _every_allow_statement() -> Iterator[tuple[str, dict[str, Any]]]:
     for name, resource in RESOURCES.items():
         properties = resource.get("Properties", {})
         # SAM functions' Policies are documents; a role's inline policies hold theirs in PolicyDocument.
-        documents = [p.get("PolicyDocument", p) for p in properties.get("Policies", []) if isinstance(p, dict)]
+        documents = [
+            p.get("PolicyDocument", p) for p in properties.get("Policies", []) if isinstance(p, dict)
+        ]
         documents += [properties.get(k) for k in ("KeyPolicy", "PolicyDocument", "AssumeRolePolicyDocument")]
         for document in documents:
             for statement in _statements(document):
