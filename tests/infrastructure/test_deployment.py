@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = [
     REPO / "template.yaml",
     REPO / "iam-events-forwarder.yaml",
+    *sorted((REPO / "organization").glob("*.yaml")),
     *sorted((REPO / "examples").glob("*.yaml")),
 ]
 STATE_MACHINES = sorted((REPO / "statemachines").glob("*.asl.json"))

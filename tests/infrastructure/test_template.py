@@ -31,6 +31,7 @@ def test_cfn_lint_is_clean() -> None:
     targets = [
         str(REPO / "template.yaml"),
         str(REPO / "iam-events-forwarder.yaml"),
+        *map(str, sorted((REPO / "organization").glob("*.yaml"))),
         *map(str, sorted((REPO / "examples").glob("*.yaml"))),
     ]
     cfn_lint = Path(sys.executable).with_name("cfn-lint")  # installed beside the interpreter running us
