@@ -36,7 +36,9 @@ def security_account(aws: boto3.Session) -> Deployment:
     return Deployer(aws, REPO / "template.yaml").deploy({"OrganizationId": ORGANIZATION})
 
 
-def test_the_organisation_bus_admits_the_organisation(aws: boto3.Session, security_account: Deployment) -> None:
+def test_the_organisation_bus_admits_the_organisation(
+    aws: boto3.Session, security_account: Deployment
+) -> None:
     bus = aws.client("events").describe_event_bus(Name=BUS)
     (statement,) = json.loads(bus["Policy"])["Statement"]
     assert statement["Action"] == "events:PutEvents"
