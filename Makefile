@@ -40,7 +40,7 @@ observed-calls: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/cfn-lint --include-checks I -- template.yaml iam-events-forwarder.yaml examples/*.yaml
+	$(BIN)/cfn-lint --include-checks I -- template.yaml iam-events-forwarder.yaml organization/*.yaml examples/*.yaml
 
 format: setup
 	$(BIN)/ruff format .

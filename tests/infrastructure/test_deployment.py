@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = [
     REPO / "template.yaml",
     REPO / "iam-events-forwarder.yaml",
+    *sorted((REPO / "organization").glob("*.yaml")),
     *sorted((REPO / "examples").glob("*.yaml")),
 ]
 STATE_MACHINES = sorted((REPO / "statemachines").glob("*.asl.json"))
@@ -159,6 +160,15 @@ def _source_keys(statement: dict[str, Any]) -> set[str]:
 
 # (resource, service) -> why it carries no source condition, with AWS's word for it.
 NO_SOURCE_CONDITION = {
+    **{
+        (f"template.yaml:{function}FunctionRole", "lambda.amazonaws.com"): (
+            "a function's execution role, as SAM generates it for every other function here (these are "
+            "written out only to carry a fixed name in organisation mode): Lambda assumes it for a function "
+            "that names it, and naming it takes iam:PassRole on it "
+            "(https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html)"
+        )
+        for function in ("Detect", "Quarantine", "Evidence", "Replace", "Nuke", "Release")
+    },
     ("template.yaml:AlertKey", "events.amazonaws.com"): (
         "EventBridge's KMS requests carry neither key: 'Adding the aws:SourceAccount and aws:SourceArn to a "
         "AWS KMS policy is not supported for EventBridge-to-encrypted topics' "

@@ -31,6 +31,7 @@ def test_cfn_lint_is_clean() -> None:
     targets = [
         str(REPO / "template.yaml"),
         str(REPO / "iam-events-forwarder.yaml"),
+        *map(str, sorted((REPO / "organization").glob("*.yaml"))),
         *map(str, sorted((REPO / "examples").glob("*.yaml"))),
     ]
     cfn_lint = Path(sys.executable).with_name("cfn-lint")  # installed beside the interpreter running us
@@ -152,7 +153,9 @@ def test_every_store_is_encrypted_and_the_evidence_bucket_locked(template: dict[
 def test_no_policy_grants_a_wildcard_action(template: dict[str, Any]) -> None:
     for name, resource in template["Resources"].items():
         for policy in resource.get("Properties", {}).get("Policies", []):
-            statements = policy.get("Statement", []) if isinstance(policy, dict) else []
+            # SAM functions' Policies are documents; a role's inline policies hold theirs in PolicyDocument.
+            document = policy.get("PolicyDocument", policy) if isinstance(policy, dict) else {}
+            statements = document.get("Statement", [])
             # A statement granted only under a condition (!If [Cond, statement, !Ref AWS::NoValue]) counts.
             statements = [
                 branch

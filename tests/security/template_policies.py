@@ -82,20 +82,64 @@ def _plausible(kind: str, logical_id: str) -> tuple[Any, dict[str, Any]]:
     return name, {}
 
 
-@cache
-def _translation() -> tuple[dict[str, Any], dict[str, str]]:
+# Organisation mode, and the member templates' parameters, as the organisation tests deploy them
+# (docs/organization.md).
+ORGANIZATION_ID = "o-exampleorg1"
+SECURITY_ACCOUNT = ACCOUNT
+ORGANIZATION_PARAMETERS = {**PARAMETERS, "OrganizationId": ORGANIZATION_ID, "MemberExternalId": "example-id"}
+MEMBER_TEMPLATES = {
+    path.name: path for path in (REPO / "organization").glob("*.yaml") if path.name.startswith("member-")
+}
+MEMBER_ACCOUNT = "444455556666"
+MEMBER_PARAMETERS = {
+    "SecurityAccountId": SECURITY_ACCOUNT,
+    "SecurityRegion": REGION,
+    "OrganizationId": ORGANIZATION_ID,
+    "ExternalId": "example-id",
+    "ScopeStackNames": "web,api",
+    "ReplaceableStackTagValue": "true",
+    "ReplacementStackRoleName": "stack-service-role",
+}
+
+
+def _offline_deployer(path: Path) -> Deployer:
     offline = boto3.Session(region_name=REGION, aws_access_key_id="offline", aws_secret_access_key="offline")
-    return Deployer(offline, TEMPLATE_PATH).translated(PARAMETERS)
-
-
-def translated_template() -> dict[str, Any]:
-    """template.yaml after the SAM transform (intrinsics kept)."""
-    return _translation()[0]
+    return Deployer(offline, path)
 
 
 @cache
-def _resolver() -> Resolver:
-    translated, values = _translation()
+def _translation(mode: str = "single") -> tuple[dict[str, Any], dict[str, str]]:
+    parameters = ORGANIZATION_PARAMETERS if mode == "organization" else PARAMETERS
+    return _offline_deployer(TEMPLATE_PATH).translated(parameters)
+
+
+def translated_template(mode: str = "single") -> dict[str, Any]:
+    """template.yaml after the SAM transform (intrinsics kept), as deployed in ``mode`` (single or
+    organization)."""
+    return _translation(mode)[0]
+
+
+@cache
+def _resolver(mode: str = "single") -> Resolver:
+    return _plausible_resolver(*_translation(mode), account=ACCOUNT)
+
+
+@cache
+def member_template(name: str, **overrides: str) -> tuple[dict[str, Any], Resolver]:
+    """A member template (organization/) and a resolver as a member account deploys it."""
+    translated, values = _offline_deployer(MEMBER_TEMPLATES[name]).translated(
+        {k: v for k, v in {**MEMBER_PARAMETERS, **overrides}.items() if k in _declared(name)}
+    )
+    return translated, _plausible_resolver(translated, values, account=MEMBER_ACCOUNT)
+
+
+def _declared(name: str) -> set[str]:
+    from immutable_guard.template import load_template
+
+    return set(load_template(MEMBER_TEMPLATES[name]).get("Parameters") or {})
+
+
+def _plausible_resolver(translated: dict[str, Any], values: dict[str, str], account: str) -> Resolver:
     declared = translated.get("Parameters") or {}
     typed: dict[str, Any] = {
         name: value.split(",") if declared.get(name, {}).get("Type") == "CommaDelimitedList" else value
@@ -105,11 +149,11 @@ def _resolver() -> Resolver:
         parameters=typed,
         pseudo={
             "AWS::Region": REGION,
-            "AWS::AccountId": ACCOUNT,
+            "AWS::AccountId": account,
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::StackName": STACK,
-            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/example",
+            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{account}:stack/{STACK}/example",
         },
         conditions=translated.get("Conditions"),
         mappings=translated.get("Mappings"),
@@ -121,10 +165,14 @@ def _resolver() -> Resolver:
     return resolver
 
 
-def resolve(value: Any) -> Any:
+def resolve(value: Any, mode: str = "single") -> Any:
     """``value`` with every intrinsic function replaced by what it would be in a deployed stack."""
+    return _resolved(_resolver(mode), value)
+
+
+def _resolved(resolver: Resolver, value: Any) -> Any:
     try:
-        return _resolver().resolve(value)
+        return resolver.resolve(value)
     except UnresolvedReference as exc:
         raise AssertionError(f"cannot resolve {value!r}: {exc}") from exc
 
@@ -132,16 +180,41 @@ def resolve(value: Any) -> Any:
 def policy_documents() -> list[PolicyDocument]:
     """Every policy document of the translated template: roles' inline and trust policies, and the
     resource policies of keys, buckets, queues and topics."""
+    return _documents(translated_template(), _resolver())
+
+
+def organization_policy_documents() -> list[PolicyDocument]:
+    """The policy documents organisation mode adds or changes: template.yaml's as the security account
+    deploys it (labelled ``organization:``), and every document of the member templates (labelled by
+    template)."""
+    single = {d.label: d.document for d in policy_documents()}
+    central = [
+        PolicyDocument(f"organization:{d.resource}", d.where, d.document)
+        for d in _documents(translated_template("organization"), _resolver("organization"))
+        if single.get(d.label) != d.document
+    ]
+    members = [
+        PolicyDocument(f"{name}:{d.resource}", d.where, d.document)
+        for name in sorted(MEMBER_TEMPLATES)
+        for d in _documents(*member_template(name))
+    ]
+    return central + members
+
+
+def _documents(translated: dict[str, Any], resolver: Resolver) -> list[PolicyDocument]:
     found = []
-    for logical_id, resource in (translated_template().get("Resources") or {}).items():
+    for logical_id, resource in (translated.get("Resources") or {}).items():
+        if "Condition" in resource and not resolver.condition(resource["Condition"]):
+            continue
         properties = resource.get("Properties") or {}
         for policy in properties.get("Policies") or []:
             if isinstance(policy, dict) and "PolicyDocument" in policy:
                 where = f"Policies/{policy.get('PolicyName')}"
-                found.append(PolicyDocument(logical_id, where, resolve(policy["PolicyDocument"])))
-        for key in ("KeyPolicy", "PolicyDocument", "AssumeRolePolicyDocument"):
+                found.append(PolicyDocument(logical_id, where, _resolved(resolver, policy["PolicyDocument"])))
+        # An event bus's policy is its Policy property.
+        for key in ("KeyPolicy", "PolicyDocument", "AssumeRolePolicyDocument", "Policy"):
             if isinstance(properties.get(key), dict):
-                found.append(PolicyDocument(logical_id, key, resolve(properties[key])))
+                found.append(PolicyDocument(logical_id, key, _resolved(resolver, properties[key])))
     return found
 
 

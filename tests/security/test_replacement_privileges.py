@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from immutable_guard.local.iam_policies import evaluate
 from immutable_guard.local.intrinsics import NO_VALUE, Resolver, UnresolvedReference
-from immutable_guard.template import load_template
+from immutable_guard.template import function_policies, load_template
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(REPO / "template.yaml")
@@ -35,7 +35,7 @@ def _every_statement(statements: list[Any]) -> list[dict[str, Any]]:
 
 
 def _unresolved_statements(function: str) -> list[dict[str, Any]]:
-    policies = TEMPLATE["Resources"][function]["Properties"]["Policies"]
+    policies = function_policies(TEMPLATE, function)
     return [s for policy in policies for s in _every_statement(policy["Statement"])]
 
 
@@ -57,7 +57,7 @@ def _policy(function: str, **overrides: str) -> dict[str, Any]:
         TEMPLATE["Conditions"],
     )
     statements = []
-    for policy in TEMPLATE["Resources"][function]["Properties"]["Policies"]:
+    for policy in function_policies(TEMPLATE, function):
         for statement in policy["Statement"]:
             try:
                 resolved = resolver.resolve(statement)

@@ -184,6 +184,23 @@ def event_rules(template: dict[str, Any]) -> list[EventRule]:
     return rules
 
 
+def function_policies(template: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+    """The inline policy documents (each with its ``Statement``) a function of the template is granted.
+
+    A SAM function's own ``Policies`` documents; or, for a function whose ``Role`` is a role of the template
+    (``!GetAtt <Role>.Arn``, as the functions whose roles carry a fixed name in organisation mode), that
+    role's inline policy documents. Managed policies and policy templates are left out.
+    """
+    resources: dict[str, Any] = template.get("Resources") or {}
+    properties = (resources[logical_id].get("Properties") or {}) if logical_id in resources else {}
+    role = properties.get("Role")
+    if isinstance(role, dict) and "Fn::GetAtt" in role:
+        role_id = role["Fn::GetAtt"][0] if isinstance(role["Fn::GetAtt"], list) else role["Fn::GetAtt"]
+        policies = (resources[role_id].get("Properties") or {}).get("Policies") or []
+        return [p["PolicyDocument"] for p in policies if isinstance(p, dict) and "PolicyDocument" in p]
+    return [p for p in properties.get("Policies") or [] if isinstance(p, dict) and "Statement" in p]
+
+
 def parameter_defaults(template: dict[str, Any]) -> dict[str, str]:
     """Parameter name -> its default as CloudFormation passes it (a string), for parameters that have one."""
     defaults: dict[str, str] = {}

@@ -993,6 +993,18 @@ def _update_ssm_parameter(
     return _ssm_parameter(d, logical_id, {**p, "Name": name})
 
 
+@_handles("AWS::Events::EventBus")
+def _event_bus(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A custom bus (organisation mode's); Ref is its name. Its Policy is the bus's resource policy."""
+    events = d.client("events")
+    name = p.get("Name") or d.physical_name(logical_id, 256)
+    arn = events.create_event_bus(Name=name)["EventBusArn"]
+    if "Policy" in p:
+        events.put_permission(EventBusName=name, Policy=json.dumps(p["Policy"]))
+    _note_ignored(d, logical_id, p, {"Name", "Policy"})
+    return name, {"Arn": arn, "Name": name}
+
+
 @_handles("AWS::Events::Rule")
 def _events_rule(d: Deployer, logical_id: str, p: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     events = d.client("events")

@@ -43,6 +43,14 @@ class EventRouter:
         self.rules: list[EventRule] = [
             rule for rule in event_rules(deployment.template) if rule.logical_id in deployed
         ]
+        # Each rule listens on one bus: the default one unless the deployed rule names another (organisation
+        # mode puts Detect's rules on its own bus); an event reaches only the rules of the bus it is put on.
+        self.buses: dict[str, str] = {
+            rule.logical_id: str(
+                (deployment.properties.get(rule.logical_id) or {}).get("EventBusName", "default")
+            )
+            for rule in self.rules
+        }
         self.delivered: list[tuple[str, dict[str, Any]]] = []
         self.failures: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
 
@@ -67,12 +75,12 @@ class EventRouter:
             **event,
         }
 
-    def put(self, event: dict[str, Any]) -> list[str]:
-        """Route one event; return the logical ids of the rules that matched it."""
+    def put(self, event: dict[str, Any], bus: str = "default") -> list[str]:
+        """Route one event put on ``bus`` (a name); return the logical ids of the rules that matched it."""
         event = self.envelope(event)
         matched = []
         for rule in self.rules:
-            if not matches(rule.pattern, event):
+            if self.buses[rule.logical_id] != bus or not matches(rule.pattern, event):
                 continue
             matched.append(rule.logical_id)
             if rule.function_logical_id:
