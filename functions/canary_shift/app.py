@@ -47,7 +47,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         result = shift(clients().lambda_, lock(), request.plan, request.index, request.revision_id)
         metrics.add_metric(name="CanaryShifts", unit=MetricUnit.Count, value=1)
     else:
-        result = promote(clients().lambda_, lock(), request.plan, request.revision_id)
+        result = promote(clients().lambda_, lock(), request.plan, request.revision_id, request.step)
         metrics.add_metric(name="CanaryPromotions", unit=MetricUnit.Count, value=1)
     logger.info("alias updated", extra={"result": result})
     return result

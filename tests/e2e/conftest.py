@@ -12,10 +12,13 @@ assertions and cost a deploy each).
 from __future__ import annotations
 
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from canary_rollouts import Rollout
+from immutable_guard.canary.demo import deploy_target, publish_version
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 
 ENFORCE_FAST = {
@@ -179,3 +182,41 @@ def probe(local_aws: LocalAws, local_session: LocalSession, probe_template: Path
 @pytest.fixture
 def probe_router(local_aws: LocalAws, probe: Deployment) -> EventRouter:
     return EventRouter(probe, local_aws.session())
+
+
+# ---------------------------------------------------------------------- canary rollouts (test_canary*.py)
+
+
+@pytest.fixture
+def canary_machine(deployment: Deployment) -> str:
+    return str(deployment.physical_ids["CanaryStateMachine"])
+
+
+@pytest.fixture
+def alert_queue(local_aws: LocalAws, local_session: LocalSession, deployment: Deployment) -> str:
+    def subscribe() -> str:
+        clients = local_aws.clients()
+        url = clients.sqs.create_queue(QueueName=f"canary-alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        attributes = clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        topic = str(deployment.physical_ids["AlertTopic"])
+        clients.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=attributes["Attributes"]["QueueArn"])
+        return str(url)
+
+    return local_session.get("canary-alerts", subscribe)
+
+
+@pytest.fixture
+def rollout(
+    local_aws: LocalAws, deployment: Deployment, canary_machine: str, alert_queue: str
+) -> Iterator[Rollout]:
+    """A fresh sample target: version 1 behind `live`, version 2 published (improved). Execution status
+    changes reach the template's rules, as Step Functions sends them to EventBridge."""
+    target = deploy_target(local_aws, stack_name=f"canary-{uuid.uuid4().hex[:6]}")
+    clients = local_aws.clients()
+    new = publish_version(clients.lambda_, target.function, "improved")
+    stop = EventRouter(deployment, local_aws.session()).hear_executions()
+    try:
+        ledger = str(deployment.physical_ids["IncidentLedger"])
+        yield Rollout(target, "1", new, clients, canary_machine, alert_queue, ledger)
+    finally:
+        stop()

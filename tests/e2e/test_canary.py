@@ -7,105 +7,20 @@ import io
 import json
 import random
 import threading
-import time
 import uuid
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from canary_rollouts import FAST, finish
+from canary_rollouts import FAST, Rollout, lock_holder, routing, wait_for
 from immutable_guard.canary.demo import (
-    DemoTarget,
-    TrafficSimulator,
-    deploy_target,
     publish_version,
-    start_rollout,
 )
 from immutable_guard.canary.history import Entry, history_events
-from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.canary.traffic import CANARY_TAG_KEY, CANARY_TAG_VALUE
 from immutable_guard.clients import Clients
-from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Rollout:
-    target: DemoTarget
-    stable: str
-    new: str
-    clients: Clients
-    state_machine: str
-    alert_queue: str
-    ledger_table: str
-
-    def start(self, **options: Any) -> str:
-        document = {"function": self.target.function, "alias": self.target.alias, "target_version": self.new}
-        return start_rollout(self.clients.stepfunctions, self.state_machine, {**document, **FAST, **options})
-
-    def finish(self, arn: str) -> tuple[str, list[Entry]]:
-        return finish(self.clients.stepfunctions, arn)
-
-    def alias(self) -> dict[str, Any]:
-        return dict(self.clients.lambda_.get_alias(FunctionName=self.target.function, Name=self.target.alias))
-
-    def traffic(self, **options: Any) -> TrafficSimulator:
-        return TrafficSimulator(
-            self.clients.lambda_, self.clients.cloudwatch, self.target.function, self.target.alias, **options
-        )
-
-    def alerts(self) -> list[dict[str, Any]]:
-        sqs = self.clients.sqs
-        found = []
-        while True:
-            messages = sqs.receive_message(QueueUrl=self.alert_queue, MaxNumberOfMessages=10).get(
-                "Messages", []
-            )
-            if not messages:
-                return found
-            for message in messages:
-                body = json.loads(message["Body"])
-                alert = json.loads(body["Message"]) if "Message" in body else body
-                if alert.get("kind") == "canary" and alert["rollout"]["function"] == self.target.function:
-                    found.append(alert)
-
-
-@pytest.fixture
-def canary_machine(deployment: Deployment) -> str:
-    return str(deployment.physical_ids["CanaryStateMachine"])
-
-
-@pytest.fixture
-def alert_queue(local_aws: LocalAws, local_session: LocalSession, deployment: Deployment) -> str:
-    def subscribe() -> str:
-        clients = local_aws.clients()
-        url = clients.sqs.create_queue(QueueName=f"canary-alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-        attributes = clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-        topic = str(deployment.physical_ids["AlertTopic"])
-        clients.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=attributes["Attributes"]["QueueArn"])
-        return str(url)
-
-    return local_session.get("canary-alerts", subscribe)
-
-
-@pytest.fixture
-def rollout(
-    local_aws: LocalAws, deployment: Deployment, canary_machine: str, alert_queue: str
-) -> Iterator[Rollout]:
-    """A fresh sample target: version 1 behind `live`, version 2 published (improved). Execution status
-    changes reach the template's rules, as Step Functions sends them to EventBridge."""
-    target = deploy_target(local_aws, stack_name=f"canary-{uuid.uuid4().hex[:6]}")
-    clients = local_aws.clients()
-    new = publish_version(clients.lambda_, target.function, "improved")
-    stop = EventRouter(deployment, local_aws.session()).hear_executions()
-    try:
-        ledger = str(deployment.physical_ids["IncidentLedger"])
-        yield Rollout(target, "1", new, clients, canary_machine, alert_queue, ledger)
-    finally:
-        stop()
 
 
 def _hook(clients: Clients, source: str) -> str:
@@ -323,23 +238,11 @@ def test_a_failing_post_traffic_hook_rolls_back_a_promoted_version(rollout: Roll
     assert rollout.alias()["FunctionVersion"] == rollout.stable
 
 
-def _routing(alias: dict[str, Any]) -> dict[str, float]:
-    return dict((alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {})
-
-
-def _wait_for(condition: Any, what: str) -> None:
-    for _ in range(600):  # bounded wait for another thread; never an assertion on time
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
-
-
 def test_a_concurrent_alias_change_stops_the_rollout_and_leaves_the_alias_as_found(rollout: Rollout) -> None:
     lambda_ = rollout.clients.lambda_
     with rollout.traffic():
         arn = rollout.start(bake_seconds=3)
-        _wait_for(lambda: _routing(rollout.alias()), "step 1")
+        wait_for(lambda: routing(rollout.alias()), "step 1")
         lambda_.update_alias(
             FunctionName=rollout.target.function,
             Name=rollout.target.alias,
@@ -350,7 +253,7 @@ def test_a_concurrent_alias_change_stops_the_rollout_and_leaves_the_alias_as_fou
     assert status == "FAILED" and entries[-1].data["error"] == "CanarySuperseded"
     rolled = next(e.data for e in entries if e.kind == "rollback")
     assert rolled["outcome"] == "superseded" and "was changed outside this rollout" in rolled["reason"]
-    assert _routing(rollout.alias()) == {rollout.new: 0.5}  # left exactly as the other writer set it
+    assert routing(rollout.alias()) == {rollout.new: 0.5}  # left exactly as the other writer set it
     assert [a["stage"] for a in rollout.alerts()] == ["canary_started", "canary_superseded"]
 
 
@@ -359,7 +262,7 @@ def test_an_operator_hotfix_mid_rollout_is_not_reverted(rollout: Rollout) -> Non
     hotfix = publish_version(lambda_, rollout.target.function, "stable")
     with rollout.traffic():
         arn = rollout.start(bake_seconds=3)
-        _wait_for(lambda: _routing(rollout.alias()), "step 1")
+        wait_for(lambda: routing(rollout.alias()), "step 1")
         # The operator points the alias at a hotfix, as `sam deploy` with AutoPublishAlias would.
         lambda_.update_alias(
             FunctionName=rollout.target.function,
@@ -371,7 +274,7 @@ def test_an_operator_hotfix_mid_rollout_is_not_reverted(rollout: Rollout) -> Non
 
     assert status == "FAILED" and entries[-1].data["error"] == "CanarySuperseded"
     alias = rollout.alias()
-    assert alias["FunctionVersion"] == hotfix and not _routing(alias)
+    assert alias["FunctionVersion"] == hotfix and not routing(alias)
     alerts = rollout.alerts()
     assert [a["stage"] for a in alerts] == ["canary_started", "canary_superseded"]
     assert f"found version {hotfix} with no routing" in alerts[-1]["reason"]
@@ -396,7 +299,7 @@ def test_a_stale_rollout_does_not_revert_a_later_promotion(rollout: Rollout) -> 
     )
     arn = rollout.start(pre_traffic_hook=hook)
     # Once in the hook: preflight has recorded the alias as it found it (the lock comes before that read).
-    _wait_for(lambda: _entered(rollout, arn, "PreTrafficHook"), "the rollout waits in its hook")
+    wait_for(lambda: _entered(rollout, arn, "PreTrafficHook"), "the rollout waits in its hook")
     lambda_.update_alias(
         FunctionName=rollout.target.function, Name=rollout.target.alias, FunctionVersion=later
     )
@@ -404,7 +307,7 @@ def test_a_stale_rollout_does_not_revert_a_later_promotion(rollout: Rollout) -> 
 
     assert status == "FAILED" and entries[-1].data["error"] == "CanarySuperseded"
     assert rollout.alias()["FunctionVersion"] == later  # not rolled "back" to version 1
-    assert _lock_holder(rollout) is None
+    assert lock_holder(rollout) is None
 
 
 def _entered(rollout: Rollout, arn: str, state: str) -> bool:
@@ -427,16 +330,16 @@ def test_two_rollouts_at_once_one_is_refused_by_the_lock_and_names_never_collide
     assert errors == ["CanaryRefused", "CanaryRolledBack"]
     refused = first_entries if first_entries[-1].data["error"] == "CanaryRefused" else second_entries
     assert "holds it" in refused[-1].text and _kinds(refused) == ["failed"]
-    assert rollout.alias()["FunctionVersion"] == rollout.stable and _lock_holder(rollout) is None
+    assert rollout.alias()["FunctionVersion"] == rollout.stable and lock_holder(rollout) is None
 
 
 def test_stop_execution_mid_rollout_rolls_back_and_alerts(rollout: Rollout) -> None:
     with rollout.traffic():
         arn = rollout.start(bake_seconds=30)
-        _wait_for(lambda: _routing(rollout.alias()), "step 1")
+        wait_for(lambda: routing(rollout.alias()), "step 1")
         rollout.clients.stepfunctions.stop_execution(executionArn=arn, error="Operator", cause="wrong build")
         status, _ = rollout.finish(arn)
-        _wait_for(lambda: not _routing(rollout.alias()) and _lock_holder(rollout) is None, "recovery")
+        wait_for(lambda: not routing(rollout.alias()) and lock_holder(rollout) is None, "recovery")
 
     assert status == "ABORTED"
     assert rollout.alias()["FunctionVersion"] == rollout.stable
@@ -455,7 +358,7 @@ def test_an_oversized_hook_answer_is_a_failed_hook_and_rolls_back(rollout: Rollo
     assert status == "FAILED" and entries[-1].data["error"] == "CanaryRolledBack"
     verdict = next(e.data for e in entries if e.kind == "hook")
     assert verdict["status"] == "Failed" and "more than 32768 bytes" in verdict["reason"]
-    assert rollout.alias()["FunctionVersion"] == rollout.stable and _lock_holder(rollout) is None
+    assert rollout.alias()["FunctionVersion"] == rollout.stable and lock_holder(rollout) is None
 
 
 def test_the_local_runtime_enforces_the_payload_quota_and_alias_revisions_like_aws(rollout: Rollout) -> None:
@@ -493,12 +396,6 @@ def test_the_local_runtime_enforces_the_payload_quota_and_alias_revisions_like_a
         clients.lambda_.update_alias(
             FunctionName=rollout.target.function, Name=rollout.target.alias, Description="y", RevisionId=stale
         )
-
-
-def _lock_holder(rollout: Rollout) -> str | None:
-    lock = RolloutLock(rollout.clients.dynamodb, rollout.ledger_table)
-    held = lock.get(rollout.target.function, rollout.target.alias)
-    return held["execution"] if held else None
 
 
 def test_a_missing_alarm_is_refused_before_any_traffic_moves(rollout: Rollout) -> None:

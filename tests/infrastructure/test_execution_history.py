@@ -13,7 +13,8 @@ Events per state visit, from the HistoryEvent types of the Step Functions API
 - Fail: FailStateEntered (then ExecutionFailed, counted with the execution);
 - Task: TaskStateEntered, TaskStateExited, and per attempt TaskScheduled, TaskStarted and one of
   TaskSucceeded / TaskFailed / TaskTimedOut. The worst case is every retrier spent: 1 + the sum of their
-  MaxAttempts (3 when omitted, as the States language defines) attempts.
+  MaxAttempts (3 when omitted, as the States language defines) attempts. A callback task
+  (`.waitForTaskToken`) also writes TaskSubmitted per attempt.
 - the execution itself: ExecutionStarted and one of ExecutionSucceeded / ExecutionFailed.
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 import boto3
 import pytest
 from immutable_guard.canary.errors import InvalidCanaryInput
-from immutable_guard.canary.plan import MAX_GATE_CHECKS, parse_request
+from immutable_guard.canary.plan import MAX_GATE_CHECKS, MAX_PERSON_WAITS, parse_request
 from immutable_guard.local.deploy import Deployer
 from immutable_guard.template import load_template
 
@@ -35,6 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 HISTORY_QUOTA = 25_000
 DEFAULT_MAX_ATTEMPTS = 3  # States language: a retrier without MaxAttempts retries 3 times
 CANARY = {"function": "orders", "alias": "live", "target_version": "2"}
+# The canary's detour to wait for a person and come back to the gate.
+PERSON_WAIT_STATES = frozenset({"WaitForPerson", "PersonAnswered?", "Resumed"})
 
 
 def _states(name: str) -> dict[str, Any]:
@@ -51,7 +54,8 @@ def events_per_visit(state: dict[str, Any]) -> int:
         return 1
     if kind == "Task":
         retries = sum(rule.get("MaxAttempts", DEFAULT_MAX_ATTEMPTS) for rule in state.get("Retry", []))
-        return 2 + 3 * (1 + retries)
+        per_attempt = 4 if str(state.get("Resource", "")).endswith(".waitForTaskToken") else 3
+        return 2 + per_attempt * (1 + retries)
     raise AssertionError(f"no event count for a {kind} state: add it before using one")
 
 
@@ -94,19 +98,26 @@ def loops(states: dict[str, Any]) -> list[set[str]]:
     return found
 
 
-def worst_case_history(states: dict[str, Any], iterations: int) -> int:
+def worst_case_history(
+    states: dict[str, Any], iterations: int, side: frozenset[str] = frozenset(), side_turns: int = 0
+) -> int:
     """Events of the longest possible execution: every state outside a loop once (an over-count: no run
-    takes every branch), each loop ``iterations`` times, every retry spent, plus the execution's own."""
+    takes every branch), each loop ``iterations`` times, every retry spent, plus the execution's own. The
+    ``side`` states of a loop (a detour it takes a bounded number of times) count ``side_turns`` times."""
     in_loops = set().union(*loops(states))
     once = sum(events_per_visit(state) for name, state in states.items() if name not in in_loops)
-    per_turn = sum(events_per_visit(states[name]) for name in in_loops)
-    return 2 + once + iterations * per_turn
+    per_turn = sum(events_per_visit(states[name]) for name in in_loops - side)
+    per_side_turn = sum(events_per_visit(states[name]) for name in side)
+    return 2 + once + iterations * per_turn + side_turns * per_side_turn
 
 
-def largest_safe_iterations(states: dict[str, Any]) -> int:
+def largest_safe_iterations(
+    states: dict[str, Any], side: frozenset[str] = frozenset(), side_turns: int = 0
+) -> int:
     in_loops = set().union(*loops(states))
     once = 2 + sum(events_per_visit(state) for name, state in states.items() if name not in in_loops)
-    per_turn = sum(events_per_visit(states[name]) for name in in_loops)
+    per_turn = sum(events_per_visit(states[name]) for name in in_loops - side)
+    once += side_turns * sum(events_per_visit(states[name]) for name in side)
     return (HISTORY_QUOTA - 1 - once) // per_turn
 
 
@@ -164,8 +175,14 @@ def test_a_canary_rollout_cannot_plan_more_checks_than_one_execution_holds() -> 
     canary = _states("canary.asl.json")
     (loop,) = loops(canary)
     assert {"Shift", "HealthGate", "Hold"} <= loop
-    # Then the plan's limit on its gate's looks is the most the history holds
-    assert largest_safe_iterations(canary) == MAX_GATE_CHECKS
+    # And whose waits for a person are a detour of that loop, taken at most MAX_PERSON_WAITS times (each
+    # wait's own looks afterwards are counted among the gate's: CanaryRequest.person_waits)
+    assert loop >= PERSON_WAIT_STATES
+    # Then the plan's limit on its gate's looks is the most the history holds beside those waits
+    limit = largest_safe_iterations(canary, PERSON_WAIT_STATES, MAX_PERSON_WAITS)
+    assert limit == MAX_GATE_CHECKS
+    assert worst_case_history(canary, limit, PERSON_WAIT_STATES, MAX_PERSON_WAITS) < HISTORY_QUOTA
+    assert worst_case_history(canary, limit + 1, PERSON_WAIT_STATES, MAX_PERSON_WAITS) >= HISTORY_QUOTA
     # And a plan past it is refused before anything moves, naming the fields: 90 one-point steps, looked at
     # once each (no bake), with max_holds re-checks and one suspect check
     one_percent_steps = list(range(1, 91))
@@ -173,3 +190,19 @@ def test_a_canary_rollout_cannot_plan_more_checks_than_one_execution_holds() -> 
     assert parse_request({**quick, "failure_limit": 1, "max_holds": 2}).most_gate_looks() == 90 * 4
     with pytest.raises(InvalidCanaryInput, match="steps and max_holds: 90 steps x 6 looks"):
         parse_request({**quick, "failure_limit": 1, "max_holds": 4})
+
+
+def test_a_rollout_waits_for_a_person_only_as_often_as_its_history_holds() -> None:
+    # Given the default plan: its looks leave room for every wait
+    assert parse_request(CANARY).person_waits() == MAX_PERSON_WAITS
+    # And plans whose looks nearly fill the history: each wait takes the looks that can follow it
+    # (max_holds re-checks, the suspect checks and one), 5 here, as each of their steps does
+    quick = {**CANARY, "bake_seconds": 0, "metric_delay_seconds": 0, "failure_limit": 1, "max_holds": 3}
+    assert (
+        parse_request({**quick, "steps": list(range(1, 91))}).person_waits() == (MAX_GATE_CHECKS - 450) // 5
+    )
+    crowded = {**quick, "steps": list(range(1, 98))}  # 97 steps x 5 looks = 485
+    assert parse_request(crowded).person_waits() == 0
+    # Then confirm-before-promotion is refused where no wait fits, before anything moves
+    with pytest.raises(InvalidCanaryInput, match="confirm_promotion: the plan's health checks leave no room"):
+        parse_request({**crowded, "confirm_promotion": True})

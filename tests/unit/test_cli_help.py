@@ -12,7 +12,20 @@ def _subcommands() -> list[str]:
     return sorted(action.choices)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("argv", [["--help"], *[[name, "--help"] for name in _subcommands()]])
+def _canary_subcommands() -> list[str]:
+    from immutable_guard.canary.cli import SUBCOMMANDS
+
+    return list(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        *[[name, "--help"] for name in _subcommands()],
+        *[["canary", name, "--help"] for name in _canary_subcommands()],
+    ],
+)
 def test_help_prints_usage_and_exits_0(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     # When help is asked for
     with pytest.raises(SystemExit) as exited:
@@ -24,3 +37,16 @@ def test_help_prints_usage_and_exits_0(capsys: pytest.CaptureFixture[str], argv:
 
 def test_every_subcommand_is_checked() -> None:
     assert {"explain", "drill", "canary", "doctor", "incidents", "release"} <= set(_subcommands())
+
+
+def test_every_canary_subcommand_is_checked() -> None:
+    assert set(_canary_subcommands()) == {
+        "start",
+        "status",
+        "watch",
+        "pause",
+        "resume",
+        "promote",
+        "abort",
+        "revert",
+    }

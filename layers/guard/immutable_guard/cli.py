@@ -300,9 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from immutable_guard.canary.cli import with_start
     from immutable_guard.canary.errors import CanaryRefused
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(with_start(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args))
     except CanaryRefused as exc:

@@ -32,6 +32,7 @@ OWN_STEPS = (
     "AlertRolledBack",
     "AlertSuperseded",
     "ReleaseLock",
+    "WaitForPerson",
 )
 
 

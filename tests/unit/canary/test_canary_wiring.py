@@ -37,6 +37,7 @@ CANARY_FUNCTIONS = {
     "CanaryRollbackFunction",
     "CanaryNotifyFunction",
     "CanaryHookFunction",
+    "CanaryWaitFunction",
 }
 
 
@@ -135,9 +136,10 @@ def test_every_failure_after_preflight_reaches_the_rollback(states: dict[str, An
             or name.startswith("Alert")
         ):
             continue
-        catch = state["Catch"][0]
-        assert catch["ErrorEquals"] == ["States.ALL"], name
-        assert states[catch["Next"]]["Next"] == "Rollback", name
+        # Every catcher leads to the rollback, and the last one catches everything
+        assert state["Catch"][-1]["ErrorEquals"] == ["States.ALL"], name
+        for catch in state["Catch"]:
+            assert states[catch["Next"]]["Next"] == "Rollback", name
     assert states["GateVerdict?"]["Default"] == "GateFailed" and states["GateFailed"]["Next"] == "Rollback"
     for verdict in ("PreTrafficHookVerdict?", "PostTrafficHookVerdict?"):
         assert states[states[verdict]["Default"]]["Next"] == "Rollback"
@@ -157,15 +159,31 @@ def test_hooks_have_a_timeout_and_the_rollback_retries_then_alerts(states: dict[
     assert states["RollbackFailed"]["Type"] == "Fail" and states["RolledBack"]["Type"] == "Fail"
 
 
-def test_the_only_way_to_promote_is_a_healthy_last_step(states: dict[str, Any]) -> None:
+def test_only_a_healthy_last_step_or_a_person_promotes(states: dict[str, Any]) -> None:
     into_promote = [n for n, s in states.items() if s.get("Next") == "Promote"]
     choices = [n for n, s in states.items() for c in s.get("Choices", []) if c.get("Next") == "Promote"]
-    assert into_promote == [] and choices == ["GateVerdict?"]
-    (rule,) = [c for c in states["GateVerdict?"]["Choices"] if c["Next"] == "Promote"]
-    assert rule["And"] == [
+    assert into_promote == [] and choices == [
+        "GateVerdict?",
+        "GateVerdict?",
+        "PersonAnswered?",
+        "PersonAnswered?",
+    ]
+    healthy_last, requested = [c for c in states["GateVerdict?"]["Choices"] if c["Next"] == "Promote"]
+    assert healthy_last["And"] == [
         {"Variable": "$.gate.result.verdict", "StringEquals": "healthy"},
         {"Variable": "$.step.result.last", "BooleanEquals": True},
     ]
+    # The gate answers "promote" only for a person's request (steering.steer); a person's answer to a wait
+    # is promote, or resume of a confirmation
+    assert requested == {"Variable": "$.gate.result.verdict", "StringEquals": "promote", "Next": "Promote"}
+    promote, resume_confirmed = [c for c in states["PersonAnswered?"]["Choices"] if c["Next"] == "Promote"]
+    assert promote == {"Variable": "$.person.decision", "StringEquals": "promote", "Next": "Promote"}
+    assert resume_confirmed["And"][1] == {
+        "Variable": "$.gate.result.wait.kind",
+        "StringEquals": "confirm_promotion",
+    }
+    # Promotion starts from the step the alias is on, which a person may promote before the last
+    assert states["Promote"]["Parameters"]["Payload"]["step.$"] == "$.step.result"
     # The bake is watched, not slept through: the first look comes one check interval after the shift,
     # and the gate alone decides how long to wait before the next (it passes nothing before the bake is over)
     assert states["Bake"]["SecondsPath"] == "$.plan.result.first_check_seconds"
@@ -204,13 +222,14 @@ def test_canary_alerts_add_to_the_shared_schema_without_changing_it() -> None:
         "canary_rollback_failed",
         "canary_superseded",
         "canary_aborted",
+        "canary_waiting",
     }
 
 
 def test_the_cli_builds_the_input_and_leaves_unset_options_to_the_schema() -> None:
     parser = argparse.ArgumentParser()
     add_canary_parser(parser.add_subparsers(dest="command"))
-    command = "canary orders --alias live --to-version 3 --steps 5,10,20,30,40,50,60,70,80,90"
+    command = "canary start orders --alias live --to-version 3 --steps 5,10,20,30,40,50,60,70,80,90"
     args = parser.parse_args(
         [*command.split(), "--alarm", "a", "--alarm", "b", "--bake-seconds", "0", "--pre-hook", "smoke"]
     )
@@ -223,3 +242,39 @@ def test_the_cli_builds_the_input_and_leaves_unset_options_to_the_schema() -> No
         "bake_seconds": 0,
         "pre_traffic_hook": "smoke",
     }
+
+
+def test_the_form_before_subcommands_still_starts_a_rollout() -> None:
+    from immutable_guard.canary.cli import with_start
+    from immutable_guard.cli import build_parser
+
+    old = ["canary", "orders", "--alias", "live", "--to-version", "3", "--confirm-promotion"]
+    args = build_parser().parse_args(with_start(old))
+    assert args.canary_command == "start"
+    assert request_document(args) == {
+        "function": "orders",
+        "alias": "live",
+        "target_version": "3",
+        "confirm_promotion": True,
+    }
+    assert with_start(["canary", "--demo"]) == ["canary", "--demo"]
+    assert with_start(["canary", "status", "orders"]) == ["canary", "status", "orders"]
+
+
+def test_a_wait_for_a_person_is_a_bounded_callback_that_rolls_back_when_nobody_answers(
+    template: dict[str, Any], states: dict[str, Any]
+) -> None:
+    wait = states["WaitForPerson"]
+    # A callback task (https://docs.aws.amazon.com/step-functions/latest/dg/connect-to-resource.html
+    # #connect-wait-token): the wait function gets the token and keeps it on the rollout's lock item
+    assert wait["Resource"].endswith(":states:::lambda:invoke.waitForTaskToken")
+    assert wait["Parameters"]["Payload"]["token.$"] == "$$.Task.Token"
+    assert wait["TimeoutSecondsPath"] == "$.plan.result.max_wait_seconds"
+    timeout, anything = wait["Catch"]
+    assert timeout["ErrorEquals"] == ["States.Timeout"] and timeout["Next"] == "NobodyAnswered"
+    assert anything["ErrorEquals"] == ["States.ALL"]
+    # An answer that is not understood rolls back; resume goes back to the gate, which looks again
+    assert states[states["PersonAnswered?"]["Default"]]["Next"] == "Rollback"
+    assert states["Resumed"]["Next"] == "HealthGate" and states["Resumed"]["Parameters"]["checks"] == 0
+    env = template["Resources"]["CanaryWaitFunction"]["Properties"]
+    assert env["CodeUri"] == "functions/canary_wait/"

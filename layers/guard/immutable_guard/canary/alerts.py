@@ -19,6 +19,7 @@ ROLLED_BACK = "canary_rolled_back"
 ROLLBACK_FAILED = "canary_rollback_failed"
 SUPERSEDED = "canary_superseded"
 ABORTED = "canary_aborted"
+WAITING = "canary_waiting"
 
 # stage -> (headline, severity, decision)
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -43,6 +44,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "Canary rollout ABORTED, timed out or crashed: its execution ended before it finished",
         "high",
         "rollback",
+    ),
+    WAITING: (
+        "Canary rollout WAITING for a person: answer it, or it is rolled back when the wait runs out",
+        "high",
+        "wait",
     ),
 }
 
@@ -126,6 +132,13 @@ def build_alert(event: CanaryStageEvent, account: str, region: str) -> CanaryAle
     elif event.stage == PROMOTED:
         summary = f"Every step was healthy; version {plan.get('target_version')} now serves all traffic."
         actions = [f"alias points to version {plan.get('target_version')} with no routing"]
+    elif event.stage == WAITING:
+        reason = str(detail.get("reason") or "unknown")
+        summary = (
+            f"The alias keeps {detail.get('percent')} % on version {plan.get('target_version')} while the "
+            "rollout waits; the health gate does not look until it is answered. Run: "
+            f"{detail.get('commands')}"
+        )
     elif event.stage == SUPERSEDED:
         reason = str(detail.get("reason") or "unknown")
         summary = (

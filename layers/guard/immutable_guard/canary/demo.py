@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,9 +206,10 @@ def start_rollout(sfn: SFNClient, state_machine_arn: str, document: dict[str, An
 
 
 def run_demo(print_line: Callable[[str], None] = print, bake_seconds: int = 1) -> int:
-    """Four rollouts, each told from its execution history: one promoted, one rolled back by a tripped
+    """Five rollouts, each told from its execution history: one promoted, one rolled back by a tripped
     alarm, one superseded by an operator's hotfix (left as the operator set it), one aborted mid-way
-    (rolled back by the recovery function on Step Functions' status-change event)."""
+    (rolled back by the recovery function on Step Functions' status-change event), and one that waits for a
+    person's confirmation before its promotion, given with `immutable-guard canary promote`."""
     from immutable_guard.canary.cli import EXIT_ENDED_OTHERWISE, EXIT_PROMOTED, EXIT_ROLLED_BACK, exit_code
     from immutable_guard.local import LocalAws
     from immutable_guard.local.router import EventRouter
@@ -236,11 +238,25 @@ def run_demo(print_line: Callable[[str], None] = print, bake_seconds: int = 1) -
             print_line("   (an operator stops the execution mid-rollout: StopExecution)")
             clients.stepfunctions.stop_execution(executionArn=arn, error="Operator", cause="wrong build")
 
+        def confirm(arn: str) -> None:
+            from immutable_guard.canary.lock import RolloutLock
+            from immutable_guard.canary.operator import Operator
+
+            ledger = RolloutLock(clients.dynamodb, str(deployment.physical_ids["IncidentLedger"]))
+            person = Operator(clients.stepfunctions, lambda_, clients.sts, ledger, state_machine)
+            for _ in range(100):  # the wait function keeps the token on the lock as the task starts
+                if (ledger.get(target.function, target.alias) or {}).get("task_token"):
+                    break
+                time.sleep(0.1)
+            print_line(f"   ($ immutable-guard canary promote {target.function} --alias {target.alias})")
+            print_line("   " + person.steer(target.function, target.alias, "promote"))
+
         scenarios: list[tuple[str, str, bool, Callable[[str], None] | None]] = [
             ("1. an improved version, with smoke-test hooks", "improved", True, None),
             ("2. a buggy version: bulk orders fail, the alias's alarm trips", "buggy", False, None),
             ("3. an improved version, superseded by an operator's hotfix", "improved", False, hotfix),
             ("4. an improved version, aborted by an operator", "improved", False, abort),
+            ("5. an improved version that waits for a person's confirmation", "improved", False, confirm),
         ]
         codes = []
         try:
@@ -256,7 +272,7 @@ def run_demo(print_line: Callable[[str], None] = print, bake_seconds: int = 1) -
                     "function": target.function,
                     "alias": target.alias,
                     "target_version": version,
-                    "bake_seconds": bake_seconds if interfere is None else max(bake_seconds, 5),
+                    "bake_seconds": bake_seconds if interfere in (None, confirm) else max(bake_seconds, 5),
                     "check_interval_seconds": 1,
                     "metric_delay_seconds": 0,  # the embedded CloudWatch has no delay
                     "alarms": [target.alarm],
@@ -264,6 +280,8 @@ def run_demo(print_line: Callable[[str], None] = print, bake_seconds: int = 1) -
                     "hold_seconds": 1,
                     "max_holds": 10,
                 }
+                if interfere is confirm:
+                    document["confirm_promotion"] = True
                 if hooks:
                     document["pre_traffic_hook"] = target.smoke_test_hook
                     document["post_traffic_hook"] = target.smoke_test_hook
@@ -275,7 +293,9 @@ def run_demo(print_line: Callable[[str], None] = print, bake_seconds: int = 1) -
                     for entry in follow(clients.stepfunctions, arn, poll_seconds=0.2):
                         print_line(entry.text)
                         final = entry if entry.kind in {"succeeded", "failed"} else final
-                        if interfere is not None and entry.kind == "shift":
+                        if interfere is not None and entry.kind == (
+                            "waiting" if interfere is confirm else "shift"
+                        ):
                             interfere(arn)
                             interfere = None
                     if aborted:
@@ -285,14 +305,18 @@ def run_demo(print_line: Callable[[str], None] = print, bake_seconds: int = 1) -
                 codes.append(exit_code(final))
         finally:
             stop_hearing()
-        expected = [EXIT_PROMOTED, EXIT_ROLLED_BACK, EXIT_ENDED_OTHERWISE, EXIT_ENDED_OTHERWISE]
+        expected = [
+            EXIT_PROMOTED,
+            EXIT_ROLLED_BACK,
+            EXIT_ENDED_OTHERWISE,
+            EXIT_ENDED_OTHERWISE,
+            EXIT_PROMOTED,
+        ]
         return 0 if codes == expected else 1
 
 
 def _wait_for_recovery(lambda_: LambdaClient, target: DemoTarget, print_line: Callable[[str], None]) -> None:
     """The recovery function runs on the status-change event, after the execution has ended."""
-    import time
-
     for _ in range(100):
         alias = lambda_.get_alias(FunctionName=target.function, Name=target.alias)
         if not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights"):

@@ -241,6 +241,8 @@ def judge(
             return {
                 **record,
                 "verdict": UNHEALTHY,
+                # Short of data, not shown worse: a plan with on_inconclusive "wait" asks a person instead.
+                "inconclusive": True,
                 "reason": f"not enough data after {record['checks']} checks: " + "; ".join(pending),
             }
         record.update(wait_seconds=int(plan["hold_seconds"]))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from immutable_guard.canary.steering import commands
 from immutable_guard.canary.traffic import failure_reason
 
 if TYPE_CHECKING:
@@ -22,7 +23,13 @@ _FAILURE_STATES = {
     "PreTrafficHookRejected",
     "PostTrafficHookFailed",
     "PostTrafficHookRejected",
+    "AbortRequested",
+    "NobodyAnswered",
+    "WaitForPersonFailed",
+    "AbortedByPerson",
+    "PersonAnswerUnclear",
 }
+_DECISIONS = {"resume": "RESUMED", "promote": "PROMOTION confirmed", "abort": "ABORTED"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class Entry:
     Attributes
     ----------
     kind:
-        plan, hook, shift, gate, failure, promote, rollback, succeeded, failed.
+        plan, hook, shift, gate, waiting, answered, failure, promote, rollback, succeeded, failed.
     text:
         What a person reads.
     data:
@@ -85,6 +92,8 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
         return Entry(
             "failed", f"rollout FAILED: {error}" + (f": {message}" if message else ""), dict(details)
         )
+    if kind == "TaskStateEntered":
+        return _waiting(event)
     if not kind.endswith("StateExited"):
         return None
     name = (event.get("stateExitedEventDetails") or {}).get("name", "")
@@ -131,6 +140,15 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
         rollback_error: dict[str, Any] = found if isinstance(found, dict) else {}
         cause = rollback_error.get("Cause") or rollback_error.get("Error") or "the rollback gave no answer"
         return Entry("rollback_failed", f"ROLLBACK FAILED: {cause}: a person must act", rollback_error)
+    if name == "WaitForPerson":
+        answer = output.get("person")
+        if not isinstance(answer, dict):  # the wait ran out or failed: its Catch state tells
+            return None
+        decision = str(answer.get("decision"))
+        said = _DECISIONS.get(decision, f"answered {decision!r}")
+        return Entry(
+            "answered", f"{said} by {answer.get('by') or 'an unknown caller'} at {answer.get('at')}", answer
+        )
     if name == "Promote":
         promoted = _result(output, "promote")
         return Entry(
@@ -153,6 +171,27 @@ def entry_for(event: dict[str, Any]) -> Entry | None:
             rolled,
         )
     return None
+
+
+def _waiting(event: dict[str, Any]) -> Entry | None:
+    """The line a watcher sees when the rollout starts waiting for a person: why, and what to run."""
+    details = event.get("stateEnteredEventDetails") or {}
+    if details.get("name") != "WaitForPerson":
+        return None
+    try:
+        state = json.loads(details.get("input") or "{}")
+    except ValueError:
+        state = {}
+    plan, gate = _result(state, "plan"), _result(state, "gate")
+    found = gate.get("wait")
+    wait: dict[str, Any] = found if isinstance(found, dict) else {}
+    run = commands(plan, str(wait.get("kind"))) if plan.get("function") else "immutable-guard canary status"
+    return Entry(
+        "waiting",
+        f"WAITING for a person ({wait.get('reason') or gate.get('reason')}): answer with `{run}` within "
+        f"{plan.get('max_wait_seconds')} s, or it is rolled back",
+        {**wait, "commands": run},
+    )
 
 
 def _percent(value: Any) -> str:

@@ -29,7 +29,20 @@ LOCK_MARGIN_SECONDS = 3600
 # What each step may spend beyond its bake and holds: shift, gate and their retries.
 _STEP_OVERHEAD_SECONDS = 300
 # Fields of the plan kept with the lock, so the abort handler can alert about the rollout without it.
-PLAN_FIELDS = ("function", "alias", "stable_version", "target_version", "steps", "alarms", "bake_seconds")
+PLAN_FIELDS = (
+    "function",
+    "alias",
+    "stable_version",
+    "target_version",
+    "steps",
+    "alarms",
+    "bake_seconds",
+    "check_interval_seconds",
+    "confirm_promotion",
+    "on_inconclusive",
+    "max_wait_seconds",
+    "person_waits",
+)
 
 
 def lock_seconds(plan: dict[str, Any]) -> int:
@@ -107,11 +120,21 @@ class RolloutLock:
             raise AwsCallFailed(f"rollout lock of {function}:{alias}: cannot read it: {exc}") from exc
         if not item:
             return None
+
+        def document(name: str) -> Any:
+            return json.loads(item[name]["S"]) if name in item else None
+
         return {
             "execution": item["execution"]["S"],
-            "plan": json.loads(item["plan"]["S"]) if "plan" in item else {},
-            "alias_state": json.loads(item["alias_state"]["S"]) if "alias_state" in item else None,
+            "plan": document("plan") or {},
+            "alias_state": document("alias_state"),
             "expires_at": int(item["expires_at"]["N"]),
+            # A person's request the gate acts on at its next check (pause, promote, abort).
+            "request": document("request"),
+            # While the rollout waits for a person: why, since when, and the token that answers it.
+            "waiting": document("waiting"),
+            "task_token": item["task_token"]["S"] if "task_token" in item else None,
+            "waits": int(item["waits"]["N"]) if "waits" in item else 0,
         }
 
     def record(
@@ -159,4 +182,121 @@ class RolloutLock:
             if _code(exc) == "ConditionalCheckFailedException":
                 return False
             raise AwsCallFailed(f"rollout lock of {function}:{alias}: cannot release it: {exc}") from exc
+        return True
+
+    # ------------------------------------------------------------------------------------ steering
+    def request(
+        self,
+        function: str,
+        alias: str,
+        execution: str,
+        request: dict[str, Any],
+        waits_below: int | None = None,
+    ) -> bool:
+        """Leave a person's request for ``execution``'s gate; False when that execution no longer holds the
+        lock (it ended, or expired and another rollout took it), or has used ``waits_below`` waits."""
+        condition = "execution = :me AND expires_at > :now"
+        values: dict[str, Any] = {
+            ":request": {"S": json.dumps(request)},
+            ":me": {"S": execution},
+            ":now": {"N": str(int(time.time()))},
+        }
+        if waits_below is not None:
+            condition += " AND (attribute_not_exists(waits) OR waits < :most)"
+            values[":most"] = {"N": str(waits_below)}
+        return self._update(
+            function,
+            alias,
+            "SET #request = :request",
+            condition,
+            values,
+            f"cannot record the request of {execution}",
+        )
+
+    def withdraw_request(self, function: str, alias: str, execution: str, request: dict[str, Any]) -> bool:
+        """Remove ``request`` (as `get` returned it) if it is still pending: a resume cancels a pause the gate
+        has not acted on yet."""
+        return self._update(
+            function,
+            alias,
+            "REMOVE #request",
+            "execution = :me AND #request = :request",
+            {":me": {"S": execution}, ":request": {"S": json.dumps(request)}},
+            f"cannot withdraw the request of {execution}",
+        )
+
+    def begin_wait(
+        self,
+        function: str,
+        alias: str,
+        execution: str,
+        token: str,
+        waiting: dict[str, Any],
+        until: int,
+        consumed: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record that ``execution`` waits for a person: the task token that answers it, why, one more wait
+        counted, and the lock kept until ``until`` (epoch seconds). ``consumed`` is the request (a pause) the
+        wait answers: it is removed only if it is still the one pending, so a promote or abort written
+        meanwhile is not lost. False when ``execution`` no longer holds the lock."""
+        expression = (
+            "SET task_token = :token, waiting = :waiting, waits = if_not_exists(waits, :zero) + :one, "
+            "expires_at = :until"
+        )
+        values = {
+            ":token": {"S": token},
+            ":waiting": {"S": json.dumps(waiting)},
+            ":zero": {"N": "0"},
+            ":one": {"N": "1"},
+            ":until": {"N": str(until)},
+            ":me": {"S": execution},
+        }
+        what = f"cannot record the wait of {execution}"
+        if consumed and self._update(
+            function,
+            alias,
+            expression + " REMOVE #request",
+            "execution = :me AND #request = :consumed",
+            {**values, ":consumed": {"S": json.dumps(consumed)}},
+            what,
+        ):
+            return True
+        return self._update(function, alias, expression, "execution = :me", values, what)
+
+    def end_wait(self, function: str, alias: str, execution: str, token: str) -> bool:
+        """Forget an answered wait (only this one: a later wait has another token)."""
+        return self._update(
+            function,
+            alias,
+            "REMOVE task_token, waiting",
+            "execution = :me AND task_token = :token",
+            {":me": {"S": execution}, ":token": {"S": token}},
+            f"cannot clear the wait of {execution}",
+        )
+
+    def _update(
+        self,
+        function: str,
+        alias: str,
+        expression: str,
+        condition: str,
+        values: dict[str, Any],
+        what: str,
+    ) -> bool:
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": _key(function, alias),
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        if "#request" in expression + condition:
+            # "request" is a DynamoDB reserved word: it is always named through #request.
+            update["ExpressionAttributeNames"] = {"#request": "request"}
+        try:
+            self._db.update_item(**update)
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise AwsCallFailed(f"rollout lock of {function}:{alias}: {what}: {exc}") from exc
         return True

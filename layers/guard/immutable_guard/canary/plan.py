@@ -7,7 +7,7 @@ import hashlib
 import re
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,7 +20,12 @@ DEFAULT_STEPS: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 # execution at 25,000 history events, leaving the alias split with no rollback; this is the most looks
 # that stay under it with every retry spent (computed from statemachines/canary.asl.json by
 # tests/infrastructure/test_execution_history.py).
-MAX_GATE_CHECKS = 494
+MAX_GATE_CHECKS = 488
+# Waits for a person (a pause, an inconclusive step, confirm-before-promotion) an execution can take: their
+# history events are kept aside from the gate's looks above, and each wait leaves room for the looks that
+# can follow it (see CanaryRequest.person_waits).
+MAX_PERSON_WAITS = 10
+DEFAULT_MAX_WAIT_SECONDS = 86_400
 _EXECUTION_NAME_LIMIT = 80
 _FUNCTION_ARN = re.compile(r"^arn:aws[\w-]*:lambda:[\w-]+:\d{12}:function:(?P<name>[\w-]+)$")
 _FUNCTION_NAME = re.compile(r"^[\w-]{1,64}$")
@@ -70,6 +75,13 @@ class CanaryRequest(BaseModel):
         ``{"status": "Succeeded"}`` or the rollout is rolled back.
     hook_timeout_seconds:
         A hook that has not answered by then has failed.
+    confirm_promotion:
+        Wait for a person (``immutable-guard canary promote``) before the promotion to 100 %.
+    on_inconclusive:
+        What a step still short of data after ``max_holds`` re-checks does: ``rollback`` (the default), or
+        ``wait`` for a person to resume (look again), promote or abort it.
+    max_wait_seconds:
+        How long a wait for a person lasts; with no answer by then the rollout is rolled back.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,6 +103,9 @@ class CanaryRequest(BaseModel):
     pre_traffic_hook: str | None = None
     post_traffic_hook: str | None = None
     hook_timeout_seconds: int = Field(default=300, ge=1, le=900)
+    confirm_promotion: bool = False
+    on_inconclusive: Literal["rollback", "wait"] = "rollback"
+    max_wait_seconds: int = Field(default=DEFAULT_MAX_WAIT_SECONDS, ge=1, le=7 * 86_400)
 
     @field_validator("function", "pre_traffic_hook", "post_traffic_hook")
     @classmethod
@@ -179,7 +194,20 @@ class CanaryRequest(BaseModel):
                 f"execution's history holds ({MAX_GATE_CHECKS}); raise check_interval_seconds, or use fewer "
                 "steps or re-checks"
             )
+        if self.confirm_promotion and self.person_waits() < 1:
+            raise ValueError(
+                "confirm_promotion: the plan's health checks leave no room in one execution's history for a "
+                "wait; raise check_interval_seconds, or use fewer steps or re-checks"
+            )
         return self
+
+    def person_waits(self) -> int:
+        """How many times a rollout of this plan may wait for a person. After a wait the gate may look
+        again as often as a step short of data can (``max_holds`` re-checks and the suspect checks), so each
+        wait takes that many looks from what the plan's own looks leave of ``MAX_GATE_CHECKS``."""
+        looks_after_a_wait = self.max_holds + self.failure_limit + 1
+        room = (MAX_GATE_CHECKS - self.most_gate_looks()) // looks_after_a_wait
+        return max(0, min(MAX_PERSON_WAITS, room))
 
     def most_gate_looks(self) -> int:
         """The most looks of the health gate a rollout of this plan can take: per step, one each check

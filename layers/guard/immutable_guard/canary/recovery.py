@@ -61,6 +61,12 @@ def recover(
     ended = f"execution {detail.get('name', execution)} ended {status}"
     if detail.get("error") or detail.get("cause"):
         ended += f" ({detail.get('error') or 'error'}: {str(detail.get('cause') or '')[:500]})"
+    request = held.get("request") or {}
+    if request.get("action") == "revert":
+        # `immutable-guard canary revert` says so on the lock before it stops the execution.
+        ended += (
+            f"; reverted by {request.get('by')} at {request.get('at')} to version {request.get('to_version')}"
+        )
     try:
         result = restore(lambda_, lock, plan, execution)
     except RollbackFailed as exc:

@@ -25,3 +25,10 @@ class CanaryStartSettings(_EnvSettings):
     """The state machine a publication's rollout is started on."""
 
     canary_state_machine_arn: str
+
+
+class CanaryWaitSettings(_EnvSettings):
+    """Where a rollout that waits for a person keeps its task token, and where it alerts."""
+
+    alert_topic_arn: str
+    ledger_table: str

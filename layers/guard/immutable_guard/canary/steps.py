@@ -27,12 +27,22 @@ class ShiftRequest(_Step):
     action: Literal["shift", "promote", "release"]
     index: int = 0
     revision_id: str | None = None
+    # For a promotion: the step the alias is on (a person may promote before the last one).
+    step: dict[str, Any] | None = None
 
 
 class GateRequest(_Step):
     step: dict[str, Any]
     checks: int = 0
     failures: int = 0
+
+
+class WaitRequest(_Step):
+    """The gate's verdict that asks for a person, the step the alias is on, and the task token."""
+
+    gate: dict[str, Any]
+    step: dict[str, Any]
+    token: str
 
 
 class RollbackRequest(_Step):

@@ -141,6 +141,8 @@ def _check(
         "post_traffic_hook": hooks.get("post_traffic_hook"),
         "revision_id": alias.get("RevisionId"),
         "started_at": now_iso(),
+        # How often a person may make it wait (pause, inconclusive step, confirmation): the history's bound.
+        "person_waits": request.person_waits(),
         # The first look after a shift: a failure can show before the bake is over.
         "first_check_seconds": min(request.check_interval_seconds, request.bake_seconds),
     }
@@ -312,15 +314,21 @@ def confirm_step(lambda_: LambdaClient, plan: dict[str, Any], step: dict[str, An
 
 
 def promote(
-    lambda_: LambdaClient, lock: RolloutLock, plan: dict[str, Any], revision_id: str | None
+    lambda_: LambdaClient,
+    lock: RolloutLock,
+    plan: dict[str, Any],
+    revision_id: str | None,
+    step: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Point the alias at the new version with no routing (idempotent for a retried call)."""
+    """Point the alias at the new version with no routing (idempotent for a retried call). ``step`` is the
+    step the alias is on: the last one, or an earlier one when a person promoted."""
     stable, target = str(plan["stable_version"]), str(plan["target_version"])
+    on = float(step["weight"]) if step and "weight" in step else weight(float(plan["steps"][-1]))
     alias = _get_alias(lambda_, plan["function"], plan["alias"])
     if str(alias.get("FunctionVersion")) == target and not _routing(alias):
         written = alias
     else:
-        _expect(alias, plan, stable, {target: weight(float(plan["steps"][-1]))}, revision_id)
+        _expect(alias, plan, stable, {target: on}, revision_id)
         written = _update(lambda_, plan, target, {}, alias.get("RevisionId") or revision_id)
     _remember(lock, plan, written)
     return {

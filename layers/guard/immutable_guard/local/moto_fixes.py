@@ -677,6 +677,69 @@ class _WithGroups:
         return getattr(self._eni, name)
 
 
+# ---------------------------------------------------------------------- (j) task tokens
+
+
+def task_tokens_close_as_in_aws(set_attribute: Setter = setattr) -> None:
+    """A task token answers its task once: after the task is answered, times out, or its execution ends,
+    SendTaskSuccess / SendTaskFailure / SendTaskHeartbeat with it are ``TaskTimedOut``.
+
+    Step Functions: "TaskTimedOut: The task token has either expired or the task associated with the token
+    has already been closed" (https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskSuccess.html).
+    moto keeps every token of an execution open: a second answer, or an answer after the wait ran out,
+    succeeds silently while the execution runs, and is ``InvalidToken`` once it has ended. A person's
+    `immutable-guard canary promote` after the wait had rolled back would be told it was delivered.
+    """
+    from moto.stepfunctions.parser.asl.eval.callback.callback import (
+        CallbackConsumerTimeout,
+        CallbackEndpoint,
+    )
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    original_interrupt = CallbackEndpoint.interrupt_all
+    if getattr(original_interrupt, "_closes_as_in_aws", False):
+        return
+
+    def interrupt_all(self: Any) -> None:
+        # Called when the task has its outcome (answer, timeout, error): the token is closed from now on.
+        original_interrupt(self)
+        if self.consumer_error is None:
+            self.consumer_error = CallbackConsumerTimeout()
+
+    from moto.core.exceptions import AWSError
+
+    def task_answer_error(code: str, message: str) -> AWSError:
+        return AWSError(message, exception_type=code)
+
+    def answering(name: str) -> Callable[..., Any]:
+        original = getattr(StepFunctionsParserBackend, name)
+
+        def answer(self: Any, task_token: str, *args: Any, **kwargs: Any) -> Any:
+            for execution in self._get_executions():
+                worker = getattr(execution, "exec_worker", None)
+                endpoint = worker.env.callback_pool_manager.get(task_token) if worker else None
+                if endpoint is not None and (
+                    endpoint.consumer_error is not None or str(execution.status) != "RUNNING"
+                ):
+                    raise task_answer_error("TaskTimedOut", "Task Timed Out")
+            try:
+                return original(self, task_token, *args, **kwargs)
+            except AWSError as exc:
+                # moto's parser errors keep their name in a class attribute its server never sends (the
+                # answer has no error code); AWS names them: InvalidToken, TaskDoesNotExist, ...
+                code = getattr(type(exc), "code", None)
+                if not isinstance(code, str):
+                    raise
+                raise task_answer_error(code, str(exc.message) or code) from exc
+
+        return answer
+
+    interrupt_all._closes_as_in_aws = True  # type: ignore[attr-defined]
+    set_attribute(CallbackEndpoint, "interrupt_all", interrupt_all)
+    for name in ("send_task_success", "send_task_failure", "send_task_heartbeat"):
+        set_attribute(StepFunctionsParserBackend, name, answering(name))
+
+
 # ---------------------------------------------------------------------- all of them
 
 
@@ -700,6 +763,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         alias_revisions_as_in_aws,
         execution_status_events_as_in_aws,
         payload_quota_as_in_aws,
+        task_tokens_close_as_in_aws,
         spot_instances_refuse_protection,
         launch_template_spot_options_launch_spot_instances,
         network_acl_entries_are_limited,
