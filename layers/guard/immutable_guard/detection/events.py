@@ -202,6 +202,51 @@ class ConfigEvent(_Envelope):
 
 ParsedEvent = CloudTrailEvent | ConfigEvent
 
+
+# ---------------------------------------------------------------- where the change happened
+# The record says which account and region a change happened in; the EventBridge envelope says which
+# account's bus and which region it came from ("account": the 12-digit account, "region": the Region where
+# the event originated, https://docs.aws.amazon.com/eventbridge/latest/ref/overiew-event-structure.html).
+# - CloudTrail: recipientAccountId "Represents the account ID that received this event" and awsRegion "The
+#   AWS Region that the request was made to"
+#   (https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-event-reference-record-contents.html).
+# - Config: the item's awsAccountId and awsRegion, "The region where the resource resides"
+#   (https://docs.aws.amazon.com/config/latest/developerguide/config-item-table.html; the API's
+#   ConfigurationItem calls the first accountId, the change notification awsAccountId).
+# A field the record leaves out is taken from the envelope.
+
+
+def _record_header(event: ParsedEvent) -> tuple[str | None, str | None]:
+    if isinstance(event, CloudTrailEvent):
+        return event.detail.recipient_account_id, event.detail.aws_region
+    header = event.detail.configuration_item or event.detail.configuration_item_summary
+    assert header is not None  # guaranteed by ConfigDetail's validator
+    return header.aws_account_id, header.aws_region
+
+
+def record_account(event: ParsedEvent) -> str:
+    """The account the change happened in, as the record says (else the envelope)."""
+    return _record_header(event)[0] or event.account
+
+
+def record_region(event: ParsedEvent) -> str:
+    """The region the change happened in, as the record says (else the envelope)."""
+    return _record_header(event)[1] or event.region
+
+
+def origin_mismatch(event: ParsedEvent) -> str | None:
+    """A sentence when the record's account or region disagrees with the envelope's, else None.
+
+    In an organisation the guard acts where the record says; an event whose envelope says otherwise was
+    routed wrongly (or built by hand) and is refused rather than acted on in either place."""
+    account, region = _record_header(event)
+    problems = []
+    if account is not None and account != event.account:
+        problems.append(f"the record's account {quote(account)} is not the envelope's {quote(event.account)}")
+    if region is not None and region != event.region:
+        problems.append(f"the record's region {quote(region)} is not the envelope's {quote(event.region)}")
+    return "; ".join(problems) or None
+
 _MODELS: Final[dict[str, type[CloudTrailEvent] | type[ConfigEvent]]] = {
     CLOUDTRAIL_DETAIL_TYPE: CloudTrailEvent,
     CONFIG_DETAIL_TYPE: ConfigEvent,
