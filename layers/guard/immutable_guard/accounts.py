@@ -112,7 +112,9 @@ class AccountRegistry:
         if ou:
             item["ou"] = {"S": ou}
         try:
-            self._db.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+            self._db.put_item(
+                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise AccountAlreadyRegistered(f"account {account} is registered already") from exc

@@ -239,7 +239,9 @@ class IncidentLedger:
                         "Put": {
                             "TableName": self._table,
                             "Item": {
-                                **instance_key("LOCK", incident.account, incident.region, incident.instance_id),
+                                **instance_key(
+                                    "LOCK", incident.account, incident.region, incident.instance_id
+                                ),
                                 "incident_id": {"S": incident.incident_id},
                                 "expires_at": {"N": str(now + lock_seconds)},
                             },
@@ -270,7 +272,9 @@ class IncidentLedger:
 
     def open_incident_for(self, instance_id: str) -> str | None:
         """The id of the instance's open incident, if it has one."""
-        response = self._db.get_item(TableName=self._table, Key=self._key("LOCK", instance_id), ConsistentRead=True)
+        response = self._db.get_item(
+            TableName=self._table, Key=self._key("LOCK", instance_id), ConsistentRead=True
+        )
         item = response.get("Item")
         if not item or int(item["expires_at"]["N"]) < int(time.time()):
             return None

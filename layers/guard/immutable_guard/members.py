@@ -133,7 +133,10 @@ def regional_sts(session: boto3.Session, region: str) -> Any:
     sts = session.client("sts", region_name=region, config=_RETRY_CONFIG)
     if urlparse(sts.meta.endpoint_url).hostname == _GLOBAL_STS_HOST:
         sts = session.client(
-            "sts", region_name=region, config=_RETRY_CONFIG, endpoint_url=f"https://sts.{region}.amazonaws.com"
+            "sts",
+            region_name=region,
+            config=_RETRY_CONFIG,
+            endpoint_url=f"https://sts.{region}.amazonaws.com",
         )
     return sts
 

@@ -86,7 +86,9 @@ def process_event(
             here = here or FunctionPlace("aws", expected_account or "", clients.region)
             mismatch = origin_mismatch(event)
             if mismatch is not None:
-                return _refuse(Reason.ACCOUNT_MISMATCH, f"Refused: {mismatch}.", raw_event, settings, clients, metrics)
+                return _refuse(
+                    Reason.ACCOUNT_MISMATCH, f"Refused: {mismatch}.", raw_event, settings, clients, metrics
+                )
             registry = AccountRegistry(clients.dynamodb, settings.ledger_table)
             protection = protection_of(finding.account, here.account, settings.mode, registry)
             if protection is None:
@@ -96,13 +98,18 @@ def process_event(
                 )
                 return _refuse(Reason.UNPROTECTED_ACCOUNT, detail, raw_event, settings, clients, metrics)
             mode = protection.mode
-            logger.info("account protected", extra={"account": finding.account, "mode": mode, "why": protection.why})
+            logger.info(
+                "account protected", extra={"account": finding.account, "mode": mode, "why": protection.why}
+            )
             # The account's servers are read through its reader role; the guard's own roles, in the
             # event's account or the security account, are the guard.
             members = members or MemberAccess(clients, settings.member_role_name, settings.member_external_id)
             directory_clients = members.clients_for(here, finding.account, finding.region, DETECT_SESSION)
             policy = policy.model_copy(
-                update={"expected_account": None, "guard_accounts": frozenset({finding.account, here.account})}
+                update={
+                    "expected_account": None,
+                    "guard_accounts": frozenset({finding.account, here.account}),
+                }
             )
         memory = ledger.at(finding.account, finding.region)
         judgement = judge_finding(

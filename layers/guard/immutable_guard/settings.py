@@ -188,7 +188,9 @@ class QuarantineSettings(StepSettings, OrganizationSettings):
     # remediation.quarantine.ISOLATION_DEPTHS; the template's IsolationDepth parameter.
     isolation_depth: Literal["security-groups", "network-acl"] = "security-groups"
 
-    optional_env: ClassVar[frozenset[str]] = frozenset({"isolation_depth", *OrganizationSettings.optional_env})
+    optional_env: ClassVar[frozenset[str]] = frozenset(
+        {"isolation_depth", *OrganizationSettings.optional_env}
+    )
 
 
 class ReleaseSettings(StepSettings, OrganizationSettings):

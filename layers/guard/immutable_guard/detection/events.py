@@ -247,6 +247,7 @@ def origin_mismatch(event: ParsedEvent) -> str | None:
         problems.append(f"the record's region {quote(region)} is not the envelope's {quote(event.region)}")
     return "; ".join(problems) or None
 
+
 _MODELS: Final[dict[str, type[CloudTrailEvent] | type[ConfigEvent]]] = {
     CLOUDTRAIL_DETAIL_TYPE: CloudTrailEvent,
     CONFIG_DETAIL_TYPE: ConfigEvent,
