@@ -22,14 +22,17 @@ from immutable_guard.detection.normalise import normalise
 from immutable_guard.errors import (
     AccountAlreadyRegistered,
     AccountNotRegistered,
+    InvalidEvent,
     MemberRoleUnavailable,
     SettingsError,
 )
-from immutable_guard.ledger import IncidentLedger
+from immutable_guard.ledger import Incident, IncidentLedger, now_iso
 from immutable_guard.members import FunctionPlace, MemberAccess, regional_sts, session_name
 from immutable_guard.model import Mode, PostEvidenceAction
 from immutable_guard.pipeline import process_event
+from immutable_guard.remediation.nuke import NukeRequest
 from immutable_guard.settings import DetectSettings, NukeSettings
+from immutable_guard.step_input import checked_place
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 HOME = "123456789012"  # moto's account: the security account here
@@ -311,3 +314,32 @@ def test_single_account_mode_keeps_todays_account_check(aws: Clients, detect: De
         result = process_event(raw, single, aws, metrics, expected_account=HOME)
         # Then it is ignored as from another account, as before organisation mode
         assert (result.decision, result.reason) == ("ignore", "wrong_account")
+
+
+def test_a_step_acts_only_where_the_ledger_says_the_incident_is(ledger: IncidentLedger) -> None:
+    # Given an incident Detect opened in a member account and region
+    ledger.open_incident(
+        Incident(
+            incident_id="ig-i-1-a",
+            instance_id="i-1",
+            mode="enforce",
+            decision="remediate",
+            kind="ssh_key_pushed",
+            severity="high",
+            account=MEMBER,
+            region="eu-west-1",
+            created_at=now_iso(),
+        )
+    )
+    # When a step's input agrees, or names no place (an execution started before organisation mode)
+    agreeing = NukeRequest(incident_id="ig-i-1-a", instance_id="i-1", account=MEMBER, region="eu-west-1")
+    assert checked_place(agreeing, "ig-i-1-a", ledger) == (MEMBER, "eu-west-1")
+    assert checked_place(NukeRequest(incident_id="ig-i-1-a", instance_id="i-1"), "ig-i-1-a", ledger) == (
+        MEMBER,
+        "eu-west-1",
+    )
+    # Then it acts there; an input naming another account or region is refused
+    for other in ({"account": HOME}, {"region": "us-east-1"}):
+        request = NukeRequest.model_validate({"incident_id": "ig-i-1-a", "instance_id": "i-1", **other})
+        with pytest.raises(InvalidEvent, match="but the step's input says"):
+            checked_place(request, "ig-i-1-a", ledger)
