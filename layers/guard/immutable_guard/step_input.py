@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from immutable_guard.detection.events import ACCOUNT_PATTERN, REGION_PATTERN
 from immutable_guard.errors import InvalidEvent
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -46,8 +47,8 @@ class InstancePlace(BaseModel):
     """Where the incident's instance is (issue 14): the account and region every step acts in. Absent in
     the input of an execution started before organisation mode existed: the function's own."""
 
-    account: str | None = Field(default=None, pattern=r"^\d{12}$")
-    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+    account: str | None = Field(default=None, pattern=ACCOUNT_PATTERN)
+    region: str | None = Field(default=None, pattern=REGION_PATTERN)
 
 
 class _HasIncident(Protocol):
