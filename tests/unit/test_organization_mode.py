@@ -1,7 +1,7 @@
 """Organisation mode's parts on moto (issue 14): its settings, the account registry and its CLI, the member
 clients (session names, credentials kept and renewed, the regional STS endpoint), where a record says a
 change happened, and Detect's refusals, counted by reason. The multi-account runs are in
-tests/e2e/test_organization.py."""
+tests/e2e/test_organization_local.py."""
 
 from __future__ import annotations
 
@@ -164,7 +164,30 @@ class _Clock:
         return self.now
 
 
+def _member_role(account: str, name: str) -> None:
+    """The role as the member-roles stack makes it (through moto's backend: the test has no admin session
+    in that account). Needed where the local runtime's AssumeRole check is in force in this process."""
+    from moto.iam.models import iam_backends
+
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{HOME}:root"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    iam_backends[account]["global"].create_role(
+        role_name=name,
+        assume_role_policy_document=json.dumps(trust),
+        path="/",
+        permissions_boundary=None,
+        description="",
+        tags=[],
+        max_session_duration="3600",
+    )
+
+
 def test_member_credentials_are_kept_until_five_minutes_before_they_expire(aws: Clients) -> None:
+    _member_role(MEMBER, "ImmutableGuard-Member-Nuke")
     clock = _Clock()
     access = MemberAccess(aws, "ImmutableGuard-Member-Nuke", clock=clock)
     calls: list[dict[str, Any]] = []
