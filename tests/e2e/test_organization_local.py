@@ -6,7 +6,7 @@ refused or kept in dry-run.
 
 moto keeps each account's resources apart and scopes the credentials of an assumed role to the role's
 account; the runtime refuses AssumeRole into a role that does not exist or does not trust the caller
-(local/moto_fixes.py, section j), as AWS does. The steps run as the deployed functions' handlers would,
+(local/moto_fixes.py, section k), as AWS does. The steps run as the deployed functions' handlers would,
 called in this process with the security account's function ARN (not through the state machine: the
 template's function roles get their sts:AssumeRole grants with the member-role templates)."""
 

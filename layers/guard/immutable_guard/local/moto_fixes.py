@@ -677,7 +677,7 @@ class _WithGroups:
         return getattr(self._eni, name)
 
 
-# ---------------------------------------------------------------------- (j) sts:AssumeRole across accounts
+# ---------------------------------------------------------------------- (k) sts:AssumeRole across accounts
 
 
 def assume_role_needs_a_role_that_trusts_the_caller(set_attribute: Setter = setattr) -> None:
