@@ -23,9 +23,9 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools import Metrics
+from botocore.exceptions import ClientError
 from immutable_guard.accounts import AccountRegistry
 from immutable_guard.clients import Clients
-from botocore.exceptions import ClientError
 from immutable_guard.errors import EvidenceIncomplete, MemberRoleUnavailable, SnapshotFailed
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.local import LocalAws, LocalSession

@@ -97,7 +97,7 @@ def test_remediation_custody_wiring() -> None:
     the manifest (and so before replacement and nuke); a custody failure alerts and stops there."""
     text = (REPO / "statemachines" / "remediation.asl.json").read_text()
     states = json.loads(re.sub(r"\$\{\w+\}", "1", text))["States"]
-    # Given completed snapshots that the Evidence step marked for custody, the first matching choice is custody
+    # Given completed snapshots the Evidence step marked for custody, the first matching choice is custody
     first, second = states["SnapshotsCompleted?"]["Choices"]
     assert first["Next"] == "TakeIntoCustody"
     assert {"Variable": "$.evidence.result.custody", "IsPresent": True} in first["And"]

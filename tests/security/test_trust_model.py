@@ -372,7 +372,9 @@ def _sids(document_statements: Any) -> set[str]:
 
 def test_custody_statements_are_one_sided_and_named_so() -> None:
     # Given the custody statements of each side
-    central_evidence = set().union(*(_sids(d["Statement"]) for d in function_policies(TEMPLATE, "EvidenceFunction")))
+    central_evidence = set().union(
+        *(_sids(d["Statement"]) for d in function_policies(TEMPLATE, "EvidenceFunction"))
+    )
     central_nuke = set().union(*(_sids(d["Statement"]) for d in function_policies(TEMPLATE, "NukeFunction")))
     (member,) = [
         r
@@ -380,7 +382,9 @@ def test_custody_statements_are_one_sided_and_named_so() -> None:
         if r["Type"] == "AWS::IAM::Role" and r["Properties"]["RoleName"] == "ImmutableGuard-Member-Evidence"
     ]
     member_sids = _sids(member["Properties"]["Policies"][0]["PolicyDocument"]["Statement"])
-    custody = {sid for sid in central_evidence | central_nuke | member_sids if sid.startswith(CUSTODY_SID_PREFIX)}
+    custody = {
+        sid for sid in central_evidence | central_nuke | member_sids if sid.startswith(CUSTODY_SID_PREFIX)
+    }
     # Then the central role copies, locks and reads locks in its own account; Nuke reads locks; the member
     # copies, shares and uses the custody key; and no custody statement is on both sides
     assert {s for s in central_evidence if s.startswith(CUSTODY_SID_PREFIX)} == {

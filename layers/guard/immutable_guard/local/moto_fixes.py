@@ -826,8 +826,8 @@ def snapshots_are_shared_copied_and_locked_as_in_aws(set_attribute: Setter = set
     account could neither work nor fail locally. Modelled: the copy is ``completed`` at once (no progress);
     a KMS key that does not exist or is disabled in the destination makes it ``error`` (AWS fails a copy it
     cannot encrypt; the exact moment it does so is not modelled); lock states ``governance`` and
-    ``compliance-cooloff``/``compliance`` (by CoolOffPeriod) with an expiry of LockDuration days; DeleteSnapshot
-    of a locked snapshot fails with ``SnapshotLocked`` (the error code is this model's choice).
+    ``compliance-cooloff``/``compliance`` (by CoolOffPeriod) with an expiry of LockDuration days;
+    DeleteSnapshot of a locked snapshot fails with ``SnapshotLocked`` (the error code is this model's choice).
     """
     from datetime import timedelta
 
@@ -855,7 +855,7 @@ def snapshots_are_shared_copied_and_locked_as_in_aws(set_attribute: Setter = set
     def key_enabled(key_id: str | None, account: str, region: str) -> bool:
         if not key_id:
             return True
-        from moto.kms import kms_backends
+        from moto.kms.models import kms_backends
 
         parts = key_id.split(":")
         if len(parts) > 5:  # a key ARN names its own account and region
@@ -876,7 +876,9 @@ def snapshots_are_shared_copied_and_locked_as_in_aws(set_attribute: Setter = set
                 raise InvalidSnapshotIdError()
             backend.snapshots[source_snapshot_id] = source  # seen by the original copy for one call
             try:
-                copy = original_copy(backend, source_snapshot_id, backend.region_name, description, kms_key_id)
+                copy = original_copy(
+                    backend, source_snapshot_id, backend.region_name, description, kms_key_id
+                )
             finally:
                 del backend.snapshots[source_snapshot_id]
         else:
@@ -890,7 +892,9 @@ def snapshots_are_shared_copied_and_locked_as_in_aws(set_attribute: Setter = set
         snapshot = backend.snapshots.get(snapshot_id)
         lock = getattr(snapshot, "guard_lock", None)
         if lock is not None and lock["LockExpiresOn"] > utcnow():
-            raise EC2ClientError("SnapshotLocked", f"The snapshot '{snapshot_id}' is locked and cannot be deleted.")
+            raise EC2ClientError(
+                "SnapshotLocked", f"The snapshot '{snapshot_id}' is locked and cannot be deleted."
+            )
         return original_delete(backend, snapshot_id)
 
     def lock_snapshot(response: Any) -> Any:

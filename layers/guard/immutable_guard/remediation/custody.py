@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
@@ -110,7 +111,10 @@ def _copy(
             KmsKeyId=place.key_arn,
             Description=f"Immutable Guard {what} of {source_id} (incident {tags[TAG_INCIDENT]})",
             TagSpecifications=[
-                {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]}
+                {
+                    "ResourceType": "snapshot",
+                    "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+                }
             ],
         )
     except ClientError as exc:
@@ -252,7 +256,7 @@ def advance_custody(
         lock = _lock(custody.ec2, str(copy["SnapshotId"]), place)
         entry["lock_state"] = lock.get("LockState")
         expires = lock.get("LockExpiresOn")
-        entry["lock_expires_on"] = expires.isoformat() if hasattr(expires, "isoformat") else expires
+        entry["lock_expires_on"] = expires.isoformat() if isinstance(expires, datetime) else expires
         # Shared only for the copy: once the security account holds its own, the member's is its own again.
         _share(member_home.ec2, transfer_id, place.account, "remove")
         entry["state"] = "locked" if entry["lock_state"] in LOCKED_STATES else "unlocked"
@@ -273,14 +277,18 @@ def advance_custody(
             details={"account": place.account, "region": place.region, "copies": copies},
         )
     elif polls + 1 >= max_polls:
-        waiting = sorted(f"{c['member_snapshot_id']} ({c['state']})" for c in copies if c["state"] != "locked")
+        waiting = sorted(
+            f"{c['member_snapshot_id']} ({c['state']})" for c in copies if c["state"] != "locked"
+        )
         raise EvidenceIncomplete(
             f"the security account's copies of {', '.join(waiting)} are not locked after {polls + 1} polls"
         )
     return result
 
 
-def verify_custody(custody: Clients, ledger: IncidentLedger, incident_id: str, snapshot_ids: Sequence[str]) -> list[str]:
+def verify_custody(
+    custody: Clients, ledger: IncidentLedger, incident_id: str, snapshot_ids: Sequence[str]
+) -> list[str]:
     """Nuke's precondition in organisation mode: every member snapshot has a completed, locked copy in the
     security account, tagged as this incident's. Read from the EC2 API; the ledger only names the copies.
 

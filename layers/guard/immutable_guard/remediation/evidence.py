@@ -58,7 +58,8 @@ class EvidenceRequest(InstancePlace):
 
 def manifest_key(incident_id: str, account: str | None = None, region: str | None = None) -> str:
     """Where the manifest is stored. An incident of a member account (organisation mode) is filed under
-    ``<account>/<region>/<incident>/`` in the security account's bucket; otherwise ``incidents/<incident>/``."""
+    ``<account>/<region>/<incident>/`` in the security account's bucket; otherwise under
+    ``incidents/<incident>/``."""
     if account and region:
         return f"{account}/{region}/{incident_id}/manifest.json"
     return f"incidents/{incident_id}/manifest.json"
