@@ -9,9 +9,15 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
-from immutable_guard.errors import retry_transient_aws_errors
+from immutable_guard.errors import InvalidEvent, retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.members import FunctionPlace, MemberAccess
+from immutable_guard.remediation.custody import (
+    STAGE_CUSTODY_COMPLETE,
+    CustodyPlace,
+    advance_custody,
+    verify_custody,
+)
 from immutable_guard.remediation.evidence import (
     EvidenceRequest,
     check_snapshots,
@@ -46,14 +52,51 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     here = FunctionPlace.of_arn(context.invoked_function_arn)
     clients = members.clients_for(here, account, region, request.incident_id)
     logger.append_keys(instance_id=request.instance_id, action=request.action)
+    # Organisation mode, an incident of another account: its evidence is taken into this account's custody
+    # before the manifest is written and before anything may be nuked (remediation/custody.py).
+    custody = None
+    if settings.organization_mode and settings.custody_key_arn and account != here.account:
+        custody = CustodyPlace(
+            account=here.account,
+            region=here.region,
+            key_arn=settings.custody_key_arn,
+            lock_mode=settings.custody_lock_mode,
+            lock_days=settings.custody_lock_days,
+        )
     if request.action == "start":
         result = start_snapshots(clients, ledger, request.incident_id, request.instance_id)
         metrics.add_metric(name="SnapshotsStarted", unit=MetricUnit.Count, value=len(result["snapshot_ids"]))
     elif request.action == "check":
         max_polls = request.max_polls or settings.max_polls
         result = check_snapshots(clients, request.snapshot_ids, request.polls, max_polls)
+        if custody is not None:
+            # The state machine's next step is then custody, not the manifest; the count starts again.
+            result["custody"] = True
+            result["custody_polls"] = 0
         metrics.add_metric(name="SnapshotPolls", unit=MetricUnit.Count, value=1)
+    elif request.action == "custody":
+        if custody is None:
+            raise InvalidEvent(f"incident {request.incident_id} is in this account: there is no custody step")
+        result = advance_custody(
+            members.clients_for(here, account, here.region, request.incident_id),
+            members.home,
+            custody,
+            ledger,
+            request.incident_id,
+            account,
+            region,
+            request.snapshot_ids,
+            request.polls,
+            request.max_polls or settings.max_polls,
+        )
+        metrics.add_metric(name="CustodyPolls", unit=MetricUnit.Count, value=1)
     else:
+        held = None
+        if custody is not None:
+            # Only once the security account's copies are completed and locked, read back from EC2.
+            verify_custody(members.home, ledger, request.incident_id, request.snapshot_ids)
+            recorded = ledger.get(request.incident_id).details[STAGE_CUSTODY_COMPLETE]
+            held = {"member_account": account, "member_region": region, **recorded}
         result = write_manifest(
             clients,
             ledger,
@@ -62,6 +105,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             request.instance_id,
             request.snapshot_ids,
             request.finding,
+            held,
         )
         metrics.add_metric(name="EvidenceManifestsStored", unit=MetricUnit.Count, value=1)
     logger.info("evidence step done", extra={"result": result})

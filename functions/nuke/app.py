@@ -49,6 +49,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         request.instance_id,
         request.snapshot_ids,
         request.replacement,
+        # Organisation mode, another account: the security account's locked copies must exist first.
+        members.home if settings.organization_mode and account != here.account else None,
     )
     name = "NukeAlreadyDone" if result["already_done"] else f"Instances{result['action'].capitalize()}"
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)

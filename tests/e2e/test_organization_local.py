@@ -23,9 +23,10 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools import Metrics
+from botocore.exceptions import ClientError
 from immutable_guard.accounts import AccountRegistry
 from immutable_guard.clients import Clients
-from immutable_guard.errors import MemberRoleUnavailable
+from immutable_guard.errors import EvidenceIncomplete, MemberRoleUnavailable, SnapshotFailed
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.local import LocalAws, LocalSession
 from immutable_guard.local.runtime import HOME_ACCOUNT
@@ -73,6 +74,7 @@ class Organization:
     bucket: str
     machine_arn: str
     members: dict[str, Member]
+    custody_key_arn: str = ""
 
     def settings(self) -> DetectSettings:
         return DetectSettings(
@@ -180,7 +182,14 @@ def _build(local_aws: LocalAws) -> Organization:
         bucket=bucket,
         machine_arn=machine,
         members=members,
+        # The security account's custody key, in its home region (template.yaml's EvidenceCustodyKey).
+        custody_key_arn=_custody_key(home),
     )
+
+
+def _custody_key(home: Clients) -> str:
+    kms = home.session.client("kms", region_name=HOME_REGION)
+    return str(kms.create_key(Description="custody of member evidence")["KeyMetadata"]["Arn"])
 
 
 @pytest.fixture
@@ -242,6 +251,7 @@ def steps(org: Organization, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         "MAX_POLLS": "30",
         "POST_EVIDENCE_ACTION": "terminate",
         "REMEDIATION_STATE_MACHINE_ARN": org.machine_arn,
+        "CUSTODY_KEY_ARN": org.custody_key_arn,
     }
     for name, value in common.items():
         monkeypatch.setenv(name, value)
@@ -339,6 +349,9 @@ def test_an_attack_in_a_member_account_is_contained_preserved_replaced_and_nuked
     evidence = steps["evidence"]({**place, "action": "start"})
     while not evidence["all_completed"]:
         evidence = steps["evidence"]({**place, "action": "check", "snapshot_ids": evidence["snapshot_ids"]})
+    # (custody in the security account: the member's instance is nuked only once a locked copy is there)
+    assert evidence["custody"] is True
+    evidence = _take_into_custody(steps, place, evidence)
     manifest = steps["evidence"](
         {**place, "action": "manifest", "snapshot_ids": evidence["snapshot_ids"], "finding": given["finding"]}
     )
@@ -362,13 +375,126 @@ def test_an_attack_in_a_member_account_is_contained_preserved_replaced_and_nuked
     group = member.clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[member.group_name])
     in_service = [i["InstanceId"] for i in group["AutoScalingGroups"][0]["Instances"]]
     assert len(in_service) == 2 and instance_id not in in_service
-    # And the evidence manifest and the incident are the security account's
-    stored = org.home.s3.get_object(Bucket=org.bucket, Key=manifest["key"])
-    assert json.loads(stored["Body"].read())["instance_id"] == instance_id
+    # And the evidence manifest and the incident are the security account's, the manifest filed under the
+    # member's account, region and incident, naming both snapshots and the copy's lock
+    assert manifest["key"] == f"{MEMBER}/{MEMBER_REGION}/{incident_id}/manifest.json"
+    stored = json.loads(org.home.s3.get_object(Bucket=org.bucket, Key=manifest["key"])["Body"].read())
+    assert stored["instance_id"] == instance_id
+    custody = stored["custody"]
+    assert (custody["member_account"], custody["member_region"]) == (MEMBER, MEMBER_REGION)
+    assert (custody["account"], custody["region"]) == (HOME_ACCOUNT, HOME_REGION)
+    assert sorted(c["member_snapshot_id"] for c in custody["copies"]) == evidence["snapshot_ids"]
+    assert {c["lock_state"] for c in custody["copies"]} == {"governance"}
+    assert nuked["custody_snapshot_ids"] == sorted(c["custody_snapshot_id"] for c in custody["copies"])
+    # And the security account's own EC2 API shows the copies: its own, completed, encrypted with its key,
+    # locked; its administrator cannot delete them
+    home_ec2 = org.home.session.client("ec2", region_name=HOME_REGION)
+    held = home_ec2.describe_snapshots(SnapshotIds=nuked["custody_snapshot_ids"])["Snapshots"]
+    assert {(s["OwnerId"], s["State"], s["Encrypted"]) for s in held} == {(HOME_ACCOUNT, "completed", True)}
+    assert {s["KmsKeyId"] for s in held} == {org.custody_key_arn}
+    locks = home_ec2.describe_locked_snapshots(SnapshotIds=nuked["custody_snapshot_ids"])["Snapshots"]
+    assert {lock["LockState"] for lock in locks} == {"governance"} and len(locks) == len(held)
+    with pytest.raises(ClientError) as refused:
+        home_ec2.delete_snapshot(SnapshotId=nuked["custody_snapshot_ids"][0])
+    assert refused.value.response["Error"]["Code"] == "SnapshotLocked"
+    # And the member's copy made for the transfer is shared with nobody any more
+    member_home = org.members[MEMBER].clients.session.client("ec2", region_name=HOME_REGION)
+    for copy in custody["copies"]:
+        shared = member_home.describe_snapshot_attribute(
+            SnapshotId=copy["transfer_snapshot_id"], Attribute="createVolumePermission"
+        )
+        assert shared["CreateVolumePermissions"] == []
     final = org.ledger.get(incident_id)
     assert final.status is Status.REPLACED and {"contained", "evidence_complete", "nuked"} <= set(
         final.timeline
     )
+
+
+def _take_into_custody(
+    steps: dict[str, Any], place: dict[str, Any], evidence: dict[str, Any]
+) -> dict[str, Any]:
+    """The state machine's custody loop: poll until the security account's copies are locked."""
+    polls = 0
+    while not evidence.get("custody_complete"):
+        evidence = steps["evidence"](
+            {**place, "action": "custody", "snapshot_ids": evidence["snapshot_ids"], "polls": polls}
+        )
+        polls = evidence["custody_polls"]
+    return evidence
+
+
+def _server_with_evidence(org: Organization, steps: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A fresh immutable server of the member, attacked, contained and snapshotted (completed)."""
+    member = org.members[MEMBER]
+    ec2 = member.clients.ec2
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance_id = ec2.run_instances(
+        ImageId=image,
+        InstanceType="t3.micro",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "immutable", "Value": "true"}]}],
+    )["Instances"][0]["InstanceId"]
+    [opened] = org.detect(ssh_key_pushed(MEMBER, MEMBER_REGION, instance_id))["instances"]
+    place = {
+        "incident_id": opened["incident_id"],
+        "instance_id": instance_id,
+        "account": MEMBER,
+        "region": MEMBER_REGION,
+    }
+    steps["quarantine"]({**place, "finding": org.ledger.get(opened["incident_id"]).finding})
+    evidence = steps["evidence"]({**place, "action": "start"})
+    while not evidence["all_completed"]:
+        evidence = steps["evidence"]({**place, "action": "check", "snapshot_ids": evidence["snapshot_ids"]})
+    evidence = steps["evidence"]({**place, "action": "check", "snapshot_ids": evidence["snapshot_ids"]})
+    return place, evidence
+
+
+def _nuke_refused_and_quarantined(
+    org: Organization, steps: dict[str, Any], place: dict[str, Any], evidence: dict[str, Any]
+) -> None:
+    with pytest.raises(EvidenceIncomplete):
+        steps["nuke"]({**place, "snapshot_ids": evidence["snapshot_ids"], "manifest": {}, "replacement": {}})
+    instance = _instance(org.members[MEMBER], place["instance_id"])
+    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    assert instance["State"]["Name"] == "running"
+    assert tags["immutable-guard:state"] == "quarantined"
+    assert "nuked" not in org.ledger.get(place["incident_id"]).timeline
+
+
+def test_a_member_snapshot_deleted_before_the_security_account_copied_it_is_never_nuked(
+    org: Organization, steps: dict[str, Any]
+) -> None:
+    place, evidence = _server_with_evidence(org, steps)
+    # When the member's administrator deletes a snapshot before it reached the security account
+    member_ec2 = org.members[MEMBER].clients.ec2
+    member_ec2.delete_snapshot(SnapshotId=evidence["snapshot_ids"][0])
+    # Then the custody step fails (the state machine's Catch alerts the team: test_remediation_custody_wiring)
+    with pytest.raises(EvidenceIncomplete, match="before its transfer copy was made"):
+        _take_into_custody(steps, place, evidence)
+    # And the server is not nuked: it stays quarantined
+    _nuke_refused_and_quarantined(org, steps, place, evidence)
+
+
+def test_a_copy_that_fails_in_the_security_account_leaves_the_server_quarantined(
+    org: Organization, steps: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    place, evidence = _server_with_evidence(org, steps)
+    # Given a custody key that is disabled: the copies encrypted with it fail (the ``error`` state)
+    kms = org.home.session.client("kms", region_name=HOME_REGION)
+    key = kms.create_key(Description="disabled custody key")["KeyMetadata"]
+    kms.disable_key(KeyId=key["KeyId"])
+    disabled = key["Arn"]
+    monkeypatch.setenv("CUSTODY_KEY_ARN", disabled)
+    # When custody is attempted
+    with pytest.raises(SnapshotFailed, match="error state"):
+        _take_into_custody(steps, place, evidence)
+    # Then no manifest is written without the security account's locked copies
+    monkeypatch.setenv("CUSTODY_KEY_ARN", org.custody_key_arn)
+    with pytest.raises(EvidenceIncomplete, match="no copy in the security account"):
+        steps["evidence"]({**place, "action": "manifest", "snapshot_ids": evidence["snapshot_ids"]})
+    # And the member's own snapshots, complete as they are, do not let the server be nuked
+    _nuke_refused_and_quarantined(org, steps, place, evidence)
 
 
 def test_an_event_whose_record_disagrees_with_its_envelope_is_refused(org: Organization) -> None:

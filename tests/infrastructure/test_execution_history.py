@@ -126,14 +126,16 @@ def remediation() -> dict[str, Any]:
     return _states("remediation.asl.json")
 
 
-def test_the_only_loops_are_the_two_polls_max_polls_bounds(remediation: dict[str, Any]) -> None:
-    # Given the remediation state machine, Then its only cycles are the snapshot and replacement polls
+def test_the_only_loops_are_the_polls_max_polls_bounds(remediation: dict[str, Any]) -> None:
+    # Given the remediation state machine, Then its only cycles are the snapshot and replacement polls, and
+    # (organisation mode) the poll of the security account's custody copies
     assert sorted(sorted(loop) for loop in loops(remediation)) == [
         ["CheckReplacement", "ReplacementHealthy?", "WaitForReplacement"],
         ["CheckSnapshots", "SnapshotsCompleted?", "WaitForSnapshots"],
+        ["CustodyComplete?", "TakeIntoCustody", "WaitForCustody"],
     ]
     # And each poll hands max_polls to the step that stops the loop once it is spent
-    for check in ("CheckSnapshots", "CheckReplacement"):
+    for check in ("CheckSnapshots", "CheckReplacement", "TakeIntoCustody"):
         assert remediation[check]["Parameters"]["Payload"]["max_polls.$"] == "$.settings.max_polls"
     assert remediation["LoadSettings"]["Result"]["max_polls"] == 1  # ${MaxPolls}, substituted
 

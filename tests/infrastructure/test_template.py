@@ -92,6 +92,28 @@ def test_nuke_is_reachable_only_after_evidence_and_a_healthy_replacement() -> No
     assert states["WriteManifest"]["Next"] == "StartReplacement"
 
 
+def test_remediation_custody_wiring() -> None:
+    """Organisation mode: a member account's snapshots go through custody in the security account before
+    the manifest (and so before replacement and nuke); a custody failure alerts and stops there."""
+    text = (REPO / "statemachines" / "remediation.asl.json").read_text()
+    states = json.loads(re.sub(r"\$\{\w+\}", "1", text))["States"]
+    # Given completed snapshots the Evidence step marked for custody, the first matching choice is custody
+    first, second = states["SnapshotsCompleted?"]["Choices"]
+    assert first["Next"] == "TakeIntoCustody"
+    assert {"Variable": "$.evidence.result.custody", "IsPresent": True} in first["And"]
+    assert second["Next"] == "WriteManifest" and "custody" not in json.dumps(second)
+    # And the manifest follows custody only once the copies are complete and locked
+    assert states["CustodyComplete?"]["Choices"] == [
+        {"Variable": "$.evidence.result.custody_complete", "BooleanEquals": True, "Next": "WriteManifest"}
+    ]
+    assert states["CustodyComplete?"]["Default"] == "WaitForCustody"
+    # And a failed custody step reaches the failure alert, naming the step (the instance stays quarantined)
+    handler = states[states["TakeIntoCustody"]["Catch"][0]["Next"]]
+    assert handler["Parameters"] == {"state": "TakeIntoCustody"} and handler["Next"] == "AlertFailed"
+    payload = states["TakeIntoCustody"]["Parameters"]["Payload"]
+    assert payload["action"] == "custody" and payload["polls.$"] == "$.evidence.result.custody_polls"
+
+
 def _choice_targets(state: dict[str, Any], target: str) -> bool:
     return any(c.get("Next") == target for c in state.get("Choices", []))
 

@@ -83,6 +83,14 @@ UNLIMITABLE: dict[tuple[str, str], str] = {
         "needs the instance, every volume and the new snapshots; volumes carry no tag of ours"
     ),
     ("EvidenceFunction", "ec2:CreateTags"): "limited to snapshot ARNs (resource-level), not by tag",
+    ("EvidenceFunction", "ec2:CopySnapshot"): (
+        "organisation mode, custody: the source is a member's snapshot shared with this account (its tags "
+        "are not shared); limited to snapshot ARNs of the guard's region"
+    ),
+    ("EvidenceFunction", "ec2:LockSnapshot"): (
+        "organisation mode, custody: locks the copy it just made; limited to snapshot ARNs of the guard's "
+        "region (a lock only protects, it never deletes)"
+    ),
 }
 # Mutating actions that must carry a condition on our own tags.
 MUST_BE_TAG_LIMITED = {
@@ -143,7 +151,7 @@ def _is_administration_by_the_account(name: str, statement: dict[str, Any]) -> b
     # IAM policies then decide who may use it. This is AWS's default key policy.
     principal = statement.get("Principal", {})
     return (
-        name in ("AlertKey", "TrailKey")
+        name in ("AlertKey", "TrailKey", "EvidenceCustodyKey")
         and isinstance(principal, dict)
         and "AWS" in principal
         and _actions(statement) == ["kms:*"]

@@ -300,6 +300,10 @@ RESOURCE_IN_THE_MEMBER = {
 }
 # Condition keys the central statement pins to the guard's region, which a role of every region cannot.
 REGION_CONDITIONS = {"aws:RequestedRegion"}
+# Evidence custody (remediation/custody.py) is not a mirror: the member role makes and shares the transfer
+# copy, the central roles copy, lock and verify in the security account. Those statements exist on one side
+# only, by design, and are named "Custody..."; test_custody_statements_are_one_sided_and_named_so says which.
+CUSTODY_SID_PREFIX = "Custody"
 
 
 def _unwrapped(statement: Any) -> tuple[str | None, dict[str, Any]] | None:
@@ -337,8 +341,10 @@ def _central_statements(function: str) -> dict[str, dict[str, Any]]:
     for document in function_policies(TEMPLATE, function):
         for entry in document["Statement"]:
             condition, statement = _unwrapped(entry)
-            if statement.get("Sid") == "ActThroughTheMemberRole" or _on_the_guards_own_resources(
-                statement, own
+            if (
+                statement.get("Sid") == "ActThroughTheMemberRole"
+                or str(statement.get("Sid", "")).startswith(CUSTODY_SID_PREFIX)
+                or _on_the_guards_own_resources(statement, own)
             ):
                 continue  # acts in the security account, with the central role itself
             found[statement["Sid"]] = _comparable(condition, statement)
@@ -355,8 +361,51 @@ def _member_statements(role_name: str) -> dict[str, dict[str, Any]]:
     found = {}
     for entry in policy["PolicyDocument"]["Statement"]:
         condition, statement = _unwrapped(entry)
-        found[statement["Sid"]] = _comparable(condition, statement)
+        if not str(statement["Sid"]).startswith(CUSTODY_SID_PREFIX):
+            found[statement["Sid"]] = _comparable(condition, statement)
     return found
+
+
+def _sids(document_statements: Any) -> set[str]:
+    return {str(_unwrapped(entry)[1].get("Sid")) for entry in document_statements}  # type: ignore[index]
+
+
+def test_custody_statements_are_one_sided_and_named_so() -> None:
+    # Given the custody statements of each side
+    central_evidence = set().union(
+        *(_sids(d["Statement"]) for d in function_policies(TEMPLATE, "EvidenceFunction"))
+    )
+    central_nuke = set().union(*(_sids(d["Statement"]) for d in function_policies(TEMPLATE, "NukeFunction")))
+    (member,) = [
+        r
+        for r in MEMBER_ROLES["Resources"].values()
+        if r["Type"] == "AWS::IAM::Role" and r["Properties"]["RoleName"] == "ImmutableGuard-Member-Evidence"
+    ]
+    member_sids = _sids(member["Properties"]["Policies"][0]["PolicyDocument"]["Statement"])
+    custody = {
+        sid for sid in central_evidence | central_nuke | member_sids if sid.startswith(CUSTODY_SID_PREFIX)
+    }
+    # Then the central role copies, locks and reads locks in its own account; Nuke reads locks; the member
+    # copies, shares and uses the custody key; and no custody statement is on both sides
+    assert {s for s in central_evidence if s.startswith(CUSTODY_SID_PREFIX)} == {
+        "CustodyCopyAndLock",
+        "CustodyReadLocks",
+        "CustodyKey",
+    }
+    assert {s for s in central_nuke if s.startswith(CUSTODY_SID_PREFIX)} == {"CustodyVerify"}
+    assert {s for s in member_sids if s.startswith(CUSTODY_SID_PREFIX)} == {
+        "CustodyTransferCopy",
+        "CustodyShareOnlyIncidentSnapshots",
+        "CustodyKeyThroughEbs",
+    }
+    assert len(custody) == 7
+    # And the member may share only snapshots tagged as an incident's
+    (share,) = [
+        _unwrapped(e)[1]  # type: ignore[index]
+        for e in member["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        if _unwrapped(e)[1]["Sid"] == "CustodyShareOnlyIncidentSnapshots"  # type: ignore[index]
+    ]
+    assert share["Condition"] == {"StringLike": {"aws:ResourceTag/immutable-guard:incident": "*"}}
 
 
 @pytest.mark.parametrize("function", sorted(MEMBER_ROLE_OF))
@@ -383,6 +432,10 @@ def test_the_member_roles_serve_every_region_but_only_their_own_account() -> Non
             for statement in statements(policy["PolicyDocument"]):
                 for resource in as_list(statement.get("Resource", [])):
                     if resource == "*" or name == "ImmutableGuard-Member-EventForwarder":
+                        continue
+                    if statement.get("Sid") == "CustodyKeyThroughEbs":
+                        # The security account's custody key, which the member uses through EBS only
+                        assert resource.split(":")[4] == SECURITY_ACCOUNT, (name, resource)
                         continue
                     account = resource.split(":")[4]
                     assert account in (MEMBER_ACCOUNT, "", "*"), (name, resource)

@@ -57,3 +57,27 @@ def test_contain_reads_its_isolation_depth_and_refuses_an_unknown_one() -> None:
     )
     with pytest.raises(SettingsError, match="ISOLATION_DEPTH"):
         QuarantineSettings.from_env({**step, "ISOLATION_DEPTH": "routes"})
+
+
+def test_evidence_needs_its_custody_key_in_organisation_mode_only() -> None:
+    from immutable_guard.settings import EvidenceSettings
+
+    base = {**VALID, "EVIDENCE_BUCKET": "evidence", "MAX_POLLS": "10", "CUSTODY_KEY_ARN": ""}
+    # Given single-account mode, Then no key is needed (the template passes "")
+    assert EvidenceSettings.from_env(base).custody_key_arn is None
+    # Given organisation mode without the custody key, Then the cold start fails naming it
+    organisation = {
+        **base,
+        "ORGANIZATION_ID": "o-exampleorg01",
+        "MEMBER_ROLE_NAME": "ImmutableGuard-Member-Evidence",
+    }
+    with pytest.raises(SettingsError, match="CUSTODY_KEY_ARN"):
+        EvidenceSettings.from_env(organisation)
+    # And with it, the copies are locked as the template says
+    key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    settings = EvidenceSettings.from_env({**organisation, "CUSTODY_KEY_ARN": key, "CUSTODY_LOCK_DAYS": "30"})
+    assert (settings.custody_key_arn, settings.custody_lock_mode, settings.custody_lock_days) == (
+        key,
+        "governance",
+        30,
+    )

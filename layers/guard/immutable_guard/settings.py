@@ -198,8 +198,30 @@ class ReleaseSettings(StepSettings, OrganizationSettings):
 
 
 class EvidenceSettings(StepSettings, OrganizationSettings):
+    """Besides the bucket and polling, in organisation mode the custody of a member's evidence in this
+    (the security) account: the key its copies are encrypted with, and how they are locked
+    (remediation/custody.py)."""
+
     evidence_bucket: str
     max_polls: int
+    custody_key_arn: str | None = None
+    custody_lock_mode: Literal["governance", "compliance"] = "governance"
+    custody_lock_days: int = 90
+
+    optional_env: ClassVar[frozenset[str]] = frozenset(
+        {"custody_key_arn", "custody_lock_mode", "custody_lock_days", *OrganizationSettings.optional_env}
+    )
+
+    @field_validator("custody_key_arn", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        return value or None
+
+    @model_validator(mode="after")
+    def _a_custody_key_in_organization_mode(self) -> Self:
+        if self.organization_id is not None and self.custody_key_arn is None:
+            raise ValueError("CUSTODY_KEY_ARN: required when ORGANIZATION_ID is set")
+        return self
 
 
 class ReplaceSettings(StepSettings, OrganizationSettings):

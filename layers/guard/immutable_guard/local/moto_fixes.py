@@ -808,6 +808,135 @@ def _trusts(document: Any, caller_account: str, external_id: str | None) -> bool
     return False
 
 
+# ---------------------------------------------------------------------- (l) snapshot custody across accounts
+
+
+def snapshots_are_shared_copied_and_locked_as_in_aws(set_attribute: Setter = setattr) -> None:
+    """CopySnapshot reads a snapshot another account shared with the caller; a copy encrypted with a KMS key
+    that is not enabled ends in the ``error`` state; LockSnapshot and DescribeLockedSnapshots exist, and a
+    locked snapshot cannot be deleted.
+
+    AWS: a snapshot shared through its ``createVolumePermission`` can be copied by the account it is shared
+    with ("Users that you have authorized can use the snapshots that you share",
+    https://docs.aws.amazon.com/ebs/latest/userguide/ebs-modifying-snapshot-permissions.html); CopySnapshot
+    is called in the destination region, SourceRegion names the source
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CopySnapshot.html); "A locked snapshot can't
+    be deleted" (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_LockSnapshot.html). moto copies
+    only the caller's own snapshots, never fails a copy, and has no snapshot lock, so custody in the security
+    account could neither work nor fail locally. Modelled: the copy is ``completed`` at once (no progress);
+    a KMS key that does not exist or is disabled in the destination makes it ``error`` (AWS fails a copy it
+    cannot encrypt; the exact moment it does so is not modelled); lock states ``governance`` and
+    ``compliance-cooloff``/``compliance`` (by CoolOffPeriod) with an expiry of LockDuration days;
+    DeleteSnapshot of a locked snapshot fails with ``SnapshotLocked`` (the error code is this model's choice).
+    """
+    from datetime import timedelta
+
+    from moto.core.utils import utcnow
+    from moto.ec2.exceptions import EC2ClientError, InvalidSnapshotIdError
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.elastic_block_store import EBSBackend
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    original_copy = EBSBackend.__dict__["copy_snapshot"]
+    original_delete = EBSBackend.__dict__["delete_snapshot"]
+
+    def shared_source(backend: Any, snapshot_id: str, region: str) -> Any:
+        for account, regions in list(ec2_backends.items()):
+            if account == backend.account_id or region not in regions:
+                continue
+            snapshot = regions[region].snapshots.get(snapshot_id)
+            if snapshot is not None and (
+                backend.account_id in snapshot.create_volume_permission_userids
+                or "all" in snapshot.create_volume_permission_groups
+            ):
+                return snapshot
+        return None
+
+    def key_enabled(key_id: str | None, account: str, region: str) -> bool:
+        if not key_id:
+            return True
+        from moto.kms.models import kms_backends
+
+        parts = key_id.split(":")
+        if len(parts) > 5:  # a key ARN names its own account and region
+            region, account = parts[3], parts[4]
+        try:
+            key = kms_backends[account][region].describe_key(key_id)
+        except Exception:  # moto's NotFoundException: no such key there
+            return False
+        return bool(key.enabled) and key.key_state == "Enabled"
+
+    def copy_snapshot(
+        backend: Any, source_snapshot_id: str, source_region: str, description: str, kms_key_id: str | None
+    ) -> Any:
+        source = ec2_backends[backend.account_id][source_region].snapshots.get(source_snapshot_id)
+        if source is None:
+            source = shared_source(backend, source_snapshot_id, source_region)
+            if source is None:
+                raise InvalidSnapshotIdError()
+            backend.snapshots[source_snapshot_id] = source  # seen by the original copy for one call
+            try:
+                copy = original_copy(
+                    backend, source_snapshot_id, backend.region_name, description, kms_key_id
+                )
+            finally:
+                del backend.snapshots[source_snapshot_id]
+        else:
+            copy = original_copy(backend, source_snapshot_id, source_region, description, kms_key_id)
+        copy.owner_id = backend.account_id
+        if not key_enabled(kms_key_id, backend.account_id, backend.region_name):
+            copy.status = "error"
+        return copy
+
+    def delete_snapshot(backend: Any, snapshot_id: str) -> Any:
+        snapshot = backend.snapshots.get(snapshot_id)
+        lock = getattr(snapshot, "guard_lock", None)
+        if lock is not None and lock["LockExpiresOn"] > utcnow():
+            raise EC2ClientError(
+                "SnapshotLocked", f"The snapshot '{snapshot_id}' is locked and cannot be deleted."
+            )
+        return original_delete(backend, snapshot_id)
+
+    def lock_snapshot(response: Any) -> Any:
+        from moto.core.responses import ActionResult
+
+        snapshot = response.ec2_backend.get_snapshot(response._get_param("SnapshotId"))
+        mode = response._get_param("LockMode")
+        days = int(response._get_param("LockDuration") or 1)
+        cool_off = response._get_param("CoolOffPeriod")
+        now = utcnow()
+        state = mode if mode == "governance" or not cool_off else "compliance-cooloff"
+        lock: dict[str, Any] = {
+            "SnapshotId": snapshot.id,
+            "LockState": state,
+            "LockDuration": days,
+            "LockCreatedOn": now,
+            "LockDurationStartTime": now,
+            "LockExpiresOn": now + timedelta(days=days),
+        }
+        if cool_off:
+            lock["CoolOffPeriod"] = int(cool_off)
+            lock["CoolOffPeriodExpiresOn"] = now + timedelta(hours=int(cool_off))
+        snapshot.guard_lock = lock
+        return ActionResult(dict(lock))
+
+    def describe_locked_snapshots(response: Any) -> Any:
+        from moto.core.responses import ActionResult
+
+        wanted = set(response._get_param("SnapshotIds", []))
+        locks = [
+            dict(s.guard_lock)
+            for s in response.ec2_backend.snapshots.values()
+            if getattr(s, "guard_lock", None) and (not wanted or s.id in wanted)
+        ]
+        return ActionResult({"Snapshots": locks})
+
+    set_attribute(EBSBackend, "copy_snapshot", copy_snapshot)
+    set_attribute(EBSBackend, "delete_snapshot", delete_snapshot)
+    set_attribute(ElasticBlockStore, "lock_snapshot", lock_snapshot)
+    set_attribute(ElasticBlockStore, "describe_locked_snapshots", describe_locked_snapshots)
+
+
 # ---------------------------------------------------------------------- all of them
 
 
@@ -836,6 +965,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         launch_template_spot_options_launch_spot_instances,
         network_acl_entries_are_limited,
         assume_role_needs_a_role_that_trusts_the_caller,
+        snapshots_are_shared_copied_and_locked_as_in_aws,
     ]
 
 

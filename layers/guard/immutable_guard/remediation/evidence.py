@@ -47,7 +47,7 @@ class EvidenceRequest(InstancePlace):
 
     model_config = ConfigDict(extra="ignore")
 
-    action: Literal["start", "check", "manifest"]
+    action: Literal["start", "check", "custody", "manifest"]
     incident_id: str = Field(min_length=1)
     instance_id: str = Field(min_length=1)
     snapshot_ids: list[str] = Field(default_factory=list)
@@ -56,7 +56,12 @@ class EvidenceRequest(InstancePlace):
     finding: dict[str, Any] = Field(default_factory=dict)
 
 
-def manifest_key(incident_id: str) -> str:
+def manifest_key(incident_id: str, account: str | None = None, region: str | None = None) -> str:
+    """Where the manifest is stored. An incident of a member account (organisation mode) is filed under
+    ``<account>/<region>/<incident>/`` in the security account's bucket; otherwise under
+    ``incidents/<incident>/``."""
+    if account and region:
+        return f"{account}/{region}/{incident_id}/manifest.json"
     return f"incidents/{incident_id}/manifest.json"
 
 
@@ -288,6 +293,7 @@ def build_manifest(
     instance_id: str,
     snapshots: Sequence[Mapping[str, Any]],
     finding: Mapping[str, Any],
+    custody: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The manifest as canonical JSON bytes (sorted keys, fixed times), so a re-run hashes the same."""
     instance = describe_instance(clients.ec2, instance_id)
@@ -316,6 +322,9 @@ def build_manifest(
             key=lambda entry: str(entry["snapshot_id"]),
         ),
     }
+    if custody is not None:
+        # Organisation mode: the member's account and region, and the security account's locked copies.
+        manifest["custody"] = _jsonable(dict(custody))
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -327,6 +336,7 @@ def write_manifest(
     instance_id: str,
     snapshot_ids: Sequence[str],
     finding: Mapping[str, Any] | None = None,
+    custody: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Store the evidence manifest in the Object Lock bucket and record its SHA-256 in the ledger.
 
@@ -343,23 +353,26 @@ def write_manifest(
     ------
     EvidenceIncomplete
         A snapshot is missing or not completed.
+
+    ``custody`` (organisation mode, an incident of a member account): the security account's locked copies
+    (``{"member_account", "member_region", "account", "region", "copies"}``); the manifest then holds them
+    and is stored under ``<member account>/<member region>/<incident>/``.
     """
     incident = ledger.get(incident_id)
     recorded = incident.details.get(STAGE_EVIDENCE_COMPLETE)
-    if (
-        isinstance(recorded, dict)
-        and recorded.get("sha256")
-        and recorded.get("key") == manifest_key(incident_id)
-    ):
+    if custody is not None:
+        key = manifest_key(incident_id, custody["member_account"], custody["member_region"])
+    else:
+        key = manifest_key(incident_id)
+    if isinstance(recorded, dict) and recorded.get("sha256") and recorded.get("key") == key:
         return {k: recorded.get(k) for k in ("bucket", "key", "version_id", "sha256")}
 
     snapshots = describe_snapshots(clients.ec2, snapshot_ids)
     pending = sorted(s["SnapshotId"] for s in snapshots if s.get("State") != "completed")
     if pending:
         raise EvidenceIncomplete(f"snapshots {', '.join(pending)} are not completed; no manifest yet")
-    body = build_manifest(clients, incident_id, instance_id, snapshots, finding or incident.finding)
+    body = build_manifest(clients, incident_id, instance_id, snapshots, finding or incident.finding, custody)
     digest = hashlib.sha256(body).digest()
-    key = manifest_key(incident_id)
     try:
         response = clients.s3.put_object(
             Bucket=bucket,
@@ -381,6 +394,14 @@ def write_manifest(
         incident_id,
         STAGE_EVIDENCE_COMPLETE,
         status=Status.EVIDENCE_COMPLETE,
-        details={**result, "snapshot_ids": sorted(snapshot_ids)},
+        details={
+            **result,
+            "snapshot_ids": sorted(snapshot_ids),
+            **(
+                {"custody_snapshot_ids": sorted(c["custody_snapshot_id"] for c in custody["copies"])}
+                if custody is not None
+                else {}
+            ),
+        },
     )
     return result

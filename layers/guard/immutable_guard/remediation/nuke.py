@@ -19,6 +19,7 @@ from immutable_guard.errors import (
 )
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.model import PostEvidenceAction
+from immutable_guard.remediation.custody import verify_custody
 from immutable_guard.remediation.evidence import (
     STAGE_EVIDENCE_COMPLETE,
     TAG_INCIDENT,
@@ -161,6 +162,7 @@ def nuke_instance(
     instance_id: str,
     snapshot_ids: Sequence[str],
     replacement: Mapping[str, Any],
+    custody: Clients | None = None,
 ) -> dict[str, Any]:
     """Terminate, stop or keep the quarantined instance, after verifying the evidence and the replacement.
 
@@ -170,6 +172,10 @@ def nuke_instance(
         ``post_evidence_action`` says what to do.
     snapshot_ids, replacement:
         What the state machine believes; both are re-verified, never trusted.
+    custody:
+        Organisation mode, an instance of a member account: the security account's clients. Then every
+        snapshot must also have a completed, locked copy there (remediation/custody.py), since the member's
+        own administrator can delete the member's snapshots.
 
     Returns
     -------
@@ -180,7 +186,8 @@ def nuke_instance(
     Raises
     ------
     EvidenceIncomplete
-        A snapshot is missing or not completed, or an attached volume has no snapshot.
+        A snapshot is missing or not completed, or an attached volume has no snapshot, or (``custody``)
+        the security account's copy is missing, not completed or not locked.
     NukeRefused
         A snapshot is not this incident's, the ledger has no manifest or the wrong status, the
         replacement is manual or unhealthy, or the instance is not tagged as this incident's.
@@ -213,6 +220,7 @@ def nuke_instance(
     if tags.get(TAG_INCIDENT) != incident_id or tags.get(TAG_STATE) != STATE_QUARANTINED:
         raise NukeRefused(f"instance {instance_id} is not tagged as quarantined by incident {incident_id}")
     _verify_evidence(clients, incident_id, instance, snapshot_ids)
+    custody_ids = verify_custody(custody, ledger, incident_id, snapshot_ids) if custody is not None else None
     sha256, recorded_replacement = _verify_ledger(ledger, incident_id, instance_id, snapshot_ids)
     replacement_ids = _verify_replacement(clients, instance_id, recorded_replacement, replacement)
 
@@ -231,6 +239,8 @@ def nuke_instance(
         "replacement_instance_ids": replacement_ids,
         "already_done": False,
     }
+    if custody_ids is not None:
+        result["custody_snapshot_ids"] = custody_ids
     if done == "terminated":
         result["network_acl_entries_removed"] = _free_addresses(clients, ledger, incident_id)
     ledger.record_stage(incident_id, _STAGE[done], details=result)
