@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -104,7 +104,9 @@ def caps_for(
     if per_account is not None:
         caps.append(Cap(breaker=Breaker.ACCOUNT, scope=account, limit=per_account))
     if per_account_region is not None:
-        caps.append(Cap(breaker=Breaker.ACCOUNT_REGION, scope=f"{account}:{region}", limit=per_account_region))
+        caps.append(
+            Cap(breaker=Breaker.ACCOUNT_REGION, scope=f"{account}:{region}", limit=per_account_region)
+        )
     return caps
 
 
@@ -304,7 +306,7 @@ class IncidentLedger:
         now = int(time.time())
         hour = _hour()
         item = _incident_item(incident)
-        counters = [
+        counters: list[Any] = [
             {
                 "Update": {
                     "TableName": self._table,
@@ -357,9 +359,11 @@ class IncidentLedger:
                 ) from exc
             # One reason per item, in the order of the request; "None" where the item was not the cause
             # (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html).
-            codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]  # type: ignore[typeddict-item]
+            codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
             lock_free = codes[:2] == ["None", "None"]
-            tripped = [cap for cap, code in zip(caps, codes[2:], strict=False) if code == "ConditionalCheckFailed"]
+            tripped = [
+                cap for cap, code in zip(caps, codes[2:], strict=False) if code == "ConditionalCheckFailed"
+            ]
             if lock_free and tripped:
                 return OpenResult(opened=False, incident_id=incident.incident_id, tripped=tripped)
             holder = self.at(incident.account, incident.region).open_incident_for(incident.instance_id)
@@ -473,12 +477,16 @@ class IncidentLedger:
             response = self._db.update_item(
                 TableName=self._table,
                 Key=cap.key(_hour()),
-                UpdateExpression="ADD demoted :one SET breaker_alerted = if_not_exists(breaker_alerted, :now)",
+                UpdateExpression=(
+                    "ADD demoted :one SET breaker_alerted = if_not_exists(breaker_alerted, :now)"
+                ),
                 ExpressionAttributeValues={":one": {"N": "1"}, ":now": {"S": now_iso()}},
                 ReturnValues="UPDATED_OLD",
             )
         except ClientError as exc:
-            raise AwsCallFailed(f"ledger {self._table}: cannot count a demotion by {cap.breaker}: {exc}") from exc
+            raise AwsCallFailed(
+                f"ledger {self._table}: cannot count a demotion by {cap.breaker}: {exc}"
+            ) from exc
         return "breaker_alerted" not in response.get("Attributes", {})
 
     # ------------------------------------------------------------------ organisation storm

@@ -356,16 +356,17 @@ class Triage:
             "window_minutes": settings.org_storm_window_minutes,
             "until": storm.until,
         }
+        accounts = ", ".join(storm.accounts)
         alert.summary = (
             f"Changes to immutable servers in {len(storm.accounts)} accounts within "
-            f"{settings.org_storm_window_minutes} minutes ({', '.join(storm.accounts)}): an organisation-wide "
-            "change missing from the allow-list, or an attack across accounts. The whole organisation is "
-            f"notify-only until {storm.until}: new incidents are alerted, not remediated; remediations already "
-            "started continue."
+            f"{settings.org_storm_window_minutes} minutes ({accounts}): an organisation-wide change "
+            "missing from the allow-list, or an attack across accounts. The whole organisation is "
+            f"notify-only until {storm.until}: new incidents are alerted, not remediated; remediations "
+            "already started continue."
         )
         alert.actions = [
             "find the change: if it is legitimate, allow-list its principal",
-            "then `immutable-guard accounts storm clear` resumes remediation (or wait for the storm to expire)",
+            "then `immutable-guard accounts storm clear` resumes remediation (or wait until it expires)",
         ]
         publish_alert(self._sns, settings.alert_topic_arn, alert)
 
