@@ -481,7 +481,9 @@ class IncidentLedger:
                     "ADD demoted :one SET breaker_alerted = if_not_exists(breaker_alerted, :now)"
                 ),
                 ExpressionAttributeValues={":one": {"N": "1"}, ":now": {"S": now_iso()}},
-                ReturnValues="UPDATED_OLD",
+                # The item as it was: whether an "updated" attribute kept by if_not_exists is returned
+                # by UPDATED_OLD is not documented, the whole old item is.
+                ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
             raise AwsCallFailed(
