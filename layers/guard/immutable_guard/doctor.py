@@ -749,8 +749,13 @@ def check_mode_and_breaker(clients: DoctorClients, stack: StackView) -> CheckRes
     # Remediated and demoted together: the cap stops the first, the breaker counts the second.
     incidents = ledger.incidents_this_hour()
     breaker_open = cap > 0 and incidents > cap
-    details = {"mode": mode, "stack_mode": declared, "incidents_this_hour": incidents, "cap": cap}
-    details["breaker"] = "open" if breaker_open else "closed"
+    details: dict[str, Any] = {
+        "mode": mode,
+        "stack_mode": declared,
+        "incidents_this_hour": incidents,
+        "cap": cap,
+        "breaker": "open" if breaker_open else "closed",
+    }
     storm = ledger.storm()
     if storm is not None:
         details["organization_storm"] = storm.model_dump()
