@@ -462,6 +462,17 @@ def test_an_open_breaker_warns_with_the_count(guard: Guard) -> None:
     assert "breaker OPEN: 6 incidents this hour" in result.summary
 
 
+def test_an_organisation_storm_warns_with_the_way_to_clear_it(guard: Guard) -> None:
+    # Given the organisation storm in force (issue 14)
+    IncidentLedger(guard.clients.dynamodb, "guard-ledger").open_storm(["222233334444", "333344445555"])
+    # When the mode is checked
+    result = guard.check("mode")
+    # Then it warns, naming the accounts and the command that ends it
+    assert result.verdict is Verdict.WARN
+    assert "organisation storm OPEN" in result.summary and "222233334444" in result.summary
+    assert "accounts storm clear" in result.fix
+
+
 def test_dry_run_warns_that_nothing_is_remediated(guard: Guard) -> None:
     guard.clients.lambda_.update_function_configuration(
         FunctionName="guard-detect",

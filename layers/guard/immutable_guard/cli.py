@@ -224,6 +224,37 @@ ACCOUNTS_HELP = (
 )
 
 
+STORM_HELP = (
+    "the organisation storm: remediable changes in OrgStormAccounts accounts within OrgStormWindowMinutes "
+    "switch the whole organisation to notify-only for an hour (ledger item STORM#CURRENT). `show` says "
+    "whether one is in force; `clear` ends it now and forgets the accounts watched (allow-list the change "
+    "that caused it first, or the next such change opens a new storm)."
+)
+
+
+def _cmd_storm(args: argparse.Namespace) -> int:
+    from immutable_guard.ledger import IncidentLedger
+
+    outputs, clients = _stack_outputs(args.stack, args.region)
+    ledger = IncidentLedger(clients.dynamodb, outputs["IncidentLedgerName"])
+    storm = ledger.clear_storm() if args.storm_command == "clear" else ledger.storm()
+    if args.json:
+        state = "cleared" if args.storm_command == "clear" and storm else "open" if storm else "none"
+        print(json.dumps({"storm": state, **(storm.model_dump() if storm else {})}, indent=2))
+        return 0
+    if storm is None:
+        print("no organisation storm in force: remediation follows each account's mode")
+    elif args.storm_command == "clear":
+        accounts = ", ".join(storm.accounts)
+        print(f"storm cleared (opened {storm.opened_at}, accounts {accounts}): remediation resumes")
+    else:
+        print(
+            f"organisation storm OPEN since {storm.opened_at} until {storm.until} "
+            f"(accounts {', '.join(storm.accounts)}): new incidents are alerted, not remediated"
+        )
+    return 0
+
+
 def _cmd_accounts(args: argparse.Namespace) -> int:
     from immutable_guard.accounts import AccountRegistry, MemberAccount
     from immutable_guard.model import Mode
@@ -354,6 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--region")
         command.add_argument("--json", action="store_true")
         command.set_defaults(func=_cmd_accounts)
+    storm = accounts_sub.add_parser(
+        "storm", help="show or clear the organisation storm", description=STORM_HELP
+    )
+    storm_sub = storm.add_subparsers(dest="storm_command", required=True)
+    for name, text in (
+        ("show", "say whether an organisation storm is in force"),
+        ("clear", "end the organisation storm now: remediation resumes"),
+    ):
+        command = storm_sub.add_parser(name, help=text, description=f"{text}. {STORM_HELP}")
+        command.add_argument("--stack", required=True)
+        command.add_argument("--region")
+        command.add_argument("--json", action="store_true")
+        command.set_defaults(func=_cmd_storm)
 
     release = sub.add_parser("release", help="undo a false positive while the instance still exists")
     release.add_argument("incident_id")

@@ -745,10 +745,20 @@ def check_mode_and_breaker(clients: DoctorClients, stack: StackView) -> CheckRes
     mode = variables.get("MODE", "unknown")
     cap = int(variables.get("MAX_INCIDENTS_PER_HOUR", "0") or 0)
     declared = stack.parameters.get("Mode")
-    incidents = IncidentLedger(clients.dynamodb, stack.required("IncidentLedger")).incidents_this_hour()
+    ledger = IncidentLedger(clients.dynamodb, stack.required("IncidentLedger"))
+    # Remediated and demoted together: the cap stops the first, the breaker counts the second.
+    incidents = ledger.incidents_this_hour()
     breaker_open = cap > 0 and incidents > cap
-    details = {"mode": mode, "stack_mode": declared, "incidents_this_hour": incidents, "cap": cap}
-    details["breaker"] = "open" if breaker_open else "closed"
+    details: dict[str, Any] = {
+        "mode": mode,
+        "stack_mode": declared,
+        "incidents_this_hour": incidents,
+        "cap": cap,
+        "breaker": "open" if breaker_open else "closed",
+    }
+    storm = ledger.storm()
+    if storm is not None:
+        details["organization_storm"] = storm.model_dump()
     if declared and mode != declared:
         return CheckResult(
             "mode",
@@ -763,6 +773,16 @@ def check_mode_and_breaker(clients: DoctorClients, stack: StackView) -> CheckRes
         if breaker_open
         else f"breaker closed ({incidents} of {cap} incidents this hour)"
     )
+    if storm is not None:
+        return CheckResult(
+            "mode",
+            Verdict.WARN,
+            f"mode {mode}; organisation storm OPEN until {storm.until} (changes in accounts "
+            f"{', '.join(storm.accounts)}): new incidents are alerted, not remediated; {breaker}",
+            "read the storm's breaker_open alert; allow-list the change if it is legitimate, then "
+            f"immutable-guard accounts storm clear --stack {stack.name}",
+            details,
+        )
     if breaker_open:
         return CheckResult(
             "mode",

@@ -1,17 +1,18 @@
 """The incident ledger (DynamoDB): one open incident per instance, a timeline per incident, the state
-needed to undo a quarantine, and the blast-radius counter. Conditional writes make every step safe to
-run twice."""
+needed to undo a quarantine, and the blast-radius breakers (hourly counters organisation-wide, per account
+and per account-region; the organisation storm). Conditional writes make every step safe to run twice."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from immutable_guard.errors import AwsCallFailed, IncidentNotFound
 
@@ -27,6 +28,11 @@ INCIDENT_TTL_SECONDS = 400 * 24 * 3600
 SCOPE_TTL_SECONDS = INCIDENT_TTL_SECONDS
 # Config reports a change minutes after CloudTrail; its echo is matched to the change only this long.
 ECHO_WINDOW_SECONDS = 3600
+# An organisation storm keeps the organisation in notify-only this long, unless a person clears it first.
+STORM_HOLD_SECONDS = 3600
+_STORM_KEY = {"pk": {"S": "STORM#CURRENT"}}
+_STORM_WATCH_KEY = {"pk": {"S": "STORM#WATCH"}}
+_SEEN_PREFIX = "seen_"
 
 
 class Status(StrEnum):
@@ -62,13 +68,73 @@ class Incident(BaseModel):
     related_event_ids: list[str] = Field(default_factory=list)
 
 
+class Breaker(StrEnum):
+    """Which blast-radius breaker demoted an incident to notify-only."""
+
+    ORGANIZATION = "organization"  # every account together: MaxIncidentsPerHour (today's hourly breaker)
+    ACCOUNT = "account"  # one account: MaxIncidentsPerAccountHour
+    ACCOUNT_REGION = "account_region"  # one account in one region: MaxIncidentsPerAccountRegionHour
+    STORM = "organization_storm"  # changes in OrgStormAccounts accounts within OrgStormWindowMinutes
+
+
+class Cap(BaseModel):
+    """One hourly counter an enforce incident must fit under: ``scope`` is "" (organisation-wide, the item
+    ``BREAKER#<hour>`` as before), an account id, or ``<account>:<region>``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    breaker: Breaker
+    scope: str
+    limit: int
+
+    def key(self, hour: str) -> dict[str, Any]:
+        return {"pk": {"S": f"BREAKER#{hour}#{self.scope}" if self.scope else f"BREAKER#{hour}"}}
+
+
+def caps_for(
+    account: str,
+    region: str,
+    per_hour: int,
+    per_account: int | None = None,
+    per_account_region: int | None = None,
+) -> list[Cap]:
+    """The caps an enforce incident in ``account`` and ``region`` must fit under; a limit of None has no
+    counter of its own."""
+    caps = [Cap(breaker=Breaker.ORGANIZATION, scope="", limit=per_hour)]
+    if per_account is not None:
+        caps.append(Cap(breaker=Breaker.ACCOUNT, scope=account, limit=per_account))
+    if per_account_region is not None:
+        caps.append(
+            Cap(breaker=Breaker.ACCOUNT_REGION, scope=f"{account}:{region}", limit=per_account_region)
+        )
+    return caps
+
+
+class Storm(BaseModel):
+    """The organisation storm in force: every new incident is notify-only until ``until`` or a clear."""
+
+    opened_at: str
+    until: str
+    accounts: list[str]
+
+
 class OpenResult(BaseModel):
     opened: bool
     incident_id: str
+    # The caps that were full: nothing was written, the incident must be opened in notify-only instead.
+    tripped: list[Cap] = Field(default_factory=list)
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _hour() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _incident_key(incident_id: str) -> dict[str, Any]:
@@ -224,14 +290,40 @@ class IncidentLedger:
             return None
         return item["reason"]["S"]
 
-    def open_incident(self, incident: Incident, lock_seconds: int = LOCK_TTL_SECONDS) -> OpenResult:
+    def open_incident(
+        self, incident: Incident, lock_seconds: int = LOCK_TTL_SECONDS, caps: Sequence[Cap] = ()
+    ) -> OpenResult:
         """Open an incident unless the instance already has an open one (lock + record, atomically).
 
         A dry-run or notify-only incident holds its lock briefly (`lock_seconds`): it only groups repeated
         reports of one change; nothing is remediated that the lock would protect.
+
+        An enforce incident passes its blast-radius ``caps``: each hourly counter is raised in the same
+        transaction as the lock, on condition that it is below its limit, so no two incidents can both take
+        the last place. When a counter is full nothing is written and the result names the full ``tripped``
+        caps (the incident is then opened again in notify-only, without caps).
         """
         now = int(time.time())
+        hour = _hour()
         item = _incident_item(incident)
+        counters: list[Any] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": cap.key(hour),
+                    "UpdateExpression": "ADD incidents :one SET expires_at = :exp, breaker = :b, #cap = :cap",
+                    "ConditionExpression": "attribute_not_exists(incidents) OR incidents < :cap",
+                    "ExpressionAttributeNames": {"#cap": "cap"},
+                    "ExpressionAttributeValues": {
+                        ":one": {"N": "1"},
+                        ":exp": {"N": str(now + BREAKER_TTL_SECONDS)},
+                        ":b": {"S": cap.breaker.value},
+                        ":cap": {"N": str(cap.limit)},
+                    },
+                }
+            }
+            for cap in caps
+        ]
         try:
             self._db.transact_write_items(
                 TransactItems=[
@@ -257,6 +349,7 @@ class IncidentLedger:
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
                     },
+                    *counters,
                 ]
             )
         except ClientError as exc:
@@ -264,9 +357,18 @@ class IncidentLedger:
                 raise AwsCallFailed(
                     f"ledger {self._table}: cannot open incident for {incident.instance_id}: {exc}"
                 ) from exc
+            # One reason per item, in the order of the request; "None" where the item was not the cause
+            # (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html).
+            codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            lock_free = codes[:2] == ["None", "None"]
+            tripped = [
+                cap for cap, code in zip(caps, codes[2:], strict=False) if code == "ConditionalCheckFailed"
+            ]
+            if lock_free and tripped:
+                return OpenResult(opened=False, incident_id=incident.incident_id, tripped=tripped)
             holder = self.at(incident.account, incident.region).open_incident_for(incident.instance_id)
             if holder is None:  # the lock vanished between our write and our read: try once more
-                return self.open_incident(incident, lock_seconds)
+                return self.open_incident(incident, lock_seconds, caps)
             return OpenResult(opened=False, incident_id=holder)
         return OpenResult(opened=True, incident_id=incident.incident_id)
 
@@ -328,7 +430,7 @@ class IncidentLedger:
 
     def count_incident_this_hour(self) -> int:
         """Count one more incident in the current hour and return the hour's total (atomic)."""
-        hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
+        hour = _hour()
         try:
             response = self._db.update_item(
                 TableName=self._table,
@@ -345,13 +447,15 @@ class IncidentLedger:
         return int(response["Attributes"]["incidents"]["N"])
 
     def incidents_this_hour(self) -> int:
-        hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
-        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"BREAKER#{hour}"}}).get("Item")
-        return int(item["incidents"]["N"]) if item else 0
+        """Organisation-wide: enforce incidents counted this hour, and those the breaker demoted."""
+        item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"BREAKER#{_hour()}"}}).get("Item")
+        if not item:
+            return 0
+        return sum(int(item[name]["N"]) for name in ("incidents", "demoted") if name in item)
 
     def mark_breaker_alerted(self) -> bool:
         """True only for the first caller in this hour: one alert says the breaker is open."""
-        hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
+        hour = _hour()
         try:
             self._db.update_item(
                 TableName=self._table,
@@ -365,6 +469,111 @@ class IncidentLedger:
                 return False
             raise AwsCallFailed(f"ledger {self._table}: cannot record breaker alert: {exc}") from exc
         return True
+
+    def record_demotion(self, cap: Cap) -> bool:
+        """Count one incident ``cap`` demoted to notify-only this hour; True only for the first one, which
+        sends the one alert saying this breaker is open (one atomic update: the first sets the mark)."""
+        try:
+            response = self._db.update_item(
+                TableName=self._table,
+                Key=cap.key(_hour()),
+                UpdateExpression=(
+                    "ADD demoted :one SET breaker_alerted = if_not_exists(breaker_alerted, :now)"
+                ),
+                ExpressionAttributeValues={":one": {"N": "1"}, ":now": {"S": now_iso()}},
+                # The item as it was: whether an "updated" attribute kept by if_not_exists is returned
+                # by UPDATED_OLD is not documented, the whole old item is.
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            raise AwsCallFailed(
+                f"ledger {self._table}: cannot count a demotion by {cap.breaker}: {exc}"
+            ) from exc
+        return "breaker_alerted" not in response.get("Attributes", {})
+
+    # ------------------------------------------------------------------ organisation storm
+    def watch_account(self, account: str, window_seconds: int) -> list[str]:
+        """Remember that ``account`` had a remediable change now; return every account that had one within
+        the last ``window_seconds`` (``account`` included). One attribute per account on one item, so the
+        update is atomic and returns the whole window: concurrent callers see the accounts in the order
+        DynamoDB applied them."""
+        now = time.time()
+        try:
+            response = self._db.update_item(
+                TableName=self._table,
+                Key=_STORM_WATCH_KEY,
+                UpdateExpression="SET #seen = :now, expires_at = :exp",
+                ExpressionAttributeNames={"#seen": _SEEN_PREFIX + account},
+                ExpressionAttributeValues={
+                    ":now": {"N": f"{now:.3f}"},
+                    ":exp": {"N": str(int(now) + window_seconds + BREAKER_TTL_SECONDS)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            raise AwsCallFailed(f"ledger {self._table}: cannot watch for a storm: {exc}") from exc
+        since = now - window_seconds
+        return sorted(
+            name.removeprefix(_SEEN_PREFIX)
+            for name, value in response["Attributes"].items()
+            if name.startswith(_SEEN_PREFIX) and float(value["N"]) >= since
+        )
+
+    def storm(self) -> Storm | None:
+        """The organisation storm in force, if one is."""
+        try:
+            item = self._db.get_item(TableName=self._table, Key=_STORM_KEY, ConsistentRead=True).get("Item")
+        except ClientError as exc:
+            raise AwsCallFailed(f"ledger {self._table}: cannot read the storm: {exc}") from exc
+        # TTL deletion lags by up to days: an expired storm is over.
+        if not item or int(item["expires_at"]["N"]) < int(time.time()):
+            return None
+        return Storm(
+            opened_at=item["opened_at"]["S"],
+            until=item["until"]["S"],
+            accounts=[a["S"] for a in item["accounts"]["L"]],
+        )
+
+    def open_storm(self, accounts: list[str], hold_seconds: int = STORM_HOLD_SECONDS) -> Storm | None:
+        """Switch the organisation to notify-only for ``hold_seconds``. The storm, for the one caller that
+        opened it (it sends the one alert); None when a storm was in force already."""
+        now = int(time.time())
+        storm = Storm(opened_at=now_iso(), until=_iso(now + hold_seconds), accounts=accounts)
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={
+                    **_STORM_KEY,
+                    "opened_at": {"S": storm.opened_at},
+                    "until": {"S": storm.until},
+                    "accounts": {"L": [{"S": a} for a in accounts]},
+                    "expires_at": {"N": str(now + hold_seconds)},
+                },
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise AwsCallFailed(f"ledger {self._table}: cannot open the storm: {exc}") from exc
+        return storm
+
+    def clear_storm(self) -> Storm | None:
+        """End the storm (a person's decision) and forget the accounts watched, so the next change starts a
+        new window instead of tripping the storm again. The storm that was in force, if one was."""
+        try:
+            old = self._db.delete_item(TableName=self._table, Key=_STORM_KEY, ReturnValues="ALL_OLD")
+            self._db.delete_item(TableName=self._table, Key=_STORM_WATCH_KEY)
+        except ClientError as exc:
+            raise AwsCallFailed(f"ledger {self._table}: cannot clear the storm: {exc}") from exc
+        item = old.get("Attributes")
+        if not item or int(item["expires_at"]["N"]) < int(time.time()):
+            return None
+        return Storm(
+            opened_at=item["opened_at"]["S"],
+            until=item["until"]["S"],
+            accounts=[a["S"] for a in item["accounts"]["L"]],
+        )
 
     # ------------------------------------------------------------------ remediation side
     def get(self, incident_id: str) -> Incident:

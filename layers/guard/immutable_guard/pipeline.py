@@ -37,11 +37,12 @@ def policy_from_settings(settings: DetectSettings, expected_account: str | None 
     )
 
 
-def count_by_reason(metrics: Metrics, name: str, reason: str) -> None:
-    """One more datapoint of ``name`` with a ``reason`` dimension, beside the per-service total that the
-    alarms use: a dimension added to ``metrics`` would apply to every metric of the invocation."""
+def count_by_reason(metrics: Metrics, name: str, reason: str, dimension: str = "reason") -> None:
+    """One more datapoint of ``name`` with a ``reason`` dimension (or another ``dimension``), beside the
+    per-service total that the alarms use: a dimension added to ``metrics`` would apply to every metric of
+    the invocation."""
     service = {"service": metrics.service} if metrics.service else {}
-    dimensions = {**service, **metrics.default_dimensions, "reason": reason}
+    dimensions = {**service, **metrics.default_dimensions, dimension: reason}
     with single_metric(
         name=name, unit=MetricUnit.Count, value=1, namespace=metrics.namespace, default_dimensions=dimensions
     ):
@@ -135,6 +136,9 @@ def process_event(
         metrics.add_metric(name="IncidentsOpened", unit=MetricUnit.Count, value=opened)
     if result.breaker_open:
         metrics.add_metric(name="BreakerOpen", unit=MetricUnit.Count, value=1)
+        # Which breaker: organization, account, account_region or organization_storm.
+        for breaker in result.breakers:
+            count_by_reason(metrics, "BreakerOpen", breaker, dimension="breaker")
     return result
 
 

@@ -152,6 +152,12 @@ class DetectSettings(StepSettings, GuardIdentity, OrganizationSettings):
     remediation_state_machine_arn: str
     dead_letter_queue_url: str
     expected_account: str | None = None
+    # Organisation mode only (triage.py): hourly caps per account and per account-region (None: no cap of
+    # its own), and the organisation storm (this many accounts with a remediable change within the window).
+    max_incidents_per_account_hour: int | None = None
+    max_incidents_per_account_region_hour: int | None = None
+    org_storm_accounts: int = 3
+    org_storm_window_minutes: int = 10
 
     # Empty lists are legal; CloudFormation's !Join of an empty list still sets the variable.
     optional_env: ClassVar[frozenset[str]] = frozenset(
@@ -161,6 +167,10 @@ class DetectSettings(StepSettings, GuardIdentity, OrganizationSettings):
             "allowed_principal_arns",
             "own_role_arns",
             "expected_account",
+            "max_incidents_per_account_hour",
+            "max_incidents_per_account_region_hour",
+            "org_storm_accounts",
+            "org_storm_window_minutes",
             "guard_stack_name",
             "guard_inventory_association_id",
             *OrganizationSettings.optional_env,
@@ -171,11 +181,29 @@ class DetectSettings(StepSettings, GuardIdentity, OrganizationSettings):
         "scope_stack_names", "scope_asg_names", "allowed_principal_arns", "own_role_arns", mode="before"
     )(_split)
 
-    @field_validator("max_incidents_per_hour")
+    @field_validator("max_incidents_per_account_hour", "max_incidents_per_account_region_hour", mode="before")
     @classmethod
-    def _positive(cls, value: int) -> int:
-        if value < 1:
+    def _no_cap_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator(
+        "max_incidents_per_hour",
+        "max_incidents_per_account_hour",
+        "max_incidents_per_account_region_hour",
+        "org_storm_window_minutes",
+    )
+    @classmethod
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
             raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("org_storm_accounts")
+    @classmethod
+    def _several_accounts(cls, value: int) -> int:
+        # One account alone is the per-account breaker's business: a storm spans accounts.
+        if value < 2:
+            raise ValueError("must be at least 2")
         return value
 
     @field_validator("expected_account", mode="before")

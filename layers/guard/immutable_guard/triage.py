@@ -1,5 +1,11 @@
-"""What happens after the detector has judged an event: mode and blast-radius breaker, the ledger's
-one-incident-per-instance rule, the "detected" alert, and the start of the remediation workflow."""
+"""What happens after the detector has judged an event: mode and blast-radius breakers, the ledger's
+one-incident-per-instance rule, the "detected" alert, and the start of the remediation workflow.
+
+Blast radius: an enforce incident must fit under hourly caps (organisation-wide; in organisation mode also
+per account and per account-region), counted in the ledger transaction that takes its lock. In
+organisation mode, remediable changes in OrgStormAccounts accounts within OrgStormWindowMinutes open the
+organisation storm: every new incident is notify-only until it expires or a person clears it. A full cap or
+the storm demotes the incident to notify-only; each breaker says so in one alert."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from immutable_guard.alerts import Alert, console_links, publish_alert
 from immutable_guard.errors import AwsCallFailed
-from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso
+from immutable_guard.ledger import Breaker, Cap, Incident, IncidentLedger, Status, Storm, caps_for, now_iso
 from immutable_guard.model import Decision, Finding, Mode
 
 if TYPE_CHECKING:
@@ -59,6 +65,8 @@ class TriageResult(BaseModel):
     instances: list[InstanceOutcome] = Field(default_factory=list)
     alerted: bool = False
     breaker_open: bool = False
+    # Which breakers demoted an incident of this event (Breaker values), each once.
+    breakers: list[str] = Field(default_factory=list)
 
 
 def incident_id_for(instance_id: str, event_id: str) -> str:
@@ -102,9 +110,28 @@ class Triage:
             return result
         if judgement.decision is Decision.ALERT:
             return self._alert_only(finding, result)
+        storm = self._storm(finding) if judgement.instances_in_scope else None
         for instance in judgement.instances_in_scope:
-            result.instances.append(self._open(finding, instance.instance_id, result))
+            result.instances.append(self._open(finding, instance.instance_id, result, storm))
         return result
+
+    # ------------------------------------------------------------------ organisation storm
+    def _storm(self, finding: Finding) -> Storm | None:
+        """The organisation storm in force for this change, opening it when this change's account is the
+        OrgStormAccounts-th with a remediable change within the window. Only in organisation mode and for an
+        account in enforce (a storm stops remediations; dry-run and notify-only accounts have none)."""
+        if not self._settings.organization_mode or self._mode is not Mode.ENFORCE:
+            return None
+        window = self._settings.org_storm_window_minutes * 60
+        accounts = self._ledger.watch_account(finding.account, window)
+        storm = self._ledger.storm()
+        if storm is not None or len(accounts) < self._settings.org_storm_accounts:
+            return storm
+        opened = self._ledger.open_storm(accounts)
+        if opened is None:  # another delivery opened it a moment ago, and sends the alert
+            return self._ledger.storm()
+        self._storm_alert(finding, opened)
+        return opened
 
     # ------------------------------------------------------------------ alert-only (account level)
     def _alert_only(self, finding: Finding, result: TriageResult) -> TriageResult:
@@ -123,7 +150,9 @@ class Triage:
         return result
 
     # ------------------------------------------------------------------ one incident per instance
-    def _open(self, finding: Finding, instance_id: str, result: TriageResult) -> InstanceOutcome:
+    def _open(
+        self, finding: Finding, instance_id: str, result: TriageResult, storm: Storm | None = None
+    ) -> InstanceOutcome:
         incident_id = incident_id_for(instance_id, finding.event_id)
         holder = self._ledger.open_incident_for(instance_id)
         if holder is not None and holder != incident_id:
@@ -147,34 +176,30 @@ class Triage:
             return outcome
 
         mode = self._mode
+        if mode is Mode.ENFORCE and storm is not None:
+            mode = Mode.NOTIFY_ONLY
+            self._note_breaker(result, Breaker.STORM)
         if mode is Mode.ENFORCE:
-            count = self._ledger.count_incident_this_hour()
-            if count > self._settings.max_incidents_per_hour:
+            # The caps are counted with the lock: a full one opens nothing, and the incident is opened
+            # again below in notify-only.
+            opened = self._ledger.open_incident(
+                self._incident(finding, instance_id, incident_id, mode),
+                lock_seconds=7 * 24 * 3600,
+                caps=self._caps(finding),
+            )
+            if opened.tripped:
                 mode = Mode.NOTIFY_ONLY
-                result.breaker_open = True
-                if self._ledger.mark_breaker_alerted():
-                    self._breaker_alert(finding, count)
-
-        status = {Mode.ENFORCE: Status.OPEN, Mode.DRY_RUN: Status.DRY_RUN, Mode.NOTIFY_ONLY: Status.NOTIFIED}[
-            mode
-        ]
-        incident = Incident(
-            incident_id=incident_id,
-            instance_id=instance_id,
-            status=status,
-            mode=mode.value,
-            decision=Decision.REMEDIATE.value,
-            kind=finding.kind.value,
-            severity=finding.severity.value,
-            account=finding.account,
-            region=finding.region,
-            created_at=now_iso(),
-            finding=finding.model_dump(mode="json"),
-            timeline={"detected": now_iso()},
-            details={"would_do": PLANNED_ACTIONS} if mode is Mode.DRY_RUN else {},
-        )
-        lock_seconds = SHORT_LOCK_SECONDS if mode is not Mode.ENFORCE else 7 * 24 * 3600
-        opened = self._ledger.open_incident(incident, lock_seconds=lock_seconds)
+                for cap in opened.tripped:
+                    self._note_breaker(result, cap.breaker)
+                    if self._ledger.record_demotion(cap):
+                        self._breaker_alert(finding, cap)
+                opened = self._ledger.open_incident(
+                    self._incident(finding, instance_id, incident_id, mode), lock_seconds=SHORT_LOCK_SECONDS
+                )
+        else:
+            opened = self._ledger.open_incident(
+                self._incident(finding, instance_id, incident_id, mode), lock_seconds=SHORT_LOCK_SECONDS
+            )
         if not opened.opened:  # lost a race with a concurrent delivery of the same change
             self._ledger.add_related_event(opened.incident_id, finding.event_id)
             return InstanceOutcome(
@@ -190,6 +215,47 @@ class Triage:
             outcome.execution_arn = self._start_remediation(finding, instance_id, incident_id)
         result.alerted = self._detected_alert(finding, incident_id, instance_id, mode, result)
         return outcome
+
+    def _caps(self, finding: Finding) -> list[Cap]:
+        """Organisation-wide always; per account and per account-region in organisation mode. With one
+        account and one region those are the organisation-wide count, so single-account mode keeps its one
+        hourly breaker."""
+        settings = self._settings
+        if not settings.organization_mode:
+            return caps_for(finding.account, finding.region, settings.max_incidents_per_hour)
+        return caps_for(
+            finding.account,
+            finding.region,
+            settings.max_incidents_per_hour,
+            settings.max_incidents_per_account_hour,
+            settings.max_incidents_per_account_region_hour,
+        )
+
+    def _incident(self, finding: Finding, instance_id: str, incident_id: str, mode: Mode) -> Incident:
+        status = {Mode.ENFORCE: Status.OPEN, Mode.DRY_RUN: Status.DRY_RUN, Mode.NOTIFY_ONLY: Status.NOTIFIED}[
+            mode
+        ]
+        return Incident(
+            incident_id=incident_id,
+            instance_id=instance_id,
+            status=status,
+            mode=mode.value,
+            decision=Decision.REMEDIATE.value,
+            kind=finding.kind.value,
+            severity=finding.severity.value,
+            account=finding.account,
+            region=finding.region,
+            created_at=now_iso(),
+            finding=finding.model_dump(mode="json"),
+            timeline={"detected": now_iso()},
+            details={"would_do": PLANNED_ACTIONS} if mode is Mode.DRY_RUN else {},
+        )
+
+    @staticmethod
+    def _note_breaker(result: TriageResult, breaker: Breaker) -> None:
+        result.breaker_open = True
+        if breaker.value not in result.breakers:
+            result.breakers.append(breaker.value)
 
     def _detected_alert(
         self, finding: Finding, incident_id: str, instance_id: str, mode: Mode, result: TriageResult
@@ -260,18 +326,49 @@ class Triage:
             console_links=console_links(finding.region, instance_ids, incident_id),
         )
 
-    def _breaker_alert(self, finding: Finding, count: int) -> None:
+    def _breaker_alert(self, finding: Finding, cap: Cap) -> None:
+        where = {
+            Breaker.ORGANIZATION: "",
+            Breaker.ACCOUNT: f" in account {finding.account}",
+            Breaker.ACCOUNT_REGION: f" in account {finding.account}, region {finding.region}",
+        }[cap.breaker]
         alert = self._alert(finding, "breaker_open", None, [], Decision.ALERT.value, Mode.NOTIFY_ONLY.value)
         alert.severity = "critical"
         alert.reason = "breaker_open"
+        alert.details = {"breaker": cap.breaker.value, "scope": cap.scope or "organization", "cap": cap.limit}
         alert.summary = (
-            f"{count} incidents this hour, more than the cap of {self._settings.max_incidents_per_hour}. "
-            "Until the hour ends, new incidents are alerted but not remediated. "
+            f"{cap.limit} incidents this hour{where} reached the cap of {cap.limit}. "
+            f"Until the hour ends, new incidents{where} are alerted but not remediated. "
             "This can be an attack on many "
             "servers at once, or a change that Immutable Guard should not treat as a compromise."
         )
-        alert.actions = ["nothing more is remediated automatically this hour"]
+        alert.actions = [f"nothing more{where} is remediated automatically this hour"]
         publish_alert(self._sns, self._settings.alert_topic_arn, alert)
+
+    def _storm_alert(self, finding: Finding, storm: Storm) -> None:
+        settings = self._settings
+        alert = self._alert(finding, "breaker_open", None, [], Decision.ALERT.value, Mode.NOTIFY_ONLY.value)
+        alert.severity = "critical"
+        alert.reason = "breaker_open"
+        alert.details = {
+            "breaker": Breaker.STORM.value,
+            "accounts": storm.accounts,
+            "window_minutes": settings.org_storm_window_minutes,
+            "until": storm.until,
+        }
+        accounts = ", ".join(storm.accounts)
+        alert.summary = (
+            f"Changes to immutable servers in {len(storm.accounts)} accounts within "
+            f"{settings.org_storm_window_minutes} minutes ({accounts}): an organisation-wide change "
+            "missing from the allow-list, or an attack across accounts. The whole organisation is "
+            f"notify-only until {storm.until}: new incidents are alerted, not remediated; remediations "
+            "already started continue."
+        )
+        alert.actions = [
+            "find the change: if it is legitimate, allow-list its principal",
+            "then `immutable-guard accounts storm clear` resumes remediation (or wait until it expires)",
+        ]
+        publish_alert(self._sns, settings.alert_topic_arn, alert)
 
 
 def _bounded(evidence: dict[str, Any], limit: int = 20_000) -> dict[str, Any]:
