@@ -24,9 +24,11 @@ $(STAMP): pyproject.toml
 drill: setup
 	$(BIN)/immutable-guard drill
 
-## The whole test suite.
+## The whole test suite, on parallel workers (pytest-xdist). Most tests wait on the local AWS's threads
+## and polls, so more workers than cores pays; TEST_WORKERS=1 runs it in one process.
+TEST_WORKERS ?= 4
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"

@@ -8,7 +8,9 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Generator, Iterator
+from dataclasses import astuple
 from pathlib import Path
+from typing import Any
 
 import pytest
 from immutable_guard.local.call_log import CALL_LOG_VARIABLE, CallLogReader, Entry
@@ -140,12 +142,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     observed = session.config.stash[_OBSERVED_CALLS]
     observed.read()
     try:
-        if observed.recording:
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:
+            # A pytest-xdist worker saw only its share of the runs: it hands what it saw to the controller,
+            # which writes or checks the manifest from all workers' records (pytest_testnodedown below).
+            workeroutput["observed_calls"] = {
+                "entries": [astuple(entry) for entry in observed.entries],
+                "sources": observed.sources,
+                "ran": sorted(observed.ran),
+                "failed": sorted(observed.failed),
+            }
+        elif observed.recording:
             _write_manifest(session, observed)
         else:
             _check_manifest_complete(session, observed)
     finally:
         shutil.rmtree(_CALL_LOG_DIR, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist, on the controller: a worker finished; merge its records. The manifest is a sorted
+    union of (principal, action), so the order in which workers ran the recording runs does not matter."""
+    record = getattr(node, "workeroutput", {}).get("observed_calls")
+    if record is None:
+        return  # a worker that crashed: its runs count as not run, so nothing is written or judged stale
+    observed = node.config.stash[_OBSERVED_CALLS]
+    observed.entries += [Entry(*fields) for fields in record["entries"]]
+    observed.sources = list(record["sources"])
+    observed.ran |= set(record["ran"])
+    observed.failed |= set(record["failed"])
 
 
 def _say(session: pytest.Session, text: str) -> None:
