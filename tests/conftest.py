@@ -42,6 +42,20 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
+def _without_ecs_optimised_images() -> None:
+    """moto loads about 1,200 ECS-optimised images into every region's EC2 backend, again after each
+    reset (each ``mock_aws()``), and a DescribeImages for Amazon's images then serialises them all: about
+    two seconds for each test that looks up an image to launch. Nothing here runs ECS; EC2 keeps moto's
+    other images (the ones tests launch, the latest Amazon Linux ones SSM's public parameters name)."""
+    from moto.ec2.models import amis
+
+    load_resource = amis.load_resource
+    amis.load_resource = lambda resource: [] if "ecs/optimized_amis" in resource else load_resource(resource)
+
+
+_without_ecs_optimised_images()
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
