@@ -56,6 +56,20 @@ def _without_ecs_optimised_images() -> None:
 _without_ecs_optimised_images()
 
 
+def _one_botocore_loader() -> None:
+    """Each boto3.Session reads every service model it uses from disk again (botocore caches them per
+    session), and tests, handlers and the local runtime make sessions by the hundred: one loader, and so
+    one cache, for the process. The models are read-only data, the same for every session."""
+    import functools
+
+    import botocore.session
+
+    botocore.session.create_loader = functools.lru_cache(maxsize=None)(botocore.session.create_loader)
+
+
+_one_botocore_loader()
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
