@@ -11,9 +11,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
 from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
+from immutable_guard.members import FunctionPlace, MemberAccess
 from immutable_guard.remediation.nuke import NukeRequest, nuke_instance
 from immutable_guard.settings import NukeSettings
-from immutable_guard.step_input import parse_step_input
+from immutable_guard.step_input import checked_place, parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -21,10 +22,11 @@ metrics = Metrics()
 
 
 @cache
-def dependencies() -> tuple[NukeSettings, Clients, IncidentLedger]:
+def dependencies() -> tuple[NukeSettings, Clients, IncidentLedger, MemberAccess]:
     settings = NukeSettings.from_env()
     clients = Clients()
-    return settings, clients, IncidentLedger(clients.dynamodb, settings.ledger_table)
+    members = MemberAccess(clients, settings.member_role_name, settings.member_external_id)
+    return settings, clients, IncidentLedger(clients.dynamodb, settings.ledger_table), members
 
 
 @logger.inject_lambda_context(correlation_id_path="incident_id")
@@ -33,7 +35,11 @@ def dependencies() -> tuple[NukeSettings, Clients, IncidentLedger]:
 @retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_step_input(NukeRequest, event, metrics)
-    settings, clients, ledger = dependencies()
+    settings, _, ledger, members = dependencies()
+    # In the incident's account and region: through the member role when that is not where this runs.
+    account, region = checked_place(request, request.incident_id, ledger)
+    here = FunctionPlace.of_arn(context.invoked_function_arn)
+    clients = members.clients_for(here, account, region, request.incident_id)
     logger.append_keys(instance_id=request.instance_id)
     result = nuke_instance(
         clients,

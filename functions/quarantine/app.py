@@ -12,9 +12,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
 from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
+from immutable_guard.members import FunctionPlace, MemberAccess
 from immutable_guard.remediation.quarantine import ContainRequest, quarantine_instance
 from immutable_guard.settings import QuarantineSettings
-from immutable_guard.step_input import parse_step_input
+from immutable_guard.step_input import checked_place, parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -22,9 +23,11 @@ metrics = Metrics()
 
 
 @cache
-def dependencies() -> tuple[QuarantineSettings, Clients]:
+def dependencies() -> tuple[QuarantineSettings, Clients, MemberAccess]:
     """Read at the first invocation, not at import: tests and moto must be in place first."""
-    return QuarantineSettings.from_env(), Clients()
+    settings = QuarantineSettings.from_env()
+    clients = Clients()
+    return settings, clients, MemberAccess(clients, settings.member_role_name, settings.member_external_id)
 
 
 @logger.inject_lambda_context(correlation_id_path="incident_id")
@@ -34,10 +37,13 @@ def dependencies() -> tuple[QuarantineSettings, Clients]:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_step_input(ContainRequest, event, metrics)
     logger.append_keys(instance_id=request.instance_id)
-    settings, clients = dependencies()
+    settings, clients, members = dependencies()
     ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
+    # In the incident's account and region: through the member role when that is not where this runs.
+    account, region = checked_place(request, request.incident_id, ledger)
+    here = FunctionPlace.of_arn(context.invoked_function_arn)
     result = quarantine_instance(
-        clients,
+        members.clients_for(here, account, region, request.incident_id),
         ledger,
         request.incident_id,
         request.instance_id,

@@ -11,6 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import IncidentLedger
+from immutable_guard.members import FunctionPlace, MemberAccess
 from immutable_guard.remediation.release import ReleaseRequest, release_incident
 from immutable_guard.settings import ReleaseSettings
 from immutable_guard.step_input import parse_step_input
@@ -21,9 +22,11 @@ metrics = Metrics()
 
 
 @cache
-def dependencies() -> tuple[ReleaseSettings, Clients]:
+def dependencies() -> tuple[ReleaseSettings, Clients, MemberAccess]:
     """Read at the first invocation, not at import: tests and moto must be in place first."""
-    return ReleaseSettings.from_env(), Clients()
+    settings = ReleaseSettings.from_env()
+    clients = Clients()
+    return settings, clients, MemberAccess(clients, settings.member_role_name, settings.member_external_id)
 
 
 @logger.inject_lambda_context(correlation_id_path="incident_id")
@@ -31,10 +34,13 @@ def dependencies() -> tuple[ReleaseSettings, Clients]:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_step_input(ReleaseRequest, event, metrics)
-    settings, clients = dependencies()
+    settings, clients, members = dependencies()
     ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
+    # The incident says where its instance is; a person's request names only the incident.
+    incident = ledger.get(request.incident_id)
+    here = FunctionPlace.of_arn(context.invoked_function_arn)
     result = release_incident(
-        clients,
+        members.clients_for(here, incident.account, incident.region, request.incident_id),
         ledger,
         request.incident_id,
         alert_topic_arn=settings.alert_topic_arn,

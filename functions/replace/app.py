@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
 from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
+from immutable_guard.members import FunctionPlace, MemberAccess
 from immutable_guard.remediation.replace import (
     ReplaceRequest,
     StackReplacement,
@@ -18,7 +19,7 @@ from immutable_guard.remediation.replace import (
     start_replacement,
 )
 from immutable_guard.settings import ReplaceSettings
-from immutable_guard.step_input import parse_step_input
+from immutable_guard.step_input import checked_place, parse_step_input
 
 logger = Logger()
 tracer = Tracer()
@@ -26,10 +27,11 @@ metrics = Metrics()
 
 
 @cache
-def dependencies() -> tuple[ReplaceSettings, Clients, IncidentLedger]:
+def dependencies() -> tuple[ReplaceSettings, Clients, IncidentLedger, MemberAccess]:
     settings = ReplaceSettings.from_env()
     clients = Clients()
-    return settings, clients, IncidentLedger(clients.dynamodb, settings.ledger_table)
+    members = MemberAccess(clients, settings.member_role_name, settings.member_external_id)
+    return settings, clients, IncidentLedger(clients.dynamodb, settings.ledger_table), members
 
 
 @logger.inject_lambda_context(correlation_id_path="incident_id")
@@ -38,7 +40,11 @@ def dependencies() -> tuple[ReplaceSettings, Clients, IncidentLedger]:
 @retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_step_input(ReplaceRequest, event, metrics)
-    settings, clients, ledger = dependencies()
+    settings, _, ledger, members = dependencies()
+    # In the incident's account and region: through the member role when that is not where this runs.
+    account, region = checked_place(request, request.incident_id, ledger)
+    here = FunctionPlace.of_arn(context.invoked_function_arn)
+    clients = members.clients_for(here, account, region, request.incident_id)
     logger.append_keys(instance_id=request.instance_id, action=request.action)
     if request.action == "start":
         result = start_replacement(

@@ -148,7 +148,13 @@ def test_a_failed_remediation_is_caught(clients: DoctorClients, stack: StackView
         lock_seconds=60,
     )
     machine = stack.physical_ids["RemediationStateMachine"]
-    document = {"incident_id": incident, "instance_id": "i-0doesnotexist", "finding": {}}
+    document = {
+        "incident_id": incident,
+        "instance_id": "i-0doesnotexist",
+        "account": "123456789012",
+        "region": stack.region,
+        "finding": {},
+    }
     arn = clients.stepfunctions.start_execution(
         stateMachineArn=machine, name=incident, input=json.dumps(document)
     )["executionArn"]

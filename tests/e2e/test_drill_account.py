@@ -303,7 +303,8 @@ def test_cleanup_has_the_guard_release_a_server_kept_after_its_incident_closed(
             ],
         )
         ledger.record_stage("ig-kept", "closed", Status.CLOSED)
-        ledger.release_lock(standalone, "ig-kept")
+        kept = ledger.get("ig-kept")
+        ledger.at(kept.account, kept.region).release_lock(standalone, "ig-kept")
     # When the drill is over, Then the guard's own Release lifted the protection, and no incident was opened
     assert ledger.get("ig-kept").status is Status.RELEASED
     state = clients.ec2.describe_instances(InstanceIds=[standalone])["Reservations"][0]["Instances"][0][

@@ -11,6 +11,7 @@ from immutable_guard.ledger import IncidentLedger
 from moto import mock_aws
 
 LEDGER_TABLE = "immutable-guard-ledger"
+EVENTS_ACCOUNT = "111122223333"  # the account of every sample event in events/
 
 
 @pytest.fixture
@@ -28,4 +29,6 @@ def ledger(aws: Clients) -> IncidentLedger:
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    return IncidentLedger(aws.dynamodb, LEDGER_TABLE)
+    # Bound to the account and region of the sample events: records that name an instance are kept per
+    # account and region (issue 14).
+    return IncidentLedger(aws.dynamodb, LEDGER_TABLE).at(EVENTS_ACCOUNT, "us-east-1")

@@ -35,7 +35,7 @@ def deployed(aws: Clients) -> IncidentLedger:
     return IncidentLedger(aws.dynamodb, table)
 
 
-def incident(incident_id: str, instance_id: str) -> Incident:
+def incident(incident_id: str, instance_id: str, account: str = "123456789012") -> Incident:
     return Incident(
         incident_id=incident_id,
         instance_id=instance_id,
@@ -43,7 +43,7 @@ def incident(incident_id: str, instance_id: str) -> Incident:
         decision="remediate",
         kind="ssh_key_pushed",
         severity="high",
-        account="123456789012",
+        account=account,
         region="us-east-1",
         created_at=now_iso(),
         timeline={"detected": now_iso()},
@@ -73,6 +73,28 @@ def test_incidents_table_is_readable(deployed: IncidentLedger, capsys: pytest.Ca
     assert main(["incidents", "--stack", "immutable-guard", "--region", "us-east-1"]) == 0
     out = capsys.readouterr().out
     assert "ig-i-1-a" in out and "CONTAINED" in out and "detected > contained" in out
+
+
+def test_incidents_of_one_account(deployed: IncidentLedger, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given incidents in the security account and in a member account
+    deployed.open_incident(incident("ig-i-1-a", "i-1"))
+    deployed.open_incident(incident("ig-i-2-b", "i-2", account="222233334444"))
+    # When the member account's are asked for
+    code = main(
+        [
+            "incidents",
+            "--stack",
+            "immutable-guard",
+            "--region",
+            "us-east-1",
+            "--account",
+            "222233334444",
+            "--json",
+        ]
+    )
+    # Then only they are listed
+    assert code == 0
+    assert [i["incident_id"] for i in json.loads(capsys.readouterr().out)] == ["ig-i-2-b"]
 
 
 def test_an_unknown_stack_is_a_clear_error(aws: Clients, capsys: pytest.CaptureFixture[str]) -> None:

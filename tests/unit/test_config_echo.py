@@ -68,7 +68,7 @@ def test_an_exempt_change_is_remembered_only_for_the_echo_window(world: World) -
     # A record past its window counts as absent, whether or not TTL has deleted it yet.
     world.aws.dynamodb.update_item(
         TableName=world.settings.ledger_table,
-        Key={"pk": {"S": "EXEMPT#CHANGE#port_opened:i-0abc"}},
+        Key={"pk": {"S": "EXEMPT#CHANGE#111122223333:us-east-1:port_opened:i-0abc"}},
         UpdateExpression="SET expires_at = :past",
         ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
     )
@@ -83,7 +83,7 @@ def test_a_release_is_remembered_only_for_the_echo_window(world: World) -> None:
     assert ledger.released_recently("i-0abc") == "ig-i-0abc-1"
     world.aws.dynamodb.update_item(
         TableName=world.settings.ledger_table,
-        Key={"pk": {"S": "RELEASED#i-0abc"}},
+        Key={"pk": {"S": "RELEASED#111122223333:us-east-1:i-0abc"}},
         UpdateExpression="SET expires_at = :past",
         ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
     )

@@ -197,7 +197,12 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
     from immutable_guard.ledger import IncidentLedger
 
     outputs, clients = _stack_outputs(args.stack, args.region)
-    incidents = IncidentLedger(clients.dynamodb, outputs["IncidentLedgerName"]).list_incidents(args.limit)
+    ledger = IncidentLedger(clients.dynamodb, outputs["IncidentLedgerName"])
+    if args.account:
+        # The limit applies to the account's incidents, not to the organisation's newest.
+        incidents = [i for i in ledger.list_incidents(limit=10**9) if i.account == args.account][: args.limit]
+    else:
+        incidents = ledger.list_incidents(args.limit)
     if args.json:
         print(json.dumps([i.model_dump(mode="json") for i in incidents], indent=2))
         return 0
@@ -207,6 +212,48 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
         print(
             f"{incident.incident_id:<44} {incident.status.value:<28} {incident.kind:<20} "
             f"{incident.mode:<12} {stages}"
+        )
+    return 0
+
+
+ACCOUNTS_HELP = (
+    "the accounts an organisation deployment protects (ledger items ACCOUNT#<id>): an account added is "
+    "unverified and acts in dry-run whatever its mode, until verified. `verify` only records that a person "
+    "verified it (trail logging, recorder, rules, member roles); the checks by `doctor --organization` come "
+    "later. The security account itself needs no entry: it acts in the stack's Mode."
+)
+
+
+def _cmd_accounts(args: argparse.Namespace) -> int:
+    from immutable_guard.accounts import AccountRegistry, MemberAccount
+    from immutable_guard.model import Mode
+
+    outputs, clients = _stack_outputs(args.stack, args.region)
+    registry = AccountRegistry(clients.dynamodb, outputs["IncidentLedgerName"])
+    try:
+        if args.accounts_command == "list":
+            accounts = registry.list()
+        elif args.accounts_command == "add":
+            accounts = [registry.add(args.account_id, Mode(args.mode), args.ou)]
+        elif args.accounts_command == "set-mode":
+            accounts = [registry.set_mode(args.account_id, Mode(args.mode))]
+        else:
+            accounts = [registry.mark_verified(args.account_id)]
+    except ValueError as exc:  # not an account id
+        print(f"immutable-guard accounts: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def row(account: MemberAccount) -> dict[str, Any]:
+        return {**account.model_dump(mode="json"), "effective_mode": account.effective_mode.value}
+
+    if args.json:
+        print(json.dumps([row(a) for a in accounts], indent=2))
+        return 0
+    print(f"{'account':<14} {'mode':<12} {'acts in':<12} {'verified at':<26} {'ou':<20} joined at")
+    for account in accounts:
+        print(
+            f"{account.account_id:<14} {account.mode.value:<12} {account.effective_mode.value:<12} "
+            f"{account.verified_at or 'not verified':<26} {account.ou or '-':<20} {account.joined_at}"
         )
     return 0
 
@@ -281,7 +328,32 @@ def build_parser() -> argparse.ArgumentParser:
     incidents.add_argument("--region")
     incidents.add_argument("--limit", type=int, default=50)
     incidents.add_argument("--json", action="store_true")
+    incidents.add_argument("--account", metavar="ACCOUNT_ID", help="only the incidents of this account")
     incidents.set_defaults(func=_cmd_incidents)
+
+    accounts = sub.add_parser(
+        "accounts", help="the accounts an organisation deployment protects", description=ACCOUNTS_HELP
+    )
+    accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True)
+    modes = ["enforce", "dry-run", "notify-only"]
+    for name, text in (
+        ("list", "list the registered accounts, their mode and the mode they act in"),
+        ("add", "register an account (unverified: it acts in dry-run until verified)"),
+        ("set-mode", "change a registered account's mode"),
+        ("verify", "record that a person verified the account (doctor will check it later)"),
+    ):
+        command = accounts_sub.add_parser(name, help=text, description=f"{text}. {ACCOUNTS_HELP}")
+        if name != "list":
+            command.add_argument("account_id")
+        if name == "add":
+            command.add_argument("--mode", choices=modes, default="dry-run")
+            command.add_argument("--ou", help="the organisational unit it belongs to (recorded)")
+        if name == "set-mode":
+            command.add_argument("--mode", choices=modes, required=True)
+        command.add_argument("--stack", required=True)
+        command.add_argument("--region")
+        command.add_argument("--json", action="store_true")
+        command.set_defaults(func=_cmd_accounts)
 
     release = sub.add_parser("release", help="undo a false positive while the instance still exists")
     release.add_argument("incident_id")

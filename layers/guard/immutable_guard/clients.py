@@ -47,6 +47,11 @@ class Clients:
         return self._session.client(name, region_name=self._region, config=_RETRY_CONFIG)  # type: ignore[call-overload]
 
     @property
+    def session(self) -> boto3.Session:
+        """The session the clients are created from (its credentials are the caller's)."""
+        return self._session
+
+    @property
     def region(self) -> str:
         return self._region or self._session.region_name or "us-east-1"
 

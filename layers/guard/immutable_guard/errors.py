@@ -78,6 +78,18 @@ class ScopeResolutionFailed(GuardError):
     """EC2 could not tell which instances a change reaches (describe call refused or failed)."""
 
 
+class MemberRoleUnavailable(GuardError):
+    """The role the guard acts through in another account (organisation mode) could not be assumed."""
+
+
+class AccountNotRegistered(GuardError):
+    """No account registry item names that account (organisation mode)."""
+
+
+class AccountAlreadyRegistered(GuardError):
+    """The account registry already holds that account."""
+
+
 class AwsCallThrottled(AwsCallFailed):
     """An AWS call failed for a passing reason (throttling, a 5xx, a timeout) after boto3's own retries.
     The state machines retry this one with back-off; every other AwsCallFailed goes to the failure path."""

@@ -75,12 +75,10 @@ def _incident_key(incident_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"INCIDENT#{incident_id}"}}
 
 
-def _lock_key(instance_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"LOCK#{instance_id}"}}
-
-
-def _scope_key(instance_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"SCOPE#{instance_id}"}}
+def instance_key(kind: str, account: str, region: str, name: str) -> dict[str, Any]:
+    """The key of a record about one instance (or one change) of one account and region, e.g.
+    ``LOCK#111122223333:eu-west-1:i-0abc``: in an organisation, ids are only unique per account and region."""
+    return {"pk": {"S": f"{kind}#{account}:{region}:{name}"}}
 
 
 class IncidentLedger:
@@ -94,9 +92,25 @@ class IncidentLedger:
         The ledger table (template.yaml: IncidentLedger).
     """
 
-    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+    def __init__(
+        self, dynamodb: DynamoDBClient, table_name: str, place: tuple[str, str] | None = None
+    ) -> None:
         self._db = dynamodb
         self._table = table_name
+        self._place = place
+
+    def at(self, account: str, region: str) -> IncidentLedger:
+        """This ledger for the instances of ``account`` and ``region``: the records that name an instance
+        (its lock, its scope, its release) and a change are kept per account and region."""
+        return IncidentLedger(self._db, self._table, (account, region))
+
+    def _key(self, kind: str, name: str) -> dict[str, Any]:
+        if self._place is None:
+            raise RuntimeError(
+                f"ledger {self._table}: a {kind} record names an instance of one account and region: "
+                "use ledger.at(account, region)"
+            )
+        return instance_key(kind, *self._place, name)
 
     # ------------------------------------------------------------------ detection side
     def first_sighting(self, event_id: str) -> bool:
@@ -132,7 +146,7 @@ class IncidentLedger:
         records = [
             (f"EXEMPT#EVENT#{event_id}", now + EVENT_TTL_SECONDS, "attribute_not_exists(pk)"),
             # The latest exempt change wins: the window starts again with each one.
-            (f"EXEMPT#CHANGE#{change_key}", now + ECHO_WINDOW_SECONDS, None),
+            (self._key("EXEMPT#CHANGE", change_key)["pk"]["S"], now + ECHO_WINDOW_SECONDS, None),
         ]
         for key, expires_at, condition in records:
             kwargs: dict[str, Any] = {
@@ -163,7 +177,7 @@ class IncidentLedger:
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key={"pk": {"S": f"RELEASED#{instance_id}"}},
+                Key=self._key("RELEASED", instance_id),
                 UpdateExpression="SET incident_id = :i, released_at = :now, expires_at = :exp",
                 ExpressionAttributeValues={
                     ":i": {"S": incident_id},
@@ -180,7 +194,7 @@ class IncidentLedger:
         """The incident that released `instance_id` within the echo window, if one did."""
         try:
             item = self._db.get_item(
-                TableName=self._table, Key={"pk": {"S": f"RELEASED#{instance_id}"}}, ConsistentRead=True
+                TableName=self._table, Key=self._key("RELEASED", instance_id), ConsistentRead=True
             ).get("Item")
         except ClientError as exc:
             raise AwsCallFailed(
@@ -196,7 +210,7 @@ class IncidentLedger:
 
     def exempt_reason_of_change(self, change_key: str) -> str | None:
         """The reason the same change was judged exempt within the echo window, if it was."""
-        return self._exempt_reason(f"EXEMPT#CHANGE#{change_key}")
+        return self._exempt_reason(self._key("EXEMPT#CHANGE", change_key)["pk"]["S"])
 
     def _exempt_reason(self, key: str) -> str | None:
         try:
@@ -225,7 +239,9 @@ class IncidentLedger:
                         "Put": {
                             "TableName": self._table,
                             "Item": {
-                                **_lock_key(incident.instance_id),
+                                **instance_key(
+                                    "LOCK", incident.account, incident.region, incident.instance_id
+                                ),
                                 "incident_id": {"S": incident.incident_id},
                                 "expires_at": {"N": str(now + lock_seconds)},
                             },
@@ -248,7 +264,7 @@ class IncidentLedger:
                 raise AwsCallFailed(
                     f"ledger {self._table}: cannot open incident for {incident.instance_id}: {exc}"
                 ) from exc
-            holder = self.open_incident_for(incident.instance_id)
+            holder = self.at(incident.account, incident.region).open_incident_for(incident.instance_id)
             if holder is None:  # the lock vanished between our write and our read: try once more
                 return self.open_incident(incident, lock_seconds)
             return OpenResult(opened=False, incident_id=holder)
@@ -256,7 +272,9 @@ class IncidentLedger:
 
     def open_incident_for(self, instance_id: str) -> str | None:
         """The id of the instance's open incident, if it has one."""
-        response = self._db.get_item(TableName=self._table, Key=_lock_key(instance_id), ConsistentRead=True)
+        response = self._db.get_item(
+            TableName=self._table, Key=self._key("LOCK", instance_id), ConsistentRead=True
+        )
         item = response.get("Item")
         if not item or int(item["expires_at"]["N"]) < int(time.time()):
             return None
@@ -266,7 +284,7 @@ class IncidentLedger:
         """True when the instance was seen carrying `scope_tag` ("key=value") and that was not undone by
         an exempt principal since. A server seen under another scope tag (the operator changed it) is not."""
         try:
-            item = self._db.get_item(TableName=self._table, Key=_scope_key(instance_id)).get("Item")
+            item = self._db.get_item(TableName=self._table, Key=self._key("SCOPE", instance_id)).get("Item")
         except ClientError as exc:
             raise AwsCallFailed(
                 f"ledger {self._table}: cannot read the scope of {instance_id}: {exc}"
@@ -279,7 +297,7 @@ class IncidentLedger:
             self._db.put_item(
                 TableName=self._table,
                 Item={
-                    **_scope_key(instance_id),
+                    **self._key("SCOPE", instance_id),
                     "scope_tag": {"S": scope_tag},
                     "seen_at": {"S": now_iso()},
                     "event_id": {"S": event_id},
@@ -294,7 +312,7 @@ class IncidentLedger:
     def forget_scope(self, instance_id: str) -> None:
         """An exempt principal took the instance out of scope: it is no longer remembered as in scope."""
         try:
-            self._db.delete_item(TableName=self._table, Key=_scope_key(instance_id))
+            self._db.delete_item(TableName=self._table, Key=self._key("SCOPE", instance_id))
         except ClientError as exc:
             raise AwsCallFailed(
                 f"ledger {self._table}: cannot forget the scope of {instance_id}: {exc}"
@@ -413,7 +431,7 @@ class IncidentLedger:
         try:
             self._db.delete_item(
                 TableName=self._table,
-                Key=_lock_key(instance_id),
+                Key=self._key("LOCK", instance_id),
                 ConditionExpression="incident_id = :i",
                 ExpressionAttributeValues={":i": {"S": incident_id}},
             )

@@ -59,7 +59,7 @@ def notify_stage(
     elif event.stage == "closed":
         ledger.record_stage(event.incident_id, "closed", Status.CLOSED, detail)
         incident = ledger.get(event.incident_id)
-        ledger.release_lock(event.instance_id, event.incident_id)
+        ledger.at(incident.account, incident.region).release_lock(event.instance_id, event.incident_id)
         durations = _durations(incident)
         for stage, metric in (("contained", "TimeToContain"), ("replaced", "TimeToReplace")):
             if stage in durations:

@@ -6,12 +6,16 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from immutable_guard.accounts import AccountRegistry, protection_of
 from immutable_guard.clients import Clients
 from immutable_guard.dead_letter import send_to_dead_letter
-from immutable_guard.detection.policy import Policy, judge_event, remember_judgement
+from immutable_guard.detection.events import origin_mismatch, parse_event
+from immutable_guard.detection.normalise import normalise
+from immutable_guard.detection.policy import Policy, Reason, judge_finding, remember_judgement
 from immutable_guard.detection.scope import Ec2InstanceDirectory, ScopeRule
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
+from immutable_guard.members import FunctionPlace, MemberAccess
 from immutable_guard.settings import DetectSettings
 from immutable_guard.triage import Triage, TriageResult
 
@@ -50,6 +54,9 @@ def process_event(
     clients: Clients,
     metrics: Metrics,
     expected_account: str | None = None,
+    *,
+    here: FunctionPlace | None = None,
+    members: MemberAccess | None = None,
 ) -> TriageResult:
     """Judge one EventBridge event and act on the judgement.
 
@@ -58,13 +65,56 @@ def process_event(
     raw_event:
         The event as Lambda received it.
     expected_account:
-        The account this function runs in; events from another account are refused.
+        The account this function runs in. Single-account mode: events from another account are
+        ignored. Organisation mode: the security account, protected with the stack's Mode.
+    here:
+        Where this function runs (its partition, account and region); from ``expected_account`` and the
+        clients' region when omitted.
+    members:
+        Clients for other accounts and regions (organisation mode: the reader role); made from
+        ``clients`` and the settings when omitted.
     """
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
     policy = policy_from_settings(settings, expected_account)
     ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
+    mode = settings.mode
+    directory_clients = clients
     try:
-        judgement = judge_event(raw_event, policy, Ec2InstanceDirectory(clients.ec2, clients), ledger)
+        event = parse_event(raw_event)
+        finding = normalise(event)
+        if settings.organization_mode:
+            here = here or FunctionPlace("aws", expected_account or "", clients.region)
+            mismatch = origin_mismatch(event)
+            if mismatch is not None:
+                return _refuse(
+                    Reason.ACCOUNT_MISMATCH, f"Refused: {mismatch}.", raw_event, settings, clients, metrics
+                )
+            registry = AccountRegistry(clients.dynamodb, settings.ledger_table)
+            protection = protection_of(finding.account, here.account, settings.mode, registry)
+            if protection is None:
+                detail = (
+                    f"Refused: account {finding.account} is not in the organisation's protected set "
+                    "(`immutable-guard accounts add` registers it)."
+                )
+                return _refuse(Reason.UNPROTECTED_ACCOUNT, detail, raw_event, settings, clients, metrics)
+            mode = protection.mode
+            logger.info(
+                "account protected", extra={"account": finding.account, "mode": mode, "why": protection.why}
+            )
+            # The account's servers are read through its reader role; the guard's own roles, in the
+            # event's account or the security account, are the guard.
+            members = members or MemberAccess(clients, settings.member_role_name, settings.member_external_id)
+            directory_clients = members.clients_for(here, finding.account, finding.region, DETECT_SESSION)
+            policy = policy.model_copy(
+                update={
+                    "expected_account": None,
+                    "guard_accounts": frozenset({finding.account, here.account}),
+                }
+            )
+        memory = ledger.at(finding.account, finding.region)
+        judgement = judge_finding(
+            finding, policy, Ec2InstanceDirectory(directory_clients.ec2, directory_clients), memory
+        )
     except InvalidEvent as exc:
         logger.error("event rejected", extra={"reason": "invalid_event", "error": str(exc)})
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
@@ -72,8 +122,8 @@ def process_event(
         send_to_dead_letter(clients.sqs, settings.dead_letter_queue_url, raw_event, "invalid_event", str(exc))
         return TriageResult(decision="reject", reason="invalid_event", detail=str(exc))
 
-    remember_judgement(ledger, judgement, policy)
-    result = Triage(settings, ledger, clients.sns, clients.stepfunctions).handle(judgement)
+    remember_judgement(memory, judgement, policy)
+    result = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode).handle(judgement)
     metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
         result.decision
     ]
@@ -86,3 +136,21 @@ def process_event(
     if result.breaker_open:
         metrics.add_metric(name="BreakerOpen", unit=MetricUnit.Count, value=1)
     return result
+
+
+# The session name of Detect's reads in member accounts (there is no incident yet).
+DETECT_SESSION = "immutable-guard-detect"
+
+
+def _refuse(
+    reason: str, detail: str, raw_event: object, settings: DetectSettings, clients: Clients, metrics: Metrics
+) -> TriageResult:
+    """Organisation mode refuses the event before judging it: logged and counted by reason."""
+    logger.warning("event refused", extra={"reason": reason, "detail": detail})
+    metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+    count_by_reason(metrics, "EventsRejected", reason)
+    if reason == Reason.ACCOUNT_MISMATCH:
+        # Misrouted or hand-made: a person should look at it. An unregistered account's events are
+        # expected until it is registered, and counted by reason.
+        send_to_dead_letter(clients.sqs, settings.dead_letter_queue_url, raw_event, reason, detail)
+    return TriageResult(decision="reject", reason=reason, detail=detail)

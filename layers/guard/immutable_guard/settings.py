@@ -4,10 +4,11 @@ variable fails the cold start with a message naming it, instead of misbehaving l
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from immutable_guard.errors import SettingsError
 from immutable_guard.model import Mode, PostEvidenceAction
@@ -39,7 +40,8 @@ class _EnvSettings(BaseModel):
             return cls(**values)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors() if err["loc"]
+                f"{str(err['loc'][0]).upper()}: {err['msg']}" if err["loc"] else str(err["msg"])
+                for err in exc.errors()
             )
             raise SettingsError(f"{cls.__name__}: malformed environment: {problems}") from exc
 
@@ -49,6 +51,68 @@ class StepSettings(_EnvSettings):
 
     ledger_table: str
     alert_topic_arn: str
+
+
+# The id of an organization: "o-" then 10 to 32 lower-case letters or digits
+# (https://docs.aws.amazon.com/organizations/latest/APIReference/API_Organization.html).
+_ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
+# An IAM role name (https://docs.aws.amazon.com/IAM/latest/APIReference/API_Role.html) and an STS external
+# id (https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html).
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+_EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+
+
+class OrganizationSettings(_EnvSettings):
+    """Organisation mode (issue 14): empty ORGANIZATION_ID is single-account mode, today's behaviour.
+
+    In organisation mode the function acts in another account (or region) through `member_role_name`,
+    assumed in that account; in its own account and region it acts with its own role, as always.
+    """
+
+    organization_id: str | None = None
+    member_role_name: str | None = None
+    member_external_id: str | None = None
+
+    optional_env: ClassVar[frozenset[str]] = frozenset(
+        {"organization_id", "member_role_name", "member_external_id"}
+    )
+
+    @field_validator("organization_id", "member_role_name", "member_external_id", mode="before")
+    @classmethod
+    def _organization_empty_is_none(cls, value: Any) -> Any:
+        # The template passes "" for a parameter left at its default.
+        return value or None
+
+    @field_validator("organization_id")
+    @classmethod
+    def _an_organization_id(cls, value: str | None) -> str | None:
+        if value is not None and not _ORGANIZATION_ID.match(value):
+            raise ValueError("must be an organization id (o- then 10 to 32 lower-case letters or digits)")
+        return value
+
+    @field_validator("member_role_name")
+    @classmethod
+    def _a_role_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ROLE_NAME.match(value):
+            raise ValueError("must be an IAM role name")
+        return value
+
+    @field_validator("member_external_id")
+    @classmethod
+    def _an_external_id(cls, value: str | None) -> str | None:
+        if value is not None and not _EXTERNAL_ID.match(value):
+            raise ValueError("must be an STS external id (2 to 1224 of letters, digits and +=,.@:/-)")
+        return value
+
+    @model_validator(mode="after")
+    def _a_role_in_organization_mode(self) -> Self:
+        if self.organization_id is not None and self.member_role_name is None:
+            raise ValueError("MEMBER_ROLE_NAME: required when ORGANIZATION_ID is set")
+        return self
+
+    @property
+    def organization_mode(self) -> bool:
+        return self.organization_id is not None
 
 
 DEFAULT_STACK_NAME = "immutable-guard"
@@ -75,7 +139,7 @@ class GuardIdentity(_EnvSettings):
         return value or None
 
 
-class DetectSettings(StepSettings, GuardIdentity):
+class DetectSettings(StepSettings, GuardIdentity, OrganizationSettings):
     mode: Mode
     scope_tag_key: str
     scope_tag_value: str
@@ -99,6 +163,7 @@ class DetectSettings(StepSettings, GuardIdentity):
             "expected_account",
             "guard_stack_name",
             "guard_inventory_association_id",
+            *OrganizationSettings.optional_env,
         }
     )
 
@@ -119,23 +184,25 @@ class DetectSettings(StepSettings, GuardIdentity):
         return value or None
 
 
-class QuarantineSettings(StepSettings):
+class QuarantineSettings(StepSettings, OrganizationSettings):
     # remediation.quarantine.ISOLATION_DEPTHS; the template's IsolationDepth parameter.
     isolation_depth: Literal["security-groups", "network-acl"] = "security-groups"
 
-    optional_env: ClassVar[frozenset[str]] = frozenset({"isolation_depth"})
+    optional_env: ClassVar[frozenset[str]] = frozenset(
+        {"isolation_depth", *OrganizationSettings.optional_env}
+    )
 
 
-class ReleaseSettings(StepSettings):
+class ReleaseSettings(StepSettings, OrganizationSettings):
     remediation_state_machine_arn: str
 
 
-class EvidenceSettings(StepSettings):
+class EvidenceSettings(StepSettings, OrganizationSettings):
     evidence_bucket: str
     max_polls: int
 
 
-class ReplaceSettings(StepSettings):
+class ReplaceSettings(StepSettings, OrganizationSettings):
     """Besides polling, which stacks Replace may update, as whom, bumping what (remediation/replace.py).
     Each may be absent (or empty): then nothing is declared and every stack is left to a person, the
     safe side. CloudFormation's !Join of an empty list still sets the variable."""
@@ -152,6 +219,7 @@ class ReplaceSettings(StepSettings):
             "replaceable_stack_tag_value",
             "replacement_stack_role_arn",
             "replacement_parameter",
+            *OrganizationSettings.optional_env,
         }
     )
 
@@ -171,5 +239,5 @@ class ReplaceSettings(StepSettings):
         return value
 
 
-class NukeSettings(StepSettings):
+class NukeSettings(StepSettings, OrganizationSettings):
     post_evidence_action: PostEvidenceAction

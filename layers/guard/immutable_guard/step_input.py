@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from immutable_guard.detection.events import ACCOUNT_PATTERN, REGION_PATTERN
 from immutable_guard.errors import InvalidEvent
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -40,3 +41,31 @@ def parse_step_input(model: type[_Model], event: Any, metrics: _Counter | None =
         if metrics is not None:
             metrics.add_metric(name="InvalidRequests", unit="Count", value=1)
         raise InvalidEvent(f"{model.__name__} is malformed: {describe_errors(exc)}") from exc
+
+
+class InstancePlace(BaseModel):
+    """Where the incident's instance is (issue 14): the account and region every step acts in. Absent in
+    the input of an execution started before organisation mode existed: the function's own."""
+
+    account: str | None = Field(default=None, pattern=ACCOUNT_PATTERN)
+    region: str | None = Field(default=None, pattern=REGION_PATTERN)
+
+
+class _HasIncident(Protocol):
+    def get(self, incident_id: str) -> Any: ...
+
+
+def checked_place(request: InstancePlace, incident_id: str, ledger: _HasIncident) -> tuple[str, str]:
+    """The account and region of the incident, as the ledger holds them; InvalidEvent when the step's
+    input names another place (a wiring mistake, or an input made by hand): no step acts elsewhere than
+    where Detect opened the incident."""
+    incident = ledger.get(incident_id)
+    for field, said, held in (
+        ("account", request.account, incident.account),
+        ("region", request.region, incident.region),
+    ):
+        if said is not None and said != held:
+            raise InvalidEvent(
+                f"incident {incident_id} is in {field} {held}, but the step's input says {said}"
+            )
+    return incident.account, incident.region

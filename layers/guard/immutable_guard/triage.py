@@ -77,11 +77,15 @@ class Triage:
         ledger: IncidentLedger,
         sns: SNSClient,
         stepfunctions: SFNClient,
+        mode: Mode | None = None,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
         self._sns = sns
         self._sfn = stepfunctions
+        # The mode of the event's account (organisation mode: the account registry's); the stack's Mode
+        # otherwise.
+        self._mode = mode or settings.mode
 
     def handle(self, judgement: Judgement) -> TriageResult:
         finding = judgement.finding
@@ -107,7 +111,7 @@ class Triage:
         if not self._ledger.first_sighting(finding.event_id):
             logger.info("duplicate delivery of an alert-only event", extra={"event_id": finding.event_id})
             return result
-        alert = self._alert(finding, "detected", None, [], Decision.ALERT.value, self._settings.mode.value)
+        alert = self._alert(finding, "detected", None, [], Decision.ALERT.value, self._mode.value)
         alert.reason = result.reason
         alert.actions = ["alert only: this change is account-level and names no instance to remediate"]
         try:
@@ -142,7 +146,7 @@ class Triage:
                 )
             return outcome
 
-        mode = self._settings.mode
+        mode = self._mode
         if mode is Mode.ENFORCE:
             count = self._ledger.count_incident_this_hour()
             if count > self._settings.max_incidents_per_hour:
@@ -207,6 +211,9 @@ class Triage:
         payload = {
             "incident_id": incident_id,
             "instance_id": instance_id,
+            # Where the instance is: every step acts in this account and region (issue 14).
+            "account": finding.account,
+            "region": finding.region,
             "finding": finding.model_dump(mode="json"),
         }
         arn = self._settings.remediation_state_machine_arn

@@ -174,8 +174,10 @@ def test_a_profile_whose_role_contain_could_not_read_is_not_given_back(
 def test_release_closes_the_incident_and_frees_the_instance(
     aws: Clients, ledger: IncidentLedger, golden_asg_member: GoldenWorkload, contained_member: str
 ) -> None:
-    # Given a contained instance holds the lock on its instance
-    assert ledger.open_incident_for(golden_asg_member.instance_id) == contained_member
+    # Given a contained instance holds the lock on its instance (kept per account and region)
+    incident = ledger.get(contained_member)
+    place = ledger.at(incident.account, incident.region)
+    assert place.open_incident_for(golden_asg_member.instance_id) == contained_member
 
     # When it is released
     result = release_incident(aws, ledger, contained_member)
@@ -185,7 +187,7 @@ def test_release_closes_the_incident_and_frees_the_instance(
     assert incident.status is Status.RELEASED
     assert incident.details["released"] == result
     assert "released" in incident.timeline
-    assert ledger.open_incident_for(golden_asg_member.instance_id) is None
+    assert place.open_incident_for(golden_asg_member.instance_id) is None
 
 
 def test_releasing_twice_gives_the_same_result(

@@ -15,6 +15,10 @@ CONFIG_DETAIL_TYPE: Final = "Config Configuration Item Change"
 
 # Error messages quote parts of the input; an attacker-sized string must not become a log line.
 _QUOTE_LIMIT: Final = 80
+# An account id is 12 digits; a region a few lower-case words (us-east-1, us-gov-west-1, eusc-de-east-1).
+# Both name where the guard acts and key its ledger records: anything else is not an AWS event.
+ACCOUNT_PATTERN: Final = r"^\d{12}$"
+REGION_PATTERN: Final = r"^[a-z]{2,8}(-[a-z0-9]+){1,4}$"
 
 
 class _AwsModel(BaseModel):
@@ -62,7 +66,7 @@ class CloudTrailDetail(_AwsModel):
     event_time: str | None = Field(default=None, alias="eventTime")
     event_source: str = Field(alias="eventSource")
     event_name: str = Field(alias="eventName")
-    aws_region: str | None = Field(default=None, alias="awsRegion")
+    aws_region: str | None = Field(default=None, alias="awsRegion", pattern=REGION_PATTERN)
     source_ip_address: str | None = Field(default=None, alias="sourceIPAddress")
     user_agent: str | None = Field(default=None, alias="userAgent")
     request_parameters: dict[str, Any] | None = Field(default=None, alias="requestParameters")
@@ -73,7 +77,9 @@ class CloudTrailDetail(_AwsModel):
     event_id: str | None = Field(default=None, alias="eventID")
     event_type: str | None = Field(default=None, alias="eventType")
     read_only: bool | None = Field(default=None, alias="readOnly")
-    recipient_account_id: str | None = Field(default=None, alias="recipientAccountId")
+    recipient_account_id: str | None = Field(
+        default=None, alias="recipientAccountId", pattern=ACCOUNT_PATTERN
+    )
     shared_event_id: str | None = Field(default=None, alias="sharedEventID")
     vpc_endpoint_id: str | None = Field(default=None, alias="vpcEndpointId")
     # Some services put what the request acted on here (e.g. resolved targets), not in the request.
@@ -91,13 +97,13 @@ class _ItemHeader(_AwsModel):
     configuration_item_version: str | None = Field(default=None, alias="configurationItemVersion")
     configuration_item_capture_time: str | None = Field(default=None, alias="configurationItemCaptureTime")
     configuration_state_id: int | str | None = Field(default=None, alias="configurationStateId")
-    aws_account_id: str | None = Field(default=None, alias="awsAccountId")
+    aws_account_id: str | None = Field(default=None, alias="awsAccountId", pattern=ACCOUNT_PATTERN)
     configuration_item_status: str | None = Field(default=None, alias="configurationItemStatus")
     resource_type: str = Field(alias="resourceType")
     resource_id: str = Field(alias="resourceId")
     resource_name: str | None = Field(default=None, alias="resourceName")
     arn: str | None = Field(default=None, alias="ARN")
-    aws_region: str | None = Field(default=None, alias="awsRegion")
+    aws_region: str | None = Field(default=None, alias="awsRegion", pattern=REGION_PATTERN)
 
 
 class ConfigurationItem(_ItemHeader):
@@ -182,9 +188,9 @@ class _Envelope(_AwsModel):
     id: str
     detail_type: str = Field(alias="detail-type")
     source: str
-    account: str
+    account: str = Field(pattern=ACCOUNT_PATTERN)
     time: str
-    region: str
+    region: str = Field(pattern=REGION_PATTERN)
     resources: list[str] = Field(default_factory=list)
 
 
@@ -201,6 +207,52 @@ class ConfigEvent(_Envelope):
 
 
 ParsedEvent = CloudTrailEvent | ConfigEvent
+
+
+# ---------------------------------------------------------------- where the change happened
+# The record says which account and region a change happened in; the EventBridge envelope says which
+# account's bus and which region it came from ("account": the 12-digit account, "region": the Region where
+# the event originated, https://docs.aws.amazon.com/eventbridge/latest/ref/overiew-event-structure.html).
+# - CloudTrail: recipientAccountId "Represents the account ID that received this event" and awsRegion "The
+#   AWS Region that the request was made to"
+#   (https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-event-reference-record-contents.html).
+# - Config: the item's awsAccountId and awsRegion, "The region where the resource resides"
+#   (https://docs.aws.amazon.com/config/latest/developerguide/config-item-table.html; the API's
+#   ConfigurationItem calls the first accountId, the change notification awsAccountId).
+# A field the record leaves out is taken from the envelope.
+
+
+def _record_header(event: ParsedEvent) -> tuple[str | None, str | None]:
+    if isinstance(event, CloudTrailEvent):
+        return event.detail.recipient_account_id, event.detail.aws_region
+    header = event.detail.configuration_item or event.detail.configuration_item_summary
+    assert header is not None  # guaranteed by ConfigDetail's validator
+    return header.aws_account_id, header.aws_region
+
+
+def record_account(event: ParsedEvent) -> str:
+    """The account the change happened in, as the record says (else the envelope)."""
+    return _record_header(event)[0] or event.account
+
+
+def record_region(event: ParsedEvent) -> str:
+    """The region the change happened in, as the record says (else the envelope)."""
+    return _record_header(event)[1] or event.region
+
+
+def origin_mismatch(event: ParsedEvent) -> str | None:
+    """A sentence when the record's account or region disagrees with the envelope's, else None.
+
+    In an organisation the guard acts where the record says; an event whose envelope says otherwise was
+    routed wrongly (or built by hand) and is refused rather than acted on in either place."""
+    account, region = _record_header(event)
+    problems = []
+    if account is not None and account != event.account:
+        problems.append(f"the record's account {quote(account)} is not the envelope's {quote(event.account)}")
+    if region is not None and region != event.region:
+        problems.append(f"the record's region {quote(region)} is not the envelope's {quote(event.region)}")
+    return "; ".join(problems) or None
+
 
 _MODELS: Final[dict[str, type[CloudTrailEvent] | type[ConfigEvent]]] = {
     CLOUDTRAIL_DETAIL_TYPE: CloudTrailEvent,

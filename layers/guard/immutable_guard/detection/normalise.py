@@ -9,7 +9,13 @@ from typing import Any, Final
 
 from immutable_guard.detection import paths
 from immutable_guard.detection.config import CONFIG_HANDLERS
-from immutable_guard.detection.events import CloudTrailEvent, ParsedEvent, quote
+from immutable_guard.detection.events import (
+    CloudTrailEvent,
+    ParsedEvent,
+    quote,
+    record_account,
+    record_region,
+)
 from immutable_guard.detection.paths.shell import read_ssm_targets, remote_host_id
 from immutable_guard.detection.readers import (
     Facts,
@@ -486,8 +492,8 @@ def normalise(event: ParsedEvent) -> Finding:
             event_source=detail.event_source,
             event_id=detail.event_id or event.id,
             event_time=detail.event_time or event.time,
-            account=detail.recipient_account_id or event.account,
-            region=detail.aws_region or event.region,
+            account=record_account(event),
+            region=record_region(event),
             actor=_actor(event),
             resource_ids=facts.resource_ids,
             instance_ids=facts.instance_ids,
@@ -508,8 +514,8 @@ def normalise(event: ParsedEvent) -> Finding:
         event_source="config.amazonaws.com",
         event_id=event.id,
         event_time=event.detail.capture_time or event.time,
-        account=event.account,
-        region=event.region,
+        account=record_account(event),
+        region=record_region(event),
         resource_ids=facts.resource_ids,
         instance_ids=facts.instance_ids,
         evidence=facts.evidence,

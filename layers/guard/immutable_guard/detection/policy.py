@@ -28,6 +28,7 @@ from immutable_guard.detection.readers import (
     TAGS_ONLY_EVIDENCE_KEY,
 )
 from immutable_guard.detection.scope import InstanceDirectory, InstanceInfo, ScopeRule
+from immutable_guard.members import GUARD_ROLE_PREFIXES
 from immutable_guard.model import (
     ACCOUNT_LEVEL_KINDS,
     ALERT_ONLY_KINDS,
@@ -71,6 +72,9 @@ class Reason:
     NOT_GUARD_WIRING: Final = "not_guard_wiring"
     GOLDEN_IMAGE_AT_RISK: Final = "golden_image_at_risk"
     CONFIG_NOT_A_CHANGE: Final = "config_not_a_change"
+    # Organisation mode: refused before judging (the event is counted, not judged).
+    ACCOUNT_MISMATCH: Final = "account_mismatch"
+    UNPROTECTED_ACCOUNT: Final = "unprotected_account"
 
 
 class Policy(BaseModel):
@@ -87,6 +91,10 @@ class Policy(BaseModel):
     allowed_principal_arns: tuple[str, ...] = ()
     own_role_arns: tuple[str, ...] = ()
     expected_account: str | None = None
+    # Organisation mode: the accounts in which a role named like the guard's own roles
+    # (ImmutableGuard-Member-*, ImmutableGuard-Central-*) is the guard: the event's account and the
+    # security account. Empty in single-account mode, where own_role_arns names the guard's roles.
+    guard_accounts: frozenset[str] = frozenset()
 
 
 class Judgement(BaseModel):
@@ -112,6 +120,16 @@ def principal_key(arn: str) -> str:
     if match is None:
         return arn
     return f"role:{match['partition']}:{match['account']}:{match['name']}"
+
+
+def guard_role_of(actor: Actor, accounts: frozenset[str]) -> str | None:
+    """The guard's own role the actor acts as (by principal or session issuer), in one of ``accounts``:
+    a role named ImmutableGuard-Member-* or ImmutableGuard-Central-*, whatever its path."""
+    for candidate in (actor.principal_arn, actor.session_issuer_arn):
+        match = candidate and (_ASSUMED_ROLE.match(candidate.strip()) or _ROLE.match(candidate.strip()))
+        if match and match["account"] in accounts and match["name"].startswith(GUARD_ROLE_PREFIXES):
+            return f"arn:{match['partition']}:iam::{match['account']}:role/{match['name']}"
+    return None
 
 
 def _actor_matches(actor: Actor, arns: tuple[str, ...]) -> str | None:
@@ -247,7 +265,7 @@ def judge(
                 f"Made through CloudFormation on behalf of {_who(actor)}, on instances of the declared "
                 f"stack(s) {', '.join(stacks)}.",
             )
-    own = _actor_matches(actor, policy.own_role_arns)
+    own = _actor_matches(actor, policy.own_role_arns) or guard_role_of(actor, policy.guard_accounts)
     if own is not None:
         return verdict(Decision.IGNORE, Reason.OWN_CHANGE, f"Made by Immutable Guard itself ({own}).")
     if policy.expected_account is not None and finding.account != policy.expected_account:
@@ -536,6 +554,12 @@ def judge_event(
     ScopeResolutionFailed
         When the directory cannot resolve the instances.
     """
-    finding = normalise(parse_event(raw))
+    return judge_finding(normalise(parse_event(raw)), policy, directory, memory)
+
+
+def judge_finding(
+    finding: Finding, policy: Policy, directory: InstanceDirectory, memory: DetectionMemory | None = None
+) -> Judgement:
+    """Resolve the instances a normalised finding reaches and judge it (``judge_event`` after parsing)."""
     instances = directory.resolve(finding)
     return scope_observations(judge(finding, instances, policy, memory), instances, policy)

@@ -318,8 +318,13 @@ class Cleanup:
 
     def _lift_protection(self, instance_id: str, guard: Guard | None) -> None:
         release_function = guard.outputs.get("ReleaseFunctionName") if guard is not None else None
-        if guard is not None and release_function and guard.ledger.open_incident_for(instance_id) is None:
-            contained = [i for i in guard.incidents_for(instance_id) if i.prior_state is not None]
+        incidents = guard.incidents_for(instance_id) if guard is not None else []
+        # The lock is kept per account and region: each incident says where its instance is.
+        held = guard is not None and any(
+            guard.ledger.at(i.account, i.region).open_incident_for(instance_id) for i in incidents
+        )
+        if guard is not None and release_function and not held:
+            contained = [i for i in incidents if i.prior_state is not None]
             if contained:
                 incident_id = max(contained, key=lambda i: i.created_at).incident_id
                 response = self.clients.lambda_.invoke(

@@ -740,6 +740,74 @@ def task_tokens_close_as_in_aws(set_attribute: Setter = setattr) -> None:
         set_attribute(StepFunctionsParserBackend, name, answering(name))
 
 
+# ---------------------------------------------------------------------- (k) sts:AssumeRole across accounts
+
+
+def assume_role_needs_a_role_that_trusts_the_caller(set_attribute: Setter = setattr) -> None:
+    """AssumeRole succeeds only into a role that exists and whose trust policy admits the caller's account
+    (and the external id, when the policy asks for one); otherwise AccessDenied.
+
+    AWS: "the role's trust policy ... must grant the caller sts:AssumeRole", an sts:ExternalId condition must
+    be met (https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html), and a role that does
+    not exist is refused like a role that does not trust the caller (AccessDenied). moto issues credentials
+    for any role ARN, existing or not, so "is the member-roles stack deployed there?" could never fail
+    locally. Checked: the role exists; an Allow statement for sts:AssumeRole names "*", the caller's
+    account (root) or a principal of it; its StringEquals sts:ExternalId, if any, is the one given. Other
+    conditions (aws:PrincipalOrgID...) are not evaluated here.
+    """
+    from moto.iam.models import iam_backends
+    from moto.sts.exceptions import STSClientError
+    from moto.sts.models import STSBackend
+
+    original = STSBackend.__dict__["assume_role"]
+
+    def assume_role(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        role_arn = str(kwargs.get("role_arn") or "")
+        external_id = kwargs.get("external_id")
+        caller = str(backend.account_id)
+        parts = role_arn.split(":")
+        account = parts[4] if len(parts) > 5 else ""
+        role = None
+        if account:
+            try:
+                role = iam_backends[account]["global"].get_role_by_arn(role_arn)
+            except Exception:  # moto's IAMNotFoundException: the role does not exist
+                role = None
+        if role is None or not _trusts(role.assume_role_policy_document, caller, external_id):
+            raise STSClientError(
+                "AccessDenied",
+                f"User: arn:aws:sts::{caller}:assumed-role/caller is not authorized to perform: "
+                f"sts:AssumeRole on resource: {role_arn}",
+            )
+        return original(backend, *args, **kwargs)
+
+    set_attribute(STSBackend, "assume_role", assume_role)
+
+
+def _trusts(document: Any, caller_account: str, external_id: str | None) -> bool:
+    import json
+
+    policy = json.loads(document) if isinstance(document, str) else (document or {})
+    statements = policy.get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        actions = statement.get("Action", [])
+        actions = actions if isinstance(actions, list) else [actions]
+        if statement.get("Effect") != "Allow" or not {"sts:AssumeRole", "sts:*", "*"} & set(actions):
+            continue
+        principal = statement.get("Principal", {})
+        principals = principal.get("AWS", []) if isinstance(principal, dict) else principal
+        principals = principals if isinstance(principals, list) else [principals]
+        if not any(
+            p == "*" or p == caller_account or str(p).split(":")[4:5] == [caller_account] for p in principals
+        ):
+            continue
+        wanted = (statement.get("Condition", {}).get("StringEquals", {}) or {}).get("sts:ExternalId")
+        if wanted is not None and external_id not in (wanted if isinstance(wanted, list) else [wanted]):
+            continue
+        return True
+    return False
+
+
 # ---------------------------------------------------------------------- all of them
 
 
@@ -767,6 +835,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         spot_instances_refuse_protection,
         launch_template_spot_options_launch_spot_instances,
         network_acl_entries_are_limited,
+        assume_role_needs_a_role_that_trusts_the_caller,
     ]
 
 

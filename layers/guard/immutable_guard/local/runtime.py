@@ -36,6 +36,11 @@ _CREDENTIALS = {
 _MARKER = "/immutable-guard/local-runtime/marker"
 # Variables that would send calls to a real account or another endpoint; cleared while running.
 _CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SECURITY_TOKEN")
+# Organizations creates this role in every account it creates, trusting the management account
+# (https://docs.aws.amazon.com/organizations/latest/userguide/orgs_manage_accounts_create-cross-account-role.html).
+ORGANIZATION_ACCESS_ROLE = "OrganizationAccountAccessRole"
+# moto's account: the one the runtime's own credentials act in.
+HOME_ACCOUNT = "123456789012"
 # Lambda's default concurrent executions per account and region
 # (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
 DEFAULT_ACCOUNT_CONCURRENCY = 1_000
@@ -188,6 +193,50 @@ class LocalAws:
 
     def clients(self) -> Clients:
         return Clients(self.session(), region_name=self.region)
+
+    def account_session(self, account_id: str, region: str | None = None) -> boto3.Session:
+        """An administrator's session in another account of the local AWS, as a member account's admin
+        reaches it: through the OrganizationAccountAccessRole that Organizations creates in the accounts it
+        creates (made here on first use). moto keeps every account's resources apart and scopes assumed-role
+        credentials to the role's account; no process-wide account variable is set, which would switch
+        every thread of the in-process server."""
+        from moto.iam.models import iam_backends
+
+        iam = iam_backends[account_id]["global"]
+        if not any(role.name == ORGANIZATION_ACCESS_ROLE for role in iam.roles.values()):
+            trust = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": f"arn:aws:iam::{HOME_ACCOUNT}:root"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+            iam.create_role(
+                role_name=ORGANIZATION_ACCESS_ROLE,
+                assume_role_policy_document=json.dumps(trust),
+                path="/",
+                permissions_boundary=None,
+                description="the organisation's administrator access (created by Organizations in AWS)",
+                tags=[],
+                max_session_duration="3600",
+            )
+        credentials = (
+            self.session()
+            .client("sts")
+            .assume_role(
+                RoleArn=f"arn:aws:iam::{account_id}:role/{ORGANIZATION_ACCESS_ROLE}",
+                RoleSessionName="local-administrator",
+            )["Credentials"]
+        )
+        return boto3.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+            region_name=region or self.region,
+        )
 
     def deploy(
         self,

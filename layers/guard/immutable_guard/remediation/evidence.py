@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from immutable_guard.errors import (
     AwsCallFailed,
@@ -21,6 +21,7 @@ from immutable_guard.errors import (
     SnapshotFailed,
 )
 from immutable_guard.ledger import IncidentLedger, Status, now_iso
+from immutable_guard.step_input import InstancePlace
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -41,7 +42,7 @@ STAGE_EVIDENCE_COMPLETE = "evidence_complete"
 _NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
 
 
-class EvidenceRequest(BaseModel):
+class EvidenceRequest(InstancePlace):
     """What the state machine passes to the Evidence function (one of three actions)."""
 
     model_config = ConfigDict(extra="ignore")

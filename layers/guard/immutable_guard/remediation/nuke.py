@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from immutable_guard.errors import (
     AwsCallFailed,
@@ -29,6 +29,7 @@ from immutable_guard.remediation.evidence import (
 from immutable_guard.remediation.network_acl import DETAIL_KEY as ACL_DETAIL_KEY
 from immutable_guard.remediation.network_acl import remove_entries
 from immutable_guard.remediation.replace import STAGE_REPLACEMENT_STARTED, STRATEGY_MANUAL, replacement_health
+from immutable_guard.step_input import InstancePlace
 
 if TYPE_CHECKING:
     from immutable_guard.clients import Clients
@@ -42,7 +43,7 @@ _STOPPED_STATES = frozenset({"stopping", "stopped"})
 _ALLOWED_STATUSES = frozenset({Status.EVIDENCE_COMPLETE, Status.REPLACED})
 
 
-class NukeRequest(BaseModel):
+class NukeRequest(InstancePlace):
     """What the state machine passes to the Nuke function; every claim in it is re-verified."""
 
     model_config = ConfigDict(extra="ignore")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from immutable_guard.errors import AwsCallFailed, GuardError, InstanceNotFound, IsolationFailed, error_code
 from immutable_guard.ledger import IncidentLedger, Status, now_iso
@@ -27,6 +27,7 @@ from immutable_guard.remediation.offending_rules import (
     remove_offending_acl_entries,
     revoke_offending_rules,
 )
+from immutable_guard.step_input import InstancePlace
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -92,7 +93,7 @@ ISOLATION_DEPTHS = (DEPTH_SECURITY_GROUPS, DEPTH_NETWORK_ACL)
 _T = TypeVar("_T")
 
 
-class ContainRequest(BaseModel):
+class ContainRequest(InstancePlace):
     """What the state machine's Contain task passes (the execution input, from Detect)."""
 
     model_config = ConfigDict(extra="ignore")

@@ -335,9 +335,10 @@ def release_incident(
         "actions": actions,
     }
     # Before the incident is marked released: Config's report of what was restored is the guard's own.
-    ledger.remember_released(instance_id, incident_id)
+    place = ledger.at(incident.account, incident.region)
+    place.remember_released(instance_id, incident_id)
     ledger.record_stage(incident_id, STAGE_RELEASED, status=Status.RELEASED, details=result)
-    ledger.release_lock(instance_id, incident_id)
+    place.release_lock(instance_id, incident_id)
     if alert_topic_arn:
         publish_alert(clients.sns, alert_topic_arn, _released_alert(incident, result))
     return result

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from immutable_guard.errors import AwsCallFailed, InstanceNotFound, ReplacementFailed
 from immutable_guard.ledger import Incident, IncidentLedger, Status
 from immutable_guard.remediation.evidence import describe_instance
 from immutable_guard.remediation.launch_source import PRIOR_STATE_KEY as LAUNCH_SOURCE_KEY
 from immutable_guard.remediation.launch_source import verify_launch_source
+from immutable_guard.step_input import InstancePlace
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
@@ -83,7 +84,7 @@ class StackReplacement:
         )
 
 
-class ReplaceRequest(BaseModel):
+class ReplaceRequest(InstancePlace):
     """What the state machine passes to the Replace function."""
 
     model_config = ConfigDict(extra="ignore")
