@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 ## Re-record tests/security/observed_calls.json, the IAM actions each function and state machine was seen
 ## using (the drill, the e2e tests, the fault matrix's clean runs, every sample event through Detect); the
