@@ -37,7 +37,7 @@ test-fast: setup
 ## using (the drill, the e2e tests, the fault matrix's clean runs, every sample event through Detect); the
 ## suite then holds template.yaml to it. Run it after changing what a function calls.
 observed-calls: setup
-	$(BIN)/python -m pytest --record-calls -q
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --record-calls -q
 
 lint: setup
 	$(BIN)/ruff check .
