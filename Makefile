@@ -24,18 +24,20 @@ $(STAMP): pyproject.toml
 drill: setup
 	$(BIN)/immutable-guard drill
 
-## The whole test suite.
+## The whole test suite, on parallel workers (pytest-xdist). Most tests wait on the local AWS's threads
+## and polls, so more workers than cores pays; TEST_WORKERS=1 runs it in one process.
+TEST_WORKERS ?= 4
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 ## Re-record tests/security/observed_calls.json, the IAM actions each function and state machine was seen
 ## using (the drill, the e2e tests, the fault matrix's clean runs, every sample event through Detect); the
 ## suite then holds template.yaml to it. Run it after changing what a function calls.
 observed-calls: setup
-	$(BIN)/python -m pytest --record-calls -q
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --record-calls -q
 
 lint: setup
 	$(BIN)/ruff check .

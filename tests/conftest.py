@@ -8,7 +8,9 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Generator, Iterator
+from dataclasses import astuple
 from pathlib import Path
+from typing import Any
 
 import pytest
 from immutable_guard.local.call_log import CALL_LOG_VARIABLE, CallLogReader, Entry
@@ -38,6 +40,34 @@ os.environ.update(
 )
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+def _without_ecs_optimised_images() -> None:
+    """moto loads about 1,200 ECS-optimised images into every region's EC2 backend, again after each
+    reset (each ``mock_aws()``), and a DescribeImages for Amazon's images then serialises them all: about
+    two seconds for each test that looks up an image to launch. Nothing here runs ECS; EC2 keeps moto's
+    other images (the ones tests launch, the latest Amazon Linux ones SSM's public parameters name)."""
+    from moto.ec2.models import amis
+
+    load_resource = amis.load_resource
+    amis.load_resource = lambda resource: [] if "ecs/optimized_amis" in resource else load_resource(resource)
+
+
+_without_ecs_optimised_images()
+
+
+def _one_botocore_loader() -> None:
+    """Each boto3.Session reads every service model it uses from disk again (botocore caches them per
+    session), and tests, handlers and the local runtime make sessions by the hundred: one loader, and so
+    one cache, for the process. The models are read-only data, the same for every session."""
+    import functools
+
+    import botocore.session
+
+    botocore.session.create_loader = functools.lru_cache(maxsize=None)(botocore.session.create_loader)
+
+
+_one_botocore_loader()
 
 
 @pytest.fixture
@@ -140,12 +170,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     observed = session.config.stash[_OBSERVED_CALLS]
     observed.read()
     try:
-        if observed.recording:
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:
+            # A pytest-xdist worker saw only its share of the runs: it hands what it saw to the controller,
+            # which writes or checks the manifest from all workers' records (pytest_testnodedown below).
+            workeroutput["observed_calls"] = {
+                "entries": [astuple(entry) for entry in observed.entries],
+                "sources": observed.sources,
+                "ran": sorted(observed.ran),
+                "failed": sorted(observed.failed),
+            }
+        elif observed.recording:
             _write_manifest(session, observed)
         else:
             _check_manifest_complete(session, observed)
     finally:
         shutil.rmtree(_CALL_LOG_DIR, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist, on the controller: a worker finished; merge its records. The manifest is a sorted
+    union of (principal, action), so the order in which workers ran the recording runs does not matter."""
+    record = getattr(node, "workeroutput", {}).get("observed_calls")
+    if record is None:
+        return  # a worker that crashed: its runs count as not run, so nothing is written or judged stale
+    observed = node.config.stash[_OBSERVED_CALLS]
+    observed.entries += [Entry(*fields) for fields in record["entries"]]
+    observed.sources = list(record["sources"])
+    observed.ran |= set(record["ran"])
+    observed.failed |= set(record["failed"])
 
 
 def _say(session: pytest.Session, text: str) -> None:
