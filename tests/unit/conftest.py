@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import boto3
@@ -32,3 +33,33 @@ def ledger(aws: Clients) -> IncidentLedger:
     # Bound to the account and region of the sample events: records that name an instance are kept per
     # account and region (issue 14).
     return IncidentLedger(aws.dynamodb, LEDGER_TABLE).at(EVENTS_ACCOUNT, "us-east-1")
+
+
+# A stack named like the guard's default, with only what the CLI commands look up by output: the ledger
+# table, and the release function's name.
+GUARD_STACK = "immutable-guard"
+_LEDGER_ONLY_STACK = {
+    "Resources": {
+        "IncidentLedger": {
+            "Type": "AWS::DynamoDB::Table",
+            "Properties": {
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            },
+        }
+    },
+    "Outputs": {
+        "IncidentLedgerName": {"Value": {"Ref": "IncidentLedger"}},
+        "ReleaseFunctionName": {"Value": "immutable-guard-release"},
+    },
+}
+
+
+@pytest.fixture
+def deployed_ledger(aws: Clients) -> IncidentLedger:
+    """The ledger of a deployed stack `immutable-guard`, found as the CLI finds it: by the stack's output."""
+    aws.cloudformation.create_stack(StackName=GUARD_STACK, TemplateBody=json.dumps(_LEDGER_ONLY_STACK))
+    outputs = aws.cloudformation.describe_stacks(StackName=GUARD_STACK)["Stacks"][0]["Outputs"]
+    table = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "IncidentLedgerName")
+    return IncidentLedger(aws.dynamodb, table)

@@ -327,26 +327,9 @@ def test_breaker_open_is_counted_by_breaker(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_the_storm_cli_shows_and_clears(
-    aws: Clients, ledger: IncidentLedger, capsys: pytest.CaptureFixture[str]
+    deployed_ledger: IncidentLedger, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack = {
-        "Resources": {
-            "IncidentLedger": {
-                "Type": "AWS::DynamoDB::Table",
-                "Properties": {
-                    "BillingMode": "PAY_PER_REQUEST",
-                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-                    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-                },
-            }
-        },
-        "Outputs": {"IncidentLedgerName": {"Value": {"Ref": "IncidentLedger"}}},
-    }
-    aws.cloudformation.create_stack(StackName="immutable-guard", TemplateBody=json.dumps(stack))
-    table = aws.cloudformation.describe_stacks(StackName="immutable-guard")["Stacks"][0]["Outputs"][0][
-        "OutputValue"
-    ]
-    IncidentLedger(aws.dynamodb, table).open_storm([A, B, C])
+    deployed_ledger.open_storm([A, B, C])
     args = ["--stack", "immutable-guard", "--region", "us-east-1", "--json"]
     assert main(["accounts", "storm", "show", *args]) == 0
     shown = json.loads(capsys.readouterr().out)

@@ -9,30 +9,10 @@ from immutable_guard.cli import main
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso
 
-STACK = {
-    "Resources": {
-        "IncidentLedger": {
-            "Type": "AWS::DynamoDB::Table",
-            "Properties": {
-                "BillingMode": "PAY_PER_REQUEST",
-                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-            },
-        }
-    },
-    "Outputs": {
-        "IncidentLedgerName": {"Value": {"Ref": "IncidentLedger"}},
-        "ReleaseFunctionName": {"Value": "immutable-guard-release"},
-    },
-}
-
 
 @pytest.fixture
-def deployed(aws: Clients) -> IncidentLedger:
-    aws.cloudformation.create_stack(StackName="immutable-guard", TemplateBody=json.dumps(STACK))
-    outputs = aws.cloudformation.describe_stacks(StackName="immutable-guard")["Stacks"][0]["Outputs"]
-    table = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "IncidentLedgerName")
-    return IncidentLedger(aws.dynamodb, table)
+def deployed(deployed_ledger: IncidentLedger) -> IncidentLedger:
+    return deployed_ledger
 
 
 def incident(incident_id: str, instance_id: str, account: str = "123456789012") -> Incident:

@@ -104,22 +104,8 @@ def test_the_registry_refuses_duplicates_unknown_accounts_and_malformed_ids(
 
 
 def test_the_accounts_command_adds_lists_sets_the_mode_and_verifies(
-    aws: Clients, capsys: pytest.CaptureFixture[str]
+    deployed_ledger: IncidentLedger, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack = {
-        "Resources": {
-            "IncidentLedger": {
-                "Type": "AWS::DynamoDB::Table",
-                "Properties": {
-                    "BillingMode": "PAY_PER_REQUEST",
-                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-                    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-                },
-            }
-        },
-        "Outputs": {"IncidentLedgerName": {"Value": {"Ref": "IncidentLedger"}}},
-    }
-    aws.cloudformation.create_stack(StackName="immutable-guard", TemplateBody=json.dumps(stack))
     stack_args = ["--stack", "immutable-guard", "--region", "us-east-1", "--json"]
     assert main(["accounts", "add", MEMBER, "--mode", "enforce", "--ou", "ou-exam-prod", *stack_args]) == 0
     [added] = json.loads(capsys.readouterr().out)
