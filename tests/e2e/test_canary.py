@@ -60,7 +60,11 @@ def test_a_healthy_version_is_promoted_step_by_step_with_hooks_and_alerts(rollou
     assert shifts == [10, 20, 30, 40, 50, 60, 70, 80, 90]
     passed = [e.data for e in entries if e.kind == "gate" and e.data["verdict"] == "healthy"]
     assert [g["step"] for g in passed] == list(range(1, 10))
-    assert all(g["new"]["invocations"] >= 2 and g["alarms"] == {rollout.target.alarm: "OK"} for g in passed)
+    # Requests are counted from the rollout's start, and each step needs its share of min_invocations (2):
+    # every step was judged on requests the new version served, and the whole rollout on at least 2.
+    served = [g["new"]["invocations"] for g in passed]
+    assert served == sorted(served) and served[0] >= 1 and served[-1] >= 2, served
+    assert all(g["alarms"] == {rollout.target.alarm: "OK"} for g in passed)
     hooks = [e.data["status"] for e in entries if e.kind == "hook"]
     assert hooks == ["Succeeded", "Succeeded"]
     assert _kinds(entries)[-3:] == ["promote", "hook", "succeeded"]

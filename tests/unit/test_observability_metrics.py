@@ -26,6 +26,13 @@ SERVICE = "immutable-guard"
 INCIDENT = "ig-i-0abc-5f2c9a1b7d3e"
 
 
+@pytest.fixture(autouse=True)
+def no_metrics_left_by_other_tests() -> None:
+    # Powertools keeps the metrics not yet flushed in state every Metrics instance shares: a test elsewhere
+    # that processed events without flushing would add its counts to the ones these tests read.
+    Metrics().clear_metrics()
+
+
 def emitted(text: str) -> list[dict[str, Any]]:
     """Every metric datapoint in the EMF documents of ``text``: name, value, dimensions, namespace."""
     points = []
