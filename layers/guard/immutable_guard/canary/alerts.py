@@ -104,24 +104,18 @@ class CanaryAlert(Alert):
         return attributes
 
 
+# What every canary alert says of its rollout (and what the lock keeps of the plan, so the recovery
+# function can alert without the execution's input).
+ROLLOUT_FIELDS = ("function", "alias", "stable_version", "target_version", "steps", "alarms", "bake_seconds")
+
+
 def build_alert(event: CanaryStageEvent, account: str, region: str) -> CanaryAlert:
     """The alert for one stage of a rollout."""
     if event.stage not in STAGES:
         raise ValueError(f"unknown canary stage {event.stage!r}; expected one of {', '.join(STAGES)}")
     _, severity, decision = STAGES[event.stage]
     plan, detail = event.plan, event.detail
-    rollout = {
-        key: plan.get(key)
-        for key in (
-            "function",
-            "alias",
-            "stable_version",
-            "target_version",
-            "steps",
-            "alarms",
-            "bake_seconds",
-        )
-    }
+    rollout = {key: plan.get(key) for key in ROLLOUT_FIELDS}
     reason, summary, actions = "", "", []
     if event.stage == STARTED:
         summary = (

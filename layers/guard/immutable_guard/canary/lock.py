@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from immutable_guard.canary.alerts import ROLLOUT_FIELDS
 from immutable_guard.canary.errors import CanaryRefused
 from immutable_guard.errors import AwsCallFailed
 
@@ -28,15 +29,10 @@ _PREFIX = "CANARY#"
 LOCK_MARGIN_SECONDS = 3600
 # What each step may spend beyond its bake and holds: shift, gate and their retries.
 _STEP_OVERHEAD_SECONDS = 300
-# Fields of the plan kept with the lock, so the abort handler can alert about the rollout without it.
+# Fields of the plan kept with the lock: what the abort handler needs to alert about the rollout without
+# it, and what steering needs to answer a person (status, waits).
 PLAN_FIELDS = (
-    "function",
-    "alias",
-    "stable_version",
-    "target_version",
-    "steps",
-    "alarms",
-    "bake_seconds",
+    *ROLLOUT_FIELDS,
     "check_interval_seconds",
     "confirm_promotion",
     "on_inconclusive",
