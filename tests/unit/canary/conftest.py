@@ -6,23 +6,15 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
-from canary_names import EXECUTION, LEDGER_TABLE
+from canary_names import EXECUTION, LEDGER_TABLE, Target
 from immutable_guard.canary.lock import RolloutLock
 from immutable_guard.canary.plan import parse_request
 from immutable_guard.canary.traffic import CANARY_TAG_KEY, CANARY_TAG_VALUE, preflight
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import IncidentLedger
-
-
-@dataclass(frozen=True)
-class Target:
-    function: str
-    alias: str
-    alarm: str
 
 
 def _zip() -> bytes:

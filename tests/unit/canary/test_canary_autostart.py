@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Target  # type: ignore[import-not-found]
+from canary_names import Target
 from immutable_guard.canary.autostart import (
     IGNORED,
     PLAN_PARAMETER_PREFIX,

@@ -3,34 +3,25 @@ group, with an instance profile) and an open incident about one of its instances
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso
 from immutable_guard.local.moto_fixes import eni_groups_as_in_aws as eni_groups_fix
-from immutable_guard.model import Finding, Kind, Severity, Source
-
-GOLDEN_AMI = "ami-12c6146b"  # one of moto's built-in images
-
-
-@dataclass(frozen=True)
-class GoldenWorkload:
-    vpc_id: str
-    subnet_id: str
-    app_group_id: str
-    auto_scaling_group: str
-    target_group_arn: str
-    profile_arn: str
-    instance_id: str
-    second_eni_id: str
-    ssh_rule_id: str
+from remediation_world import (
+    ACCOUNT_ID,
+    EVIDENCE_BUCKET,
+    GOLDEN_AMI,
+    REGION,
+    ContainedInstance,
+    FakeLambdaContext,
+    GoldenWorkload,
+    Network,
+    make_finding,
+)
 
 
 def _profile(aws: Clients) -> str:
@@ -112,23 +103,6 @@ def golden_asg_member(aws: Clients, eni_groups_as_in_aws: None) -> GoldenWorkloa
     )
 
 
-def make_finding(kind: Kind = Kind.PORT_OPENED, **fields: Any) -> dict[str, Any]:
-    """A finding as Detect puts it in the execution input (Finding.model_dump(mode="json"))."""
-    values: dict[str, Any] = {
-        "kind": kind,
-        "severity": Severity.CRITICAL,
-        "source": Source.CLOUDTRAIL,
-        "event_name": "AuthorizeSecurityGroupIngress",
-        "event_source": "ec2.amazonaws.com",
-        "event_id": str(uuid.uuid4()),
-        "event_time": "2026-01-01T00:00:00Z",
-        "account": "123456789012",
-        "region": "us-east-1",
-        **fields,
-    }
-    return Finding(**values).model_dump(mode="json")
-
-
 @pytest.fixture
 def ssh_opened_finding(golden_asg_member: GoldenWorkload) -> dict[str, Any]:
     """What Detect makes of AuthorizeSecurityGroupIngress tcp/22 from 0.0.0.0/0 on the app group."""
@@ -180,26 +154,6 @@ def open_incident(ledger: IncidentLedger) -> Callable[[str, dict[str, Any]], str
 
 
 # ---------------------------------------------------------------- evidence, replace and nuke
-
-REGION = "us-east-1"
-ACCOUNT_ID = "123456789012"  # moto's default account
-FUNCTIONS_DIR = Path(__file__).resolve().parents[3] / "functions"
-EVIDENCE_BUCKET = "immutable-guard-evidence-test"
-
-
-@dataclass(frozen=True)
-class ContainedInstance:
-    """An instance as the Contain step leaves it, and the incident about it."""
-
-    incident_id: str
-    instance_id: str
-    volumes: dict[str, str]  # volume id -> device
-
-
-@dataclass(frozen=True)
-class Network:
-    vpc_id: str
-    subnet_id: str
 
 
 @pytest.fixture
@@ -280,18 +234,6 @@ def golden_group(aws: Clients, workload_network: Network) -> str:
     return "web"
 
 
-def group_members(aws: Clients, group: str) -> list[str]:
-    groups = aws.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
-    return [member["InstanceId"] for member in groups[0]["Instances"]]
-
-
-def detach_from_group(aws: Clients, group: str, instance_id: str) -> None:
-    """What the Contain step does to a group member: leave the group, keep the desired capacity."""
-    aws.autoscaling.detach_instances(
-        AutoScalingGroupName=group, InstanceIds=[instance_id], ShouldDecrementDesiredCapacity=False
-    )
-
-
 @pytest.fixture
 def evidence_bucket(aws: Clients) -> str:
     """The template's EvidenceBucket: versioned, Object Lock with a GOVERNANCE default retention."""
@@ -317,26 +259,9 @@ def set_snapshot_state(aws: Clients) -> Callable[[str, str], None]:
     return run
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "test-function"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:test-function"
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-
-
 @pytest.fixture
 def lambda_context() -> FakeLambdaContext:
     return FakeLambdaContext()
-
-
-def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/app.py under a unique module name (every handler module is called app)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_app", FUNCTIONS_DIR / name / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from conftest import GOLDEN_AMI, ContainedInstance, GoldenWorkload, make_finding
 from immutable_guard.clients import Clients
 from immutable_guard.errors import IsolationFailed
 from immutable_guard.ledger import IncidentLedger, Status
@@ -30,6 +29,7 @@ from immutable_guard.remediation.release import release_incident
 from immutable_guard.settings import NukeSettings
 from moto.ec2.models import ec2_backends
 from moto.elbv2.models import elbv2_backends
+from remediation_world import GOLDEN_AMI, ContainedInstance, GoldenWorkload, make_finding
 
 OpenIncident = Callable[[str, dict[str, Any]], str]
 ACCOUNT, REGION = "123456789012", "us-east-1"

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import EVIDENCE_BUCKET, ContainedInstance, FakeLambdaContext, load_function
 from immutable_guard.clients import Clients
 from immutable_guard.errors import EvidenceIncomplete, InstanceNotFound, InvalidEvent, SnapshotFailed
 from immutable_guard.ledger import IncidentLedger, Status
@@ -22,6 +21,7 @@ from immutable_guard.remediation.evidence import (
     start_snapshots,
     write_manifest,
 )
+from remediation_world import EVIDENCE_BUCKET, ContainedInstance, FakeLambdaContext, load_function
 
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:

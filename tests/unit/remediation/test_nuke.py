@@ -9,13 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import (
-    ContainedInstance,
-    FakeLambdaContext,
-    detach_from_group,
-    group_members,
-    load_function,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from immutable_guard.clients import Clients
@@ -26,6 +19,13 @@ from immutable_guard.remediation.evidence import start_snapshots, write_manifest
 from immutable_guard.remediation.nuke import nuke_instance
 from immutable_guard.remediation.replace import check_replacement, start_replacement
 from immutable_guard.settings import NukeSettings
+from remediation_world import (
+    ContainedInstance,
+    FakeLambdaContext,
+    detach_from_group,
+    group_members,
+    load_function,
+)
 
 MakeContained = Callable[..., ContainedInstance]
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import GoldenWorkload
 from immutable_guard.clients import Clients
 from immutable_guard.detection import normalise, parse_event
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.remediation.quarantine import quarantine_instance
+from remediation_world import GoldenWorkload
 
 OpenIncident = Callable[[str, dict[str, Any]], str]
 SAMPLE = Path(__file__).resolve().parents[3] / "events" / "cloudtrail-create-network-acl-entry.json"

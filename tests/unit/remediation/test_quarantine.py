@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import FakeLambdaContext, GoldenWorkload, load_function, make_finding
 from immutable_guard.clients import Clients
 from immutable_guard.errors import AwsCallFailed, InstanceNotFound, InvalidEvent, IsolationFailed
 from immutable_guard.ledger import IncidentLedger, Status
@@ -22,6 +21,7 @@ from immutable_guard.remediation.quarantine import (
     TAG_STATE,
     quarantine_instance,
 )
+from remediation_world import FakeLambdaContext, GoldenWorkload, load_function, make_finding
 
 OpenIncident = Callable[[str, dict[str, Any]], str]
 READ_ONLY_PREFIXES = ("Describe", "Get")

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import FakeLambdaContext, GoldenWorkload, load_function
 from immutable_guard.clients import Clients
 from immutable_guard.errors import IncidentNotFound, InvalidEvent, ReleaseRefused
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.remediation.quarantine import TAG_INCIDENT, TAG_STATE, quarantine_instance
 from immutable_guard.remediation.release import release_incident
+from remediation_world import FakeLambdaContext, GoldenWorkload, load_function
 
 OpenIncident = Callable[[str, dict[str, Any]], str]
 

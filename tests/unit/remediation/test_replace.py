@@ -11,7 +11,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from conftest import (
+from immutable_guard.clients import Clients
+from immutable_guard.errors import ReplacementFailed
+from immutable_guard.ledger import IncidentLedger, Status
+from immutable_guard.local.stack_updates import stack_updates_run_as_their_principal
+from immutable_guard.remediation.replace import StackReplacement, check_replacement, start_replacement
+from remediation_world import (
     GOLDEN_AMI,
     ContainedInstance,
     FakeLambdaContext,
@@ -19,11 +24,6 @@ from conftest import (
     group_members,
     load_function,
 )
-from immutable_guard.clients import Clients
-from immutable_guard.errors import ReplacementFailed
-from immutable_guard.ledger import IncidentLedger, Status
-from immutable_guard.local.stack_updates import stack_updates_run_as_their_principal
-from immutable_guard.remediation.replace import StackReplacement, check_replacement, start_replacement
 
 MakeContained = Callable[..., ContainedInstance]
 

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import GOLDEN_AMI, make_finding
 from immutable_guard.clients import Clients
 from immutable_guard.errors import LaunchTemplateChanged
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.remediation.launch_source import PRIOR_STATE_KEY
 from immutable_guard.remediation.quarantine import quarantine_instance
 from immutable_guard.remediation.replace import STAGE_REPLACEMENT_STARTED, start_replacement
+from remediation_world import GOLDEN_AMI, make_finding
 
 ASL = Path(__file__).resolve().parents[3] / "statemachines" / "remediation.asl.json"
 OpenIncident = Callable[[str, dict[str, object]], str]
