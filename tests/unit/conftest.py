@@ -9,6 +9,8 @@ import boto3
 import pytest
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import IncidentLedger
+from immutable_guard.model import Mode, PostEvidenceAction
+from immutable_guard.settings import DetectSettings
 from moto import mock_aws
 
 LEDGER_TABLE = "immutable-guard-ledger"
@@ -63,3 +65,19 @@ def deployed_ledger(aws: Clients) -> IncidentLedger:
     outputs = aws.cloudformation.describe_stacks(StackName=GUARD_STACK)["Stacks"][0]["Outputs"]
     table = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "IncidentLedgerName")
     return IncidentLedger(aws.dynamodb, table)
+
+
+@pytest.fixture
+def detect_settings(aws: Clients, ledger: IncidentLedger) -> DetectSettings:
+    """Detect's settings as template.yaml sets them (single-account mode), on the moto ledger table."""
+    return DetectSettings(
+        ledger_table="immutable-guard-ledger",
+        alert_topic_arn=aws.sns.create_topic(Name="alerts")["TopicArn"],
+        mode=Mode.ENFORCE,
+        scope_tag_key="immutable",
+        scope_tag_value="true",
+        max_incidents_per_hour=5,
+        post_evidence_action=PostEvidenceAction.TERMINATE,
+        remediation_state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:remediation",
+        dead_letter_queue_url=aws.sqs.create_queue(QueueName="dlq")["QueueUrl"],
+    )

@@ -14,7 +14,6 @@ import pytest
 from aws_lambda_powertools import Metrics
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import Incident, IncidentLedger, Status, now_iso
-from immutable_guard.model import Mode, PostEvidenceAction
 from immutable_guard.notify import StageEvent, notify_stage
 from immutable_guard.pipeline import process_event
 from immutable_guard.settings import DetectSettings, StepSettings
@@ -65,21 +64,6 @@ def _total(value: float | list[float]) -> float:
 
 def named(points: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [p for p in points if p["name"] == name]
-
-
-@pytest.fixture
-def detect_settings(aws: Clients, ledger: IncidentLedger) -> DetectSettings:
-    return DetectSettings(
-        ledger_table="immutable-guard-ledger",
-        alert_topic_arn=aws.sns.create_topic(Name="alerts")["TopicArn"],
-        mode=Mode.ENFORCE,
-        scope_tag_key="immutable",
-        scope_tag_value="true",
-        max_incidents_per_hour=5,
-        post_evidence_action=PostEvidenceAction.TERMINATE,
-        remediation_state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:remediation",
-        dead_letter_queue_url=aws.sqs.create_queue(QueueName="dlq")["QueueUrl"],
-    )
 
 
 def test_a_rejected_event_is_counted_in_total_and_by_reason(

@@ -28,7 +28,7 @@ from immutable_guard.errors import (
 )
 from immutable_guard.ledger import Incident, IncidentLedger, now_iso
 from immutable_guard.members import FunctionPlace, MemberAccess, regional_sts, session_name
-from immutable_guard.model import Mode, PostEvidenceAction
+from immutable_guard.model import Mode
 from immutable_guard.pipeline import process_event
 from immutable_guard.remediation.nuke import NukeRequest
 from immutable_guard.settings import DetectSettings, NukeSettings
@@ -265,19 +265,10 @@ def test_the_place_comes_from_the_record_and_must_agree_with_the_envelope() -> N
 
 
 @pytest.fixture
-def detect(aws: Clients, ledger: IncidentLedger) -> DetectSettings:
-    return DetectSettings(
-        ledger_table="immutable-guard-ledger",
-        alert_topic_arn=aws.sns.create_topic(Name="alerts")["TopicArn"],
-        mode=Mode.ENFORCE,
-        scope_tag_key="immutable",
-        scope_tag_value="true",
-        max_incidents_per_hour=5,
-        post_evidence_action=PostEvidenceAction.TERMINATE,
-        remediation_state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:remediation",
-        dead_letter_queue_url=aws.sqs.create_queue(QueueName="dlq")["QueueUrl"],
-        organization_id="o-exampleorg01",
-        member_role_name="ImmutableGuard-Member-Reader",
+def detect(detect_settings: DetectSettings) -> DetectSettings:
+    """Detect in organisation mode: the security account's, reading members through their Reader role."""
+    return detect_settings.model_copy(
+        update={"organization_id": "o-exampleorg01", "member_role_name": "ImmutableGuard-Member-Reader"}
     )
 
 
