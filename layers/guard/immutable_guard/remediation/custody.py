@@ -50,6 +50,12 @@ STAGE_CUSTODY_COMPLETE = "custody_complete"
 # Lock states in which the snapshot cannot be deleted (DescribeLockedSnapshots' LockState).
 LOCKED_STATES = frozenset({"governance", "compliance", "compliance-cooloff"})
 _GONE_CODES = frozenset({"InvalidSnapshot.NotFound", "InvalidSnapshotID.Malformed"})
+# "You have exceeded an Amazon EC2 resource limit. For example, you might have too many snapshot copies in
+# progress" (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html): a region takes
+# 20 concurrent copies (EBS quotas, not adjustable). An organisation-wide incident can exceed that; the
+# copy is asked for again at the next poll, bounded by MaxPolls like every other wait.
+_COPY_SLOTS_FULL = "ResourceLimitExceeded"
+WAITING_FOR_COPY_SLOT = "waiting_for_copy_slot"
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,8 @@ def _copy(
     place: CustodyPlace,
     tags: Mapping[str, str],
     what: str,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
+    """Start the copy; None when the region's concurrent copies are all taken (asked again next poll)."""
     try:
         response = ec2.copy_snapshot(
             SourceSnapshotId=source_id,
@@ -118,6 +125,8 @@ def _copy(
             ],
         )
     except ClientError as exc:
+        if error_code(exc) == _COPY_SLOTS_FULL:
+            return None
         if error_code(exc) in _GONE_CODES:
             raise EvidenceIncomplete(
                 f"snapshot {source_id} is gone (or no longer shared) before its {what} was made: {exc}"
@@ -234,6 +243,9 @@ def advance_custody(
             {**tags, TAG_SOURCE_SNAPSHOT: member_snapshot},
             "transfer copy",
         )
+        if transfer is None:
+            entry["state"] = WAITING_FOR_COPY_SLOT
+            continue
         transfer_id = str(transfer["SnapshotId"])
         entry["transfer_snapshot_id"] = transfer_id
         copy = held.get(transfer_id)
@@ -249,6 +261,9 @@ def advance_custody(
                 {**tags, TAG_SOURCE_SNAPSHOT: transfer_id},
                 "custody copy",
             )
+            if copy is None:
+                entry["state"] = WAITING_FOR_COPY_SLOT
+                continue
         entry["custody_snapshot_id"] = copy["SnapshotId"]
         if _state(copy, "custody copy") != "completed":
             entry["state"] = "copying"
