@@ -172,6 +172,21 @@ def test_every_store_is_encrypted_and_the_evidence_bucket_locked(template: dict[
     assert all(bucket["PublicAccessBlockConfiguration"].values())
 
 
+def test_one_lock_mode_holds_manifests_and_custody_copies(template: dict[str, Any]) -> None:
+    # Given the EvidenceLockMode parameter (governance by default: a lock a person can still lift)
+    assert template["Parameters"]["EvidenceLockMode"]["Default"] == "governance"
+    assert template["Conditions"]["EvidenceLockedForCompliance"] == {
+        "Fn::Equals": [{"Ref": "EvidenceLockMode"}, "compliance"]
+    }
+    # Then the bucket's default retention and the snapshot locks in the security account follow it
+    retention = template["Resources"]["EvidenceBucket"]["Properties"]["ObjectLockConfiguration"]["Rule"]
+    assert retention["DefaultRetention"]["Mode"] == {
+        "Fn::If": ["EvidenceLockedForCompliance", "COMPLIANCE", "GOVERNANCE"]
+    }
+    environment = template["Resources"]["EvidenceFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["CUSTODY_LOCK_MODE"] == {"Ref": "EvidenceLockMode"}
+
+
 def test_no_policy_grants_a_wildcard_action(template: dict[str, Any]) -> None:
     for name, resource in template["Resources"].items():
         for policy in resource.get("Properties", {}).get("Policies", []):
