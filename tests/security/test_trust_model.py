@@ -397,8 +397,9 @@ def test_custody_statements_are_one_sided_and_named_so() -> None:
         "CustodyTransferCopy",
         "CustodyShareOnlyIncidentSnapshots",
         "CustodyKeyThroughEbs",
+        "CustodyMemberKeysThroughEbs",
     }
-    assert len(custody) == 7
+    assert len(custody) == 8
     # And the member may share only snapshots tagged as an incident's
     (share,) = [
         _unwrapped(e)[1]  # type: ignore[index]
