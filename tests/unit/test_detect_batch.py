@@ -22,6 +22,7 @@ from immutable_guard.ledger import Status
 from immutable_guard.pipeline import process_event
 from immutable_guard.triage import TriageResult
 from test_pipeline import ACCOUNT, SAMPLE_GROUP, SAMPLE_INSTANCE, World, sns_down
+
 # The fixture: a world of immutable servers on moto (re-exported, so pytest finds it here).
 from test_pipeline import world as world
 
