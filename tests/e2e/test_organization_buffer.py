@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from immutable_guard.doctor import DoctorClients, Verdict, check_rules, stack_view_from_deployment
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 from immutable_guard.local.runtime import HOME_ACCOUNT
@@ -187,3 +188,32 @@ def test_a_record_detect_cannot_judge_is_retried_then_parked_in_the_dead_letter_
     parked = [json.loads(m["Body"]) for m in buffered.messages("DetectDeadLetterQueue")]
     assert [p for p in parked if p.get("id") == event["id"]] == [failed]
     assert buffered.messages("DetectQueue") == []
+
+
+def test_doctor_follows_each_rule_through_the_queue_to_detect(
+    local_aws: LocalAws, buffered: Buffered
+) -> None:
+    clients = DoctorClients(local_aws.session(), region_name=local_aws.region)
+    stack = stack_view_from_deployment(buffered.deployment)
+    # Given the deployment as made: rule -> DetectQueue -> enabled mapping -> Detect
+    passed = check_rules(clients, stack)
+    assert passed.verdict is Verdict.PASS, passed.summary
+    assert "through DetectQueue (at most 4 at once; 0 waiting" in passed.summary
+    assert passed.details["queue"]["maximum_concurrency"] == int(MAX_CONCURRENCY)
+    assert passed.details["not_targeting_detect"] == [] and passed.details["detect_does_not_allow"] == []
+    # When someone disables the mapping, the rules still deliver to the queue but Detect reads nothing
+    lambda_ = buffered.client("lambda")
+    (mapping,) = lambda_.list_event_source_mappings(EventSourceArn=buffered.deployment.arn("DetectQueue"))[
+        "EventSourceMappings"
+    ]
+    lambda_.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+    try:
+        failed = check_rules(clients, stack)
+    finally:
+        lambda_.update_event_source_mapping(UUID=mapping["UUID"], Enabled=True)
+    # Then doctor says so, and how to fix it
+    assert failed.verdict is Verdict.FAIL
+    assert (
+        f"DetectQueue is not read by {buffered.deployment.function_names['DetectFunction']}" in failed.summary
+    )
+    assert "update-event-source-mapping" in failed.fix
