@@ -213,3 +213,18 @@ def test_an_alarm_calls_a_person_when_events_wait_in_the_queue(security_account:
         {"Name": "QueueName", "Value": security_account.attributes["DetectQueue"]["QueueName"]}
     ]
     assert alarm["AlarmActions"] == [security_account.physical_ids["AlertTopic"]]
+
+
+def test_the_dashboards_alarm_widget_shows_the_queue_alarm_in_organisation_mode_only(
+    security_account: Deployment, single_account: Deployment
+) -> None:
+    def alarms(deployment: Deployment) -> list[str]:
+        body = json.loads(deployment.properties["OperationsDashboard"]["DashboardBody"])
+        (widget,) = [w for w in body["widgets"] if w["type"] == "alarm"]
+        return list(widget["properties"]["alarms"])
+
+    organisation, single = alarms(security_account), alarms(single_account)
+    assert security_account.arn("DetectQueueAgeAlarm") in organisation
+    assert len(organisation) == len(single) + 1 and all(
+        arn.startswith("arn:aws:cloudwatch:") for arn in single
+    )
