@@ -217,3 +217,26 @@ def test_doctor_follows_each_rule_through_the_queue_to_detect(
         f"DetectQueue is not read by {buffered.deployment.function_names['DetectFunction']}" in failed.summary
     )
     assert "update-event-source-mapping" in failed.fix
+
+
+def test_a_new_detect_max_concurrency_updates_the_mapping_in_place(
+    local_aws: LocalAws, buffered: Buffered
+) -> None:
+    # Given the deployed organisation-mode stack, when it is redeployed with another DetectMaxConcurrency
+    parameters = dict(buffered.deployment.parameters)
+    updated = local_aws.deploy(
+        {**parameters, "DetectMaxConcurrency": "20"},
+        stack_name="guard-org",
+        allow_missing_code=True,
+        previous=buffered.deployment,
+    )
+    try:
+        # Then the same mapping now allows 20 Detects at once
+        assert "DetectQueueMapping" in updated.updated
+        (mapping,) = buffered.client("lambda").list_event_source_mappings(
+            EventSourceArn=updated.arn("DetectQueue")
+        )["EventSourceMappings"]
+        assert mapping["UUID"] == buffered.deployment.physical_ids["DetectQueueMapping"]
+        assert mapping["ScalingConfig"] == {"MaximumConcurrency": 20}
+    finally:
+        local_aws.deploy(parameters, stack_name="guard-org", allow_missing_code=True, previous=updated)
