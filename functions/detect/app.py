@@ -1,4 +1,5 @@
-"""Detect: every EventBridge rule of template.yaml targets this handler."""
+"""Detect: every EventBridge rule of template.yaml targets this handler, directly (single-account mode) or
+through the queue DetectQueue and its event source mapping (organisation mode: an SQS batch)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
+from immutable_guard.detect_batch import is_sqs_batch, process_batch
 from immutable_guard.members import FunctionPlace, MemberAccess
 from immutable_guard.pipeline import process_event
 from immutable_guard.settings import DetectSettings
+from immutable_guard.triage import TriageResult
 
 logger = Logger()
 tracer = Tracer()
@@ -34,7 +37,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # arn:aws:lambda:REGION:ACCOUNT:function:NAME — the account we protect (in an organisation: the
     # security account).
     here = FunctionPlace.of_arn(context.invoked_function_arn)
-    result = process_event(
-        event, settings, clients, metrics, expected_account=here.account, here=here, members=members
-    )
-    return result.model_dump(mode="json")
+
+    def judge(one: object) -> TriageResult:
+        return process_event(
+            one, settings, clients, metrics, expected_account=here.account, here=here, members=members
+        )
+
+    if is_sqs_batch(event):
+        return process_batch(event, judge, settings, clients, metrics)
+    return judge(event).model_dump(mode="json")

@@ -4,9 +4,11 @@ only what is put on a rule's own bus (docs/organization.md)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -76,3 +78,153 @@ def test_the_router_delivers_to_detect_only_what_is_put_on_the_organisation_bus(
     # When the event is put on the default bus, Detect hears nothing (the member-regional rules forward it)
     assert router.put(event) == []
     assert router.delivered == []
+
+
+# ------------------------------------------------------------------ the buffer in front of Detect (issue 14)
+BUFFER = ("DetectQueue", "DetectQueuePolicy", "DetectQueueMapping", "DetectQueueAgeAlarm")
+
+
+@pytest.fixture(scope="module")
+def single_account(aws: boto3.Session, security_account: Deployment) -> Deployment:
+    # Beside the security account's stack, whose Config recorder is the region's one.
+    return Deployer(aws, REPO / "template.yaml", stack_name="single-guard").deploy(
+        {"CreateConfigRecorder": "false"}
+    )
+
+
+def _detect_rules(deployment: Deployment) -> list[str]:
+    return [
+        logical_id
+        for logical_id, kind in deployment.resource_types.items()
+        if kind == "AWS::Events::Rule" and logical_id.startswith("DetectFunction")
+    ]
+
+
+def test_only_organisation_mode_has_the_buffer_and_only_single_account_mode_lets_rules_invoke_detect(
+    security_account: Deployment, single_account: Deployment
+) -> None:
+    assert set(BUFFER) <= set(security_account.physical_ids)
+    assert set(BUFFER) <= set(single_account.disabled_by_condition)
+    permissions = {f"{rule}Permission" for rule in _detect_rules(single_account)}
+    assert len(permissions) == 20
+    assert permissions <= set(single_account.physical_ids)
+    assert permissions <= set(security_account.disabled_by_condition)
+    # Single-account mode: each rule targets Detect itself, on the default bus, as SAM's events did
+    for rule in _detect_rules(single_account):
+        (target,) = single_account.properties[rule]["Targets"]
+        assert target["Arn"] == single_account.arn("DetectFunction")
+        assert target["Id"] == f"{rule}LambdaTarget"
+        assert "EventBusName" not in single_account.properties[rule]
+
+
+def test_detects_rules_target_the_queue_with_the_same_retry_and_dead_letter_queue(
+    security_account: Deployment,
+) -> None:
+    for rule in _detect_rules(security_account):
+        (target,) = security_account.properties[rule]["Targets"]
+        assert target["Arn"] == security_account.arn("DetectQueue")
+        assert target["DeadLetterConfig"] == {"Arn": security_account.arn("DetectDeadLetterQueue")}
+        assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
+
+
+def test_the_queue_outlasts_detects_timeout_and_parks_what_detect_keeps_failing(
+    security_account: Deployment,
+) -> None:
+    template = security_account.template
+    queue = security_account.properties["DetectQueue"]
+    timeout = template["Resources"]["DetectFunction"]["Properties"].get(
+        "Timeout", template["Globals"]["Function"]["Timeout"]
+    )
+    # "at least six times the configuration timeout on your function"
+    # (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html)
+    assert int(queue["VisibilityTimeout"]) >= 6 * int(timeout)
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": security_account.arn("DetectDeadLetterQueue"),
+        "maxReceiveCount": 5,
+    }
+    assert queue["KmsMasterKeyId"] == security_account.physical_ids["AlertKey"]
+    # The dead-letter queue keeps a message longer than the queue, its age counting from the first enqueue
+    # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-dead-letter-queues.html)
+    dead_letter = security_account.properties["DetectDeadLetterQueue"]
+    assert int(dead_letter["MessageRetentionPeriod"]) > int(queue["MessageRetentionPeriod"])
+    assert template["Resources"]["DetectDeadLetterQueue"]["DeletionPolicy"] == "Retain"
+
+
+def test_only_the_rules_on_the_organisation_bus_may_send_to_the_queue(
+    aws: boto3.Session, security_account: Deployment
+) -> None:
+    (statement,) = security_account.properties["DetectQueuePolicy"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == security_account.arn("DetectQueue")
+    (pattern,) = statement["Condition"]["ArnLike"].values()
+    assert list(statement["Condition"]["ArnLike"]) == ["aws:SourceArn"]
+    events = aws.client("events")
+    arns = [
+        events.describe_rule(Name=security_account.physical_ids[rule], EventBusName=BUS)["Arn"]
+        for rule in _detect_rules(security_account)
+    ]
+    assert all(fnmatch.fnmatchcase(arn, pattern) for arn in arns)
+    # A rule on the default bus (arn:...:rule/<name>) does not match
+    assert not fnmatch.fnmatchcase(arns[0].replace(f"rule/{BUS}/", "rule/"), pattern)
+
+
+def test_the_mapping_bounds_detects_concurrency_and_reports_each_record(
+    aws: boto3.Session, security_account: Deployment
+) -> None:
+    mapping = security_account.properties["DetectQueueMapping"]
+    parameter = security_account.template["Parameters"]["DetectMaxConcurrency"]
+    # MaximumConcurrency takes 2 to 1000 (https://docs.aws.amazon.com/lambda/latest/dg/API_ScalingConfig.html)
+    assert (parameter["MinValue"], parameter["MaxValue"]) == (2, 1000)
+    assert mapping["ScalingConfig"] == {
+        "MaximumConcurrency": security_account.parameters["DetectMaxConcurrency"]
+    }
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["EventSourceArn"] == security_account.arn("DetectQueue")
+    assert int(mapping["BatchSize"]) <= 10 and "MaximumBatchingWindowInSeconds" in mapping
+    (deployed,) = aws.client("lambda").list_event_source_mappings(
+        EventSourceArn=security_account.arn("DetectQueue")
+    )["EventSourceMappings"]
+    assert deployed["ScalingConfig"] == {"MaximumConcurrency": int(parameter["Default"])}
+
+
+def test_detect_reads_only_its_own_queue(security_account: Deployment, single_account: Deployment) -> None:
+    reading = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+
+    def grants(deployment: Deployment) -> list[tuple[set[str], Any]]:
+        found = []
+        for policy in deployment.properties["DetectFunctionRole"]["Policies"]:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                actions = (
+                    statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                )
+                if reading & set(actions):
+                    found.append((set(actions), statement["Resource"]))
+        return found
+
+    assert grants(security_account) == [(reading, security_account.arn("DetectQueue"))]
+    assert grants(single_account) == []
+
+
+def test_an_alarm_calls_a_person_when_events_wait_in_the_queue(security_account: Deployment) -> None:
+    alarm = security_account.properties["DetectQueueAgeAlarm"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": security_account.attributes["DetectQueue"]["QueueName"]}
+    ]
+    assert alarm["AlarmActions"] == [security_account.physical_ids["AlertTopic"]]
+
+
+def test_the_dashboards_alarm_widget_shows_the_queue_alarm_in_organisation_mode_only(
+    security_account: Deployment, single_account: Deployment
+) -> None:
+    def alarms(deployment: Deployment) -> list[str]:
+        body = json.loads(deployment.properties["OperationsDashboard"]["DashboardBody"])
+        (widget,) = [w for w in body["widgets"] if w["type"] == "alarm"]
+        return list(widget["properties"]["alarms"])
+
+    organisation, single = alarms(security_account), alarms(single_account)
+    assert security_account.arn("DetectQueueAgeAlarm") in organisation
+    assert len(organisation) == len(single) + 1 and all(
+        arn.startswith("arn:aws:cloudwatch:") for arn in single
+    )

@@ -125,10 +125,16 @@ def test_cloudtrail_rules_never_match_failed_calls(template: dict[str, Any]) -> 
 
 
 def test_event_rules_keep_failed_deliveries(template: dict[str, Any]) -> None:
-    function = template["Resources"]["DetectFunction"]["Properties"]
-    for name, event in function["Events"].items():
-        assert "DeadLetterConfig" in event["Properties"], name
-    assert "DeadLetterQueue" in function
+    resources = template["Resources"]
+    detect_rules = [r.logical_id for r in event_rules(template) if r.function_logical_id == "DetectFunction"]
+    assert detect_rules
+    for name in detect_rules:
+        # Both targets of the rule (DetectQueue in organisation mode, DetectFunction otherwise)
+        (target,) = resources[name]["Properties"]["Targets"]
+        _, queue, function = target["Fn::If"]
+        assert queue["DeadLetterConfig"] == function["DeadLetterConfig"], name
+        assert function["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DetectDeadLetterQueue", "Arn"]}}, name
+    assert "DeadLetterQueue" in resources["DetectFunction"]["Properties"]
 
 
 DETECTION_SAMPLES = sorted(p.name for p in EVENTS.glob("cloudtrail-*.json")) + sorted(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from immutable_guard.local.intrinsics import NO_VALUE, references
-from immutable_guard.template import function_policies, load_template
+from immutable_guard.template import event_rules, function_policies, load_template
 from template_policies import (
     MEMBER_ACCOUNT,
     ORGANIZATION_ID,
@@ -446,7 +446,7 @@ def test_the_member_roles_serve_every_region_but_only_their_own_account() -> Non
 
 # ---------------------------------------------------------------------------------------- forwarding rules
 def test_each_forwarding_rule_hears_exactly_what_a_rule_of_detect_hears() -> None:
-    detect = {name: event["Properties"]["Pattern"] for name, event in _detect_events().items()}
+    detect = _detect_events()
     forwarded = {
         logical_id.removeprefix("Forward"): resource["Properties"]["EventPattern"]
         for logical_id, resource in MEMBER_REGIONAL["Resources"].items()
@@ -456,7 +456,13 @@ def test_each_forwarding_rule_hears_exactly_what_a_rule_of_detect_hears() -> Non
 
 
 def _detect_events() -> dict[str, Any]:
-    return dict(TEMPLATE["Resources"]["DetectFunction"]["Properties"]["Events"])
+    """Detect's rules (DetectFunction<Name>, targeting Detect or, in organisation mode, its queue): the
+    event pattern of each, by name."""
+    return {
+        rule.logical_id.removeprefix("DetectFunction"): rule.pattern
+        for rule in event_rules(TEMPLATE)
+        if rule.function_logical_id == "DetectFunction"
+    }
 
 
 def test_each_forwarding_rule_sends_straight_to_the_organisation_bus_with_the_forwarder_role() -> None:

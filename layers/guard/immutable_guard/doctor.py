@@ -46,6 +46,7 @@ FAILED_EXECUTION_WINDOW = timedelta(days=1)
 # Per-instance SSM calls stop here; the summary says when the fleet was larger.
 MAX_INSTANCES_INSPECTED = 100
 DOCS = "docs/operations.md"
+ORGANIZATION_BUS = "immutable-guard-organization"
 
 # What doctor calls, for the IAM policy of whoever runs it (docs/operations.md lists it).
 DOCTOR_PERMISSIONS = frozenset(
@@ -68,6 +69,8 @@ DOCTOR_PERMISSIONS = frozenset(
         "sts:GetCallerIdentity",
         "lambda:GetFunctionConfiguration",
         "lambda:GetPolicy",
+        "lambda:ListEventSourceMappings",
+        "cloudwatch:GetMetricStatistics",
         "sns:ListSubscriptionsByTopic",
         "sns:GetSubscriptionAttributes",
         "sqs:GetQueueAttributes",
@@ -204,8 +207,11 @@ def stack_view_from_cloudformation(cloudformation: Any, stack_name: str, region:
 
 def stack_view_from_deployment(deployment: Deployment) -> StackView:
     """The local runtime's deployment: rules there carry no Lambda targets, the runtime routes events."""
+    # Each rule's targets as deployed (a conditional target resolved), named by the resource they are.
+    owners = {str(a["Arn"]): logical for logical, a in deployment.attributes.items() if a.get("Arn")}
     routed = {
-        logical: _template_targets(resource)
+        logical: _deployed_targets(deployment.properties.get(logical) or {}, owners)
+        or _template_targets(resource)
         for logical, resource in deployment.resources.items()
         if resource.get("Type") == "AWS::Events::Rule"
     }
@@ -218,6 +224,11 @@ def stack_view_from_deployment(deployment: Deployment) -> StackView:
         routed_by_runtime=routed,
         not_deployed={s.logical_id: f"not deployed: {s.reason}" for s in deployment.skipped},
     )
+
+
+def _deployed_targets(properties: Mapping[str, Any], owners: Mapping[str, str]) -> tuple[str, ...]:
+    targets = properties.get("Targets") or []
+    return tuple(owners.get(str(t.get("Arn")), "") for t in targets if isinstance(t, dict))
 
 
 def _template_targets(rule: Mapping[str, Any]) -> tuple[str, ...]:
@@ -536,7 +547,9 @@ def _inventory_association_exists(ssm: Any) -> bool:
 
 
 def check_rules(clients: DoctorClients, stack: StackView) -> CheckResult:
-    """Every detection rule of the stack is enabled and delivers to the Detect function."""
+    """Every detection rule of the stack is enabled and delivers to the Detect function: directly, or in
+    organisation mode through DetectQueue, whose event source mapping must be enabled (and the queue's
+    depth and the age of its oldest message are reported)."""
     # SAM names an event source's rule after its function (DetectFunction<Event>); the canary's recovery
     # rule delivers to its own function and is not a detection rule.
     rules = {
@@ -550,14 +563,25 @@ def check_rules(clients: DoctorClients, stack: StackView) -> CheckResult:
         )
     function_name = stack.required("DetectFunction")
     function_arn = clients.lambda_.get_function_configuration(FunctionName=function_name)["FunctionArn"]
-    invokers = _allowed_event_sources(clients.lambda_, function_name)
+    queue_url = stack.physical("DetectQueue")
+    if queue_url:  # organisation mode: rule -> DetectQueue -> event source mapping -> Detect
+        target_logical = "DetectQueue"
+        target_arn = clients.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        invokers: set[str] = set()
+    else:
+        target_logical, target_arn = "DetectFunction", function_arn
+        invokers = _allowed_event_sources(clients.lambda_, function_name)
+    # Organisation mode's rules sit on the organisation bus (template.yaml, OrganizationEventBus).
+    bus = ORGANIZATION_BUS if stack.parameters.get("OrganizationId") else "default"
     disabled: list[str] = []
     untargeted: list[str] = []
     unpermitted: list[str] = []
     missing: list[str] = []
     for logical, name in rules.items():
         try:
-            rule = clients.events.describe_rule(Name=name)
+            rule = clients.events.describe_rule(Name=name, EventBusName=bus)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ResourceNotFoundException":
                 missing.append(name)
@@ -566,27 +590,33 @@ def check_rules(clients: DoctorClients, stack: StackView) -> CheckResult:
         if rule.get("State") != "ENABLED":
             disabled.append(name)
         if stack.routed_by_runtime is not None:
-            if "DetectFunction" not in stack.routed_by_runtime.get(logical, ()):
+            if target_logical not in stack.routed_by_runtime.get(logical, ()):
                 untargeted.append(name)
             continue
-        targets = clients.events.list_targets_by_rule(Rule=name).get("Targets", [])
-        if not any(t["Arn"] == function_arn or t["Arn"].startswith(f"{function_arn}:") for t in targets):
+        targets = clients.events.list_targets_by_rule(Rule=name, EventBusName=bus).get("Targets", [])
+        if not any(t["Arn"] == target_arn or t["Arn"].startswith(f"{target_arn}:") for t in targets):
             untargeted.append(name)
-        if rule["Arn"] not in invokers:
+        if not queue_url and rule["Arn"] not in invokers:
             unpermitted.append(name)
-    details = {
+    details: dict[str, Any] = {
         "rules": list(rules.values()),
         "disabled": disabled,
         "not_targeting_detect": untargeted,
         "detect_does_not_allow": unpermitted,
         "missing": missing,
     }
-    routing = (
-        "; the local runtime routes their events to Detect itself (moto's EventBridge cannot invoke Lambda), "
-        "and the template makes every one target DetectFunction"
-        if stack.local and not untargeted
-        else ""
-    )
+    buffer_problem = ""
+    if queue_url:
+        buffer_problem, details["queue"] = _detect_queue(clients, queue_url, target_arn, function_name)
+    routing = ""
+    if stack.local and not untargeted:
+        routing = (
+            "; the local runtime puts their events in DetectQueue and polls it as Lambda would, "
+            "and the template makes every one target DetectQueue"
+            if queue_url
+            else "; the local runtime routes their events to Detect itself (moto's EventBridge cannot invoke "
+            "Lambda), and the template makes every one target DetectFunction"
+        )
     problems: list[str] = []
     fixes: list[str] = []
     if disabled:
@@ -595,7 +625,13 @@ def check_rules(clients: DoctorClients, stack: StackView) -> CheckResult:
     if missing:
         problems.append(f"deleted: {', '.join(missing)}")
     if untargeted:
-        problems.append(f"not targeting {function_name}: {', '.join(untargeted)}")
+        target_name = "the queue DetectQueue" if queue_url else function_name
+        problems.append(f"not targeting {target_name}: {', '.join(untargeted)}")
+    if buffer_problem:
+        problems.append(buffer_problem)
+        fixes.append(
+            f"aws lambda update-event-source-mapping --function-name {function_name} --enabled (or redeploy)"
+        )
     if unpermitted:
         problems.append(f"{function_name} does not allow invocation by: {', '.join(unpermitted)}")
     if missing or untargeted or unpermitted:
@@ -608,12 +644,60 @@ def check_rules(clients: DoctorClients, stack: StackView) -> CheckResult:
             "; ".join(fixes),
             details,
         )
+    through = ""
+    if queue_url:
+        queue = details["queue"]
+        age = queue["age_of_oldest_message_seconds"]
+        through = (
+            f" through DetectQueue (at most {queue['maximum_concurrency']} at once; "
+            f"{queue['messages']} waiting" + (f", the oldest {age} s" if age is not None else "") + ")"
+        )
     return CheckResult(
         "rules",
         Verdict.PASS,
-        f"all {len(rules)} rules are enabled and deliver to {function_name}{routing}",
+        f"all {len(rules)} rules are enabled and deliver to {function_name}{through}{routing}",
         details=details,
     )
+
+
+def _detect_queue(
+    clients: DoctorClients, queue_url: str, queue_arn: str, function_name: str
+) -> tuple[str, dict[str, Any]]:
+    """Organisation mode's buffer: its mapping to Detect enabled? How deep is it, how old its oldest
+    message (CloudWatch's ApproximateAgeOfOldestMessage, the metric DetectQueueAgeAlarm watches)?"""
+    mappings = clients.lambda_.list_event_source_mappings(
+        EventSourceArn=queue_arn, FunctionName=function_name
+    )["EventSourceMappings"]
+    enabled = [m for m in mappings if m.get("State") == "Enabled"]
+    attributes = clients.sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    name = queue_arn.rsplit(":", 1)[1]
+    now = datetime.now(UTC)
+    datapoints = clients.cloudwatch.get_metric_statistics(
+        Namespace="AWS/SQS",
+        MetricName="ApproximateAgeOfOldestMessage",
+        Dimensions=[{"Name": "QueueName", "Value": name}],
+        StartTime=now - timedelta(minutes=5),
+        EndTime=now,
+        Period=60,
+        Statistics=["Maximum"],
+    )["Datapoints"]
+    details = {
+        "queue_url": queue_url,
+        "mappings": [{"uuid": m["UUID"], "state": m.get("State")} for m in mappings],
+        "maximum_concurrency": (enabled[0].get("ScalingConfig") or {}).get("MaximumConcurrency")
+        if enabled
+        else None,
+        "messages": int(attributes.get("ApproximateNumberOfMessages", 0)),
+        "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        "age_of_oldest_message_seconds": max((int(d["Maximum"]) for d in datapoints), default=None),
+    }
+    if not enabled:
+        states = ", ".join(f"{m['UUID']} {m.get('State')}" for m in mappings) or "none"
+        return f"DetectQueue is not read by {function_name} (event source mappings: {states})", details
+    return "", details
 
 
 def _allowed_event_sources(lambda_: Any, function_name: str) -> set[str]:

@@ -154,13 +154,25 @@ def _function_event_rules(logical_id: str, resource: dict[str, Any]) -> list[Eve
 
 
 def _target_function(targets: list[dict[str, Any]], functions: set[str]) -> str:
-    for target in targets:
+    for target in _branches(targets):
         arn = target.get("Arn")
         if isinstance(arn, dict):
             ref = arn.get("Ref") or (arn.get("Fn::GetAtt") or [None])[0]
             if ref in functions:
                 return str(ref)
     return ""
+
+
+def _branches(targets: list[Any]) -> list[dict[str, Any]]:
+    """Every target a rule may have: both branches of a conditional one (``Fn::If``), as Detect's rules
+    target DetectQueue in organisation mode and DetectFunction otherwise."""
+    found: list[dict[str, Any]] = []
+    for target in targets:
+        if isinstance(target, dict) and "Fn::If" in target:
+            found.extend(_branches(list(target["Fn::If"][1:])))
+        elif isinstance(target, dict):
+            found.append(target)
+    return found
 
 
 def event_rules(template: dict[str, Any]) -> list[EventRule]:

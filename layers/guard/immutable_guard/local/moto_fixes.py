@@ -937,6 +937,38 @@ def snapshots_are_shared_copied_and_locked_as_in_aws(set_attribute: Setter = set
     set_attribute(ElasticBlockStore, "describe_locked_snapshots", describe_locked_snapshots)
 
 
+# ---------------------------------------------------------------------- (p) SQS event source mappings
+
+
+def sqs_event_source_mappings_poll_as_in_aws(set_attribute: Setter = setattr) -> None:
+    """A message sent to a queue with an event source mapping waits for the runtime's poller.
+
+    Lambda polls the queue, invokes the function with a batch, deletes the records that succeeded and,
+    with ReportBatchItemFailures, leaves those the function reported failed for another receive, until the
+    queue's redrive policy moves them to its dead-letter queue
+    (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html). moto instead invokes the
+    function inside SendMessage, one message per invocation, and deletes the message when the invocation
+    returns, whatever the function reported: a failed record would be lost. Here SendMessage only enqueues;
+    local/event_source_mappings.py polls as Lambda does (the EventRouter runs it right after delivering).
+    """
+    from moto.sqs.models import Queue
+
+    original = Queue.add_message
+    hiding = threading.RLock()
+
+    def add_message(queue: Any, message: Any) -> None:
+        with hiding:
+            mappings = queue.__dict__.get("lambda_event_source_mappings")
+            # moto triggers the queue's mappings from this attribute: hidden while the message is added.
+            queue.__dict__["lambda_event_source_mappings"] = {}
+            try:
+                original(queue, message)
+            finally:
+                queue.__dict__["lambda_event_source_mappings"] = mappings
+
+    set_attribute(Queue, "add_message", add_message)
+
+
 # ---------------------------------------------------------------------- all of them
 
 
@@ -966,6 +998,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         network_acl_entries_are_limited,
         assume_role_needs_a_role_that_trusts_the_caller,
         snapshots_are_shared_copied_and_locked_as_in_aws,
+        sqs_event_source_mappings_poll_as_in_aws,
     ]
 
 

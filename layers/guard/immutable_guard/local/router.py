@@ -1,5 +1,8 @@
 """Delivers events to functions by the template's EventBridge rules, because moto's EventBridge cannot
-invoke Lambda targets and its matcher cannot look into lists of objects."""
+invoke Lambda targets and its matcher cannot look into lists of objects. A rule whose target is an SQS
+queue (organisation mode: DetectQueue) puts the event in the queue, then the queue's event source mapping
+is driven at once (local/event_source_mappings.py), so the local world stays synchronous: when ``put``
+returns, the function has judged the event (or the queue has retried it and parked it)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 import boto3
 
 from immutable_guard.local.deploy import Deployment
+from immutable_guard.local.event_source_mappings import SqsEventSourceMappings
 from immutable_guard.patterns import matches
 from immutable_guard.template import EventRule, event_rules
 
@@ -39,6 +43,7 @@ class EventRouter:
         self._lambda: Any = None
         self._sqs: Any = None
         self._sns: Any = None
+        self._mappings: SqsEventSourceMappings | None = None
         deployed = set(deployment.physical_ids)
         self.rules: list[EventRule] = [
             rule for rule in event_rules(deployment.template) if rule.logical_id in deployed
@@ -83,9 +88,38 @@ class EventRouter:
             if self.buses[rule.logical_id] != bus or not matches(rule.pattern, event):
                 continue
             matched.append(rule.logical_id)
-            if rule.function_logical_id:
+            queue_arn = self._queue_target(rule.logical_id)
+            if queue_arn:
+                self._enqueue(rule, queue_arn, event)
+            elif rule.function_logical_id:
                 self._invoke(rule, event)
         return matched
+
+    def _queue_target(self, logical_id: str) -> str:
+        """The ARN of the SQS queue the deployed rule targets, or "" (its targets as deployed: a
+        conditional target is resolved by then)."""
+        for target in (self.deployment.properties.get(logical_id) or {}).get("Targets") or []:
+            arn = str(target.get("Arn", "")) if isinstance(target, dict) else ""
+            if arn.startswith("arn:") and arn.split(":")[2] == "sqs":
+                return arn
+        return ""
+
+    def _enqueue(self, rule: EventRule, queue_arn: str, event: dict[str, Any]) -> None:
+        """EventBridge's SQS target: the event is the message body. Then Lambda's poller, synchronously."""
+        _, _, _, _, account, name = queue_arn.split(":", 5)
+        sqs = self._client("sqs")
+        url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        message_id = sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))["MessageId"]
+        if self._mappings is None:
+            self._mappings = SqsEventSourceMappings(self._session, self.deployment.region)
+        drained = self._mappings.drain(queue_arn)
+        if message_id in drained.succeeded:
+            self.delivered.append((rule.logical_id, event))
+            return
+        tries = drained.returned.count(message_id)
+        logger.warning("%s: event %s not judged after %d tries", queue_arn, event.get("id"), tries)
+        error = {"errorType": "RecordNotJudged", "errorMessage": f"returned to {name} {tries} times"}
+        self.failures.append((rule.logical_id, event, error))
 
     def hear_executions(self) -> Callable[[], None]:
         """Route every "Step Functions Execution Status Change" of the local Step Functions, as Step
