@@ -51,7 +51,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     doctor = event.get("doctor") if isinstance(event, dict) else None
     scheduled = isinstance(event, dict) and event.get("detail-type") == "Scheduled Event"
     if not scheduled and not isinstance(doctor, dict):
-        return _rejected("unexpected_event", f"neither an Organizations event nor the schedule: {str(event)[:200]}")
+        detail = f"neither an Organizations event nor the schedule: {str(event)[:200]}"
+        return _rejected("unexpected_event", detail)
     options = doctor or {}
     regions = options.get("regions") or settings.verify_regions or (here.region,)
     mark = bool(options.get("mark_verified", True)) if doctor is not None else True

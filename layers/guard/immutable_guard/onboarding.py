@@ -400,21 +400,21 @@ def verify_accounts(
                 verification.rows.append(RegionVerdict(account, region, tuple(checks)))
                 continue
             if roles is None:
-                roles = _guarded("roles", lambda: check_member_roles(clients, here.account, here.partition))
+                roles = _guarded("roles", check_member_roles, clients, here.account, here.partition)
             checks = [
                 Check("reader", True, f"assumed {READER_ROLE}"),
-                _guarded("trail", lambda: check_trail(clients, region)),
-                _guarded("recorder", lambda: check_recorder(clients)),
-                _guarded("rules", lambda: check_forwarding_rules(clients, bus_arn)),
+                _guarded("trail", check_trail, clients, region),
+                _guarded("recorder", check_recorder, clients),
+                _guarded("rules", check_forwarding_rules, clients, bus_arn),
                 roles,
             ]
             verification.rows.append(RegionVerdict(account, region, tuple(checks)))
     return verification
 
 
-def _guarded(name: str, check: Callable[[], Check]) -> Check:
+def _guarded(name: str, check: Callable[..., Check], *args: Any) -> Check:
     try:
-        return check()
+        return check(*args)
     except ClientError as exc:
         error = exc.response.get("Error", {})
         return Check(name, False, f"cannot check: {error.get('Code')}: {str(error.get('Message', ''))[:200]}")
