@@ -86,7 +86,7 @@ def _joined(
     if joined is None:
         logger.info("Organizations event names no joined account", extra={"event_id": event.get("id")})
         return {"registered": [], "verified": [], "failing": {}}
-    member = register_joined_account(registry, joined)
+    member = register_joined_account(registry, joined, settings.mode)
     if member is None:
         # A repeated or retried event, or an account a person registered: left as it is (not reset).
         logger.info("account registered already", extra={"account": joined.account})

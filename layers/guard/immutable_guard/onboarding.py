@@ -40,7 +40,7 @@ MEMBER_ROLE_TRUSTS: Final[Mapping[str, tuple[str, ...]]] = {
 }
 # The rules of organization/member-regional.yaml that forward what Detect's rules hear (one per rule of
 # Detect; a test holds the number equal to the template's).
-FORWARDING_RULES: Final = 19
+FORWARDING_RULES: Final = 20
 CHECKS: Final = ("reader", "trail", "recorder", "rules", "roles")
 
 # What the verification calls through the Reader role (organization/member-roles.yaml grants exactly
@@ -157,11 +157,14 @@ def _json_object(text: str) -> Any:
         return None
 
 
-def register_joined_account(registry: AccountRegistry, joined: AccountJoined) -> MemberAccount | None:
-    """Register the account in dry-run, unverified; None when it is registered already (a repeated or
-    retried event, or an account a person added): its mode and verification are left as they are."""
+def register_joined_account(
+    registry: AccountRegistry, joined: AccountJoined, mode: Mode
+) -> MemberAccount | None:
+    """Register the account unverified, with ``mode`` (the stack's), so that it acts in dry-run until it is
+    verified and in ``mode`` from then on; None when it is registered already (a repeated or retried event,
+    or an account a person added): its mode and verification are left as they are."""
     try:
-        return registry.add(joined.account, Mode.DRY_RUN)
+        return registry.add(joined.account, mode)
     except AccountAlreadyRegistered:
         return None
 
@@ -178,7 +181,8 @@ def joined_alert(joined: AccountJoined, member: MemberAccount) -> Alert:
         summary=(
             f"Account {joined.account} joined the organisation ({joined.how}) and is registered in dry-run: "
             "its changes are detected and alerted, nothing is remediated there until every region of it "
-            "is verified (trail, Config recorder, forwarding rules, member roles)."
+            "is verified (trail, Config recorder, forwarding rules, member roles); then it acts in "
+            f"{member.mode}."
         ),
         actions=[
             "registered in dry-run, unverified",

@@ -294,9 +294,11 @@ class NukeSettings(StepSettings, OrganizationSettings):
 
 
 class OnboardSettings(StepSettings, OrganizationSettings):
-    """The Onboard function (organisation mode only): which regions of each registered account it verifies
-    (VERIFY_REGIONS, comma-separated; empty = the function's own region)."""
+    """The Onboard function (organisation mode only): the mode a joined account is registered with (the
+    stack's Mode; it acts in dry-run until verified), and which regions of each registered account it
+    verifies (VERIFY_REGIONS, comma-separated; empty = the function's own region)."""
 
+    mode: Mode
     verify_regions: tuple[str, ...] = ()
 
     optional_env: ClassVar[frozenset[str]] = frozenset({"verify_regions", *OrganizationSettings.optional_env})
