@@ -24,6 +24,7 @@ import pytest
 from immutable_guard import organization_doctor
 from immutable_guard.accounts import AccountRegistry, protection_of
 from immutable_guard.clients import Clients
+from immutable_guard.errors import AwsCallFailed
 from immutable_guard.local import LocalAws, LocalSession, call_log, lambda_runner
 from immutable_guard.local.runtime import HOME_ACCOUNT
 from immutable_guard.members import FunctionPlace, MemberAccess
@@ -301,6 +302,31 @@ def test_a_repeated_join_event_does_not_reset_a_verified_account(onboarding: Onb
     assert again["registered"] == [] and again["already_registered"] == [NEW]
     assert handshake["already_registered"] == [NEW]
     assert onboarding.registry.get(NEW) == before
+    assert onboarding.alerts() == []
+
+
+def test_a_join_whose_alert_failed_alerts_on_the_retry_and_registers_once(
+    onboarding: Onboarding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the alert topic refusing the first publish
+    publish = onboarding.module.publish_alert
+    failures = iter([True])
+
+    def flaky(sns: Any, topic: str, alert: Any) -> str:
+        if next(failures, False):
+            raise AwsCallFailed("alert topic: throttled")
+        return str(publish(sns, topic, alert))
+
+    monkeypatch.setattr(onboarding.module, "publish_alert", flaky)
+    # When the join is delivered, fails, and is delivered again (EventBridge retries a failed invocation)
+    with pytest.raises(AwsCallFailed):
+        onboarding.invoke(created(NEW))
+    retried = onboarding.invoke(created(NEW))
+    # Then the account is registered once, and the team told once
+    assert retried["already_registered"] == [NEW]
+    assert [a["stage"] for a in onboarding.alerts()] == ["account_joined"]
+    assert onboarding.registry.get(NEW).joined_alert_at is not None  # type: ignore[union-attr]
+    assert onboarding.invoke(created(NEW))["already_registered"] == [NEW]
     assert onboarding.alerts() == []
 
 
