@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from immutable_guard.local.intrinsics import NO_VALUE, references
-from immutable_guard.onboarding import FORWARDING_RULES, MEMBER_ROLE_TRUSTS, VERIFY_PERMISSIONS
 from immutable_guard.template import function_policies, load_template
 from template_policies import (
     MEMBER_ACCOUNT,
@@ -164,6 +163,8 @@ def test_each_member_role_trusts_exactly_what_the_table_says(row: dict[str, str]
         arns = [f"arn:aws:iam::{SECURITY_ACCOUNT}:role/{name}" for name in trusted]
         assert conditions["ArnEquals"] == {"aws:PrincipalArn": arns if len(arns) > 1 else arns[0]}
         # ... as onboarding.py checks in every member account
+        from immutable_guard.onboarding import MEMBER_ROLE_TRUSTS
+
         assert tuple(trusted) == MEMBER_ROLE_TRUSTS[name]
         assert conditions["StringEquals"]["aws:PrincipalOrgID"] == ORGANIZATION_ID
         # ... and the ExternalId when one is set (the table says "if set")
@@ -376,6 +377,8 @@ def _member_statements(role_name: str) -> dict[str, dict[str, Any]]:
 
 
 def test_the_readers_onboarding_statements_are_exactly_what_onboarding_calls() -> None:
+    from immutable_guard.onboarding import VERIFY_PERMISSIONS
+
     reader = member_roles()["ImmutableGuard-Member-Reader"]
     (policy,) = reader["Policies"]
     onboarding = [
@@ -482,6 +485,8 @@ def test_each_forwarding_rule_hears_exactly_what_a_rule_of_detect_hears() -> Non
     forwarded.pop(ORGANIZATION_EVENTS_RULE.removeprefix("Forward"))
     assert forwarded == detect
     # onboarding.py counts them in every account-region
+    from immutable_guard.onboarding import FORWARDING_RULES
+
     assert len(forwarded) == FORWARDING_RULES
 
 
