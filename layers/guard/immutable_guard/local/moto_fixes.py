@@ -1004,7 +1004,8 @@ def put_events_on_another_accounts_bus_needs_its_policy(set_attribute: Setter = 
     (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-event-bus-perms.html; PutPermission,
     https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_PutPermission.html). moto evaluates no
     bus policy and looks the bus up by name in the caller's own account, so an account outside the
-    organisation could not be refused locally. Events of the caller's own buses go through moto unchanged.
+    organisation could not be refused locally (nor a bus of the caller's own account in another region be
+    reached). Events of the caller's own buses in its region go through moto unchanged.
     """
     from moto.core.exceptions import JsonRESTError
     from moto.events.models import EventsBackend, events_backends
@@ -1017,16 +1018,22 @@ def put_events_on_another_accounts_bus_needs_its_policy(set_attribute: Setter = 
         for event in events:
             name = str(event.get("EventBusName") or "")
             parts = name.split(":")
-            if not name.startswith("arn:") or len(parts) < 6 or parts[4] == caller:
+            if not name.startswith("arn:") or len(parts) < 6:
                 own.append(event)
                 continue
             account, region, bus_name = parts[4], parts[3], name.rsplit("/", 1)[-1]
+            if (account, region) == (caller, backend.region_name):
+                own.append({**event, "EventBusName": bus_name})
+                continue
             target = events_backends[account][region]
             try:
                 bus = target.describe_event_bus(bus_name)
             except Exception:  # moto's ResourceNotFoundException: no such bus
                 bus = None
-            if bus is None or not bus_policy_admits(bus.policy, caller, name):
+            # A bus of the caller's own account in another region needs no resource policy (the caller's
+            # IAM permissions admit it); another account's bus only admits what its policy allows.
+            admitted = bus is not None and (account == caller or bus_policy_admits(bus.policy, caller, name))
+            if not admitted:
                 raise JsonRESTError(
                     "AccessDeniedException",
                     f"User: arn:aws:sts::{caller}:assumed-role/caller is not authorized to perform: "
