@@ -1,10 +1,10 @@
 """The account registry of organisation mode (issue 14): which accounts the guard protects, and in which
 mode. One ledger item per account, ``ACCOUNT#<account id>``: mode, joined_at, verified_at, ou.
 
-An account joins unverified and acts in dry-run whatever its mode says, until it is verified (today by a
-person with ``immutable-guard accounts verify``; later by ``doctor``, which checks its trail, recorder,
-rules and roles). The home account (where the stack runs) needs no item: it is protected with the stack's
-Mode.
+An account joins unverified and acts in dry-run whatever its mode says, until it is verified: by a person
+(``immutable-guard accounts verify``), or by the Onboard function's schedule and ``doctor --organization
+--mark-verified``, which check its trail, recorder, rules and roles (onboarding.py). The home account (where
+the stack runs) needs no item: it is protected with the stack's Mode.
 """
 
 from __future__ import annotations
@@ -128,6 +128,23 @@ class AccountRegistry:
     def mark_verified(self, account: str) -> MemberAccount:
         """Record that the account was verified now: from then on it acts in its own mode."""
         return self._update(account, "SET verified_at = :now", {":now": {"S": now_iso()}})
+
+    def mark_unverified(self, account: str) -> bool:
+        """Send a verified account back to dry-run (its verification failed); True when it was verified.
+        Conditional, so that of two checks racing only one reports the change (and alerts)."""
+        account = account_id(account)
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": _PREFIX + account}},
+                UpdateExpression="REMOVE verified_at",
+                ConditionExpression="attribute_exists(verified_at)",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise AwsCallFailed(f"ledger {self._table}: cannot update account {account}: {exc}") from exc
+        return True
 
     def _update(
         self, account: str, expression: str, values: dict[str, Any], names: dict[str, str] | None = None

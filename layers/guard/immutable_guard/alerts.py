@@ -40,6 +40,8 @@ STAGE_HEADLINES = {
     "failed": "Remediation FAILED: the server stays quarantined, a person must act",
     "released": "Incident released: quarantine undone",
     "breaker_open": "Blast-radius breaker open: new incidents are alerted, not remediated",
+    "account_joined": "Account joined the organisation: protected in dry-run until verified",
+    "account_unverified": "Account failed its verification: back in dry-run",
 }
 
 

@@ -988,6 +988,8 @@ def _print(stack: StackView, results: list[CheckResult], as_json: bool) -> int:
 
 
 def run_doctor_command(args: argparse.Namespace) -> int:
+    if getattr(args, "organization", False):
+        return _run_organization_doctor(args)
     if args.stack:
         clients = DoctorClients(region_name=args.region)
         stack = stack_view_from_cloudformation(clients.cloudformation, args.stack, clients.region)
@@ -1007,6 +1009,26 @@ def run_doctor_command(args: argparse.Namespace) -> int:
         return _print(stack, run_checks(local_clients, stack), args.json)
 
 
+def _run_organization_doctor(args: argparse.Namespace) -> int:
+    from immutable_guard import organization_doctor
+
+    if not args.stack:
+        print("doctor --organization needs --stack: the security account's stack (OrganizationId set)")
+        return 2
+    clients = DoctorClients(region_name=args.region)
+    stack = stack_view_from_cloudformation(clients.cloudformation, args.stack, clients.region)
+    function = stack.physical("OnboardFunction")
+    if function is None:
+        print(f"stack {args.stack} has no OnboardFunction: deploy it with OrganizationId set")
+        return 2
+    regions = [r.strip() for r in args.regions.split(",") if r.strip()] if args.regions else None
+    text, code = organization_doctor.run(
+        organization_doctor.lambda_invoke(clients.lambda_, function), regions, args.mark_verified, args.json
+    )
+    print(text)
+    return code
+
+
 def add_doctor_parser(subparsers: Any) -> None:
     """Register `immutable-guard doctor` on the CLI's sub-command parsers."""
     doctor = subparsers.add_parser(
@@ -1019,4 +1041,19 @@ def add_doctor_parser(subparsers: Any) -> None:
     doctor.add_argument("--stack", help="the deployed stack's name (default: the embedded local AWS)")
     doctor.add_argument("--region")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument(
+        "--organization",
+        action="store_true",
+        help="check every registered account x region of the organisation (trail, Config recorder, "
+        "forwarding rules, member roles) through the security stack's Onboard function; needs --stack",
+    )
+    doctor.add_argument(
+        "--regions", help="with --organization: comma-separated regions (default: the stack's VerifyRegions)"
+    )
+    doctor.add_argument(
+        "--mark-verified",
+        action="store_true",
+        help="with --organization: mark verified the accounts that pass, and send back to dry-run the "
+        "verified ones that fail (without it nothing changes)",
+    )
     doctor.set_defaults(func=run_doctor_command)

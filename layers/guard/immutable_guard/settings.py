@@ -291,3 +291,16 @@ class ReplaceSettings(StepSettings, OrganizationSettings):
 
 class NukeSettings(StepSettings, OrganizationSettings):
     post_evidence_action: PostEvidenceAction
+
+
+class OnboardSettings(StepSettings, OrganizationSettings):
+    """The Onboard function (organisation mode only): the mode a joined account is registered with (the
+    stack's Mode; it acts in dry-run until verified), and which regions of each registered account it
+    verifies (VERIFY_REGIONS, comma-separated; empty = the function's own region)."""
+
+    mode: Mode
+    verify_regions: tuple[str, ...] = ()
+
+    optional_env: ClassVar[frozenset[str]] = frozenset({"verify_regions", *OrganizationSettings.optional_env})
+
+    _split_regions = field_validator("verify_regions", mode="before")(_split)
