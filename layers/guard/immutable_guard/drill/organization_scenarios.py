@@ -14,12 +14,14 @@ from typing import Any
 
 from immutable_guard.drill.organization_world import (
     ATTACKER,
+    MANAGEMENT_ACCOUNT,
     MEMBER_NAMES,
     PIPELINE_ROLE,
     PIPELINE_SESSION,
     REGIONS,
     OrganizationWorld,
     Place,
+    created_account_event,
 )
 from immutable_guard.drill.report import ScenarioReport, ScenarioSkipped, timeline
 from immutable_guard.drill.world import ISOLATION_GROUP_NAME, IsolationWatch
@@ -86,6 +88,11 @@ class OrganizationDrill:
         ok = state == "running" and ISOLATION_GROUP_NAME not in groups and not tags
         return ok, f"{state}, groups {sorted(groups)}, guard tags {sorted(tags) or 'none'}"
 
+    def judged(self, event: dict[str, Any]) -> tuple[str, str]:
+        """Detect's decision and reason for an event it heard (its invocation's answer), or ("", "")."""
+        answer = self.world.router.answers.get(str(event.get("id"))) if self.world.router else None
+        return (str(answer.get("decision", "")), str(answer.get("reason", ""))) if answer else ("", "")
+
     def nothing_happened(
         self,
         report: ScenarioReport,
@@ -102,9 +109,9 @@ class OrganizationDrill:
         report.expect("no alert sent", not alerts, ", ".join(str(a.get("stage")) for a in alerts))
 
     # ------------------------------------------------------------------ an attack in a member
-    def attack(self, report: ScenarioReport, name: str, region: str) -> None:
+    def attack(self, report: ScenarioReport, place: Place) -> None:
         world, security = self.world, self.world.security
-        place = self.member(name, region)
+        region = place.region
         instance_id = place.fresh_server()
         mappings = place.instance(instance_id).get("BlockDeviceMappings", [])
         volumes = [m["Ebs"]["VolumeId"] for m in mappings if "Ebs" in m]
@@ -231,7 +238,7 @@ class OrganizationDrill:
         instance_id = place.fresh_server()
         incidents, executions, alerts = self.incident_ids(), set(security.executions()), len(security.alerts())
         # The member's own pipeline (allow-listed by its role ARN, in its account) does what the attacker did.
-        world.push_ssh_key(place, instance_id, PIPELINE_SESSION.format(account=place.account))
+        event = world.push_ssh_key(place, instance_id, PIPELINE_SESSION.format(account=place.account))
         forwarded = world.last_forwarded(place)
         report.expect(
             "forwarded to the organisation bus (Detect judged it)",
@@ -241,6 +248,11 @@ class OrganizationDrill:
         report.expect(
             "the allow-list names the member's role",
             PIPELINE_ROLE.format(account=place.account) in security.parameters["AllowedPrincipalArns"],
+        )
+        report.expect(
+            "Detect ignored it: allow_listed_principal",
+            self.judged(event) == ("ignore", "allow_listed_principal"),
+            "/".join(self.judged(event)),
         )
         self.nothing_happened(report, incidents, executions, alerts)
         ok, detail = self.untouched(place, instance_id)
@@ -288,6 +300,14 @@ class OrganizationDrill:
             "the call and its echo were forwarded to the organisation bus",
             len(heard) >= 2 and all(f.delivered == [world.bus_arn] for _, f in heard),
             f"{len(heard)} event(s)",
+        )
+        # Detect's judgement of each: the member role's call is the guard's own change, and so its echo.
+        mine = [e for e, _ in heard if e["source"] == "aws.config" or e["detail"].get("eventName") == "ModifyInstanceAttribute"]
+        verdicts = [self.judged(e) for e in mine]
+        report.expect(
+            "Detect ignored the call and its echo: own_change",
+            len(verdicts) == 2 and all(v == ("ignore", "own_change") for v in verdicts),
+            ", ".join("/".join(v) for v in verdicts),
         )
         self.nothing_happened(report, incidents, executions, alerts)
         groups = sorted(g["GroupId"] for g in place.instance(instance_id)["SecurityGroups"])
@@ -399,7 +419,78 @@ class OrganizationDrill:
 
     # ------------------------------------------------------------------ a new account
     def account_joins(self, report: ScenarioReport) -> None:
-        raise ScenarioSkipped("automatic onboarding (OnboardFunction) is not in this build yet")
+        world, security = self.world, self.world.security
+        if "OnboardFunction" not in (world.deployment.function_names if world.deployment else {}):
+            raise ScenarioSkipped("this template has no OnboardFunction")
+        registry = world.registry
+        alerts_before = len(security.alerts())
+        new = world.create_account("workloads-new")
+        # Organizations reports it in the management account's us-east-1 CloudTrail (an AWS service event,
+        # events/organization/create-account-result.json); the management account's stack forwards it.
+        management = world.places[f"{MANAGEMENT_ACCOUNT}:us-east-1"]
+        forwarded = management.bus.put(created_account_event(MANAGEMENT_ACCOUNT, new))
+        report.expect(
+            "Organizations' CreateAccountResult forwarded from the management account",
+            forwarded.delivered == [world.bus_arn],
+            f"rules {forwarded.rules}, delivered {forwarded.delivered}",
+        )
+        joined = registry.get(new)
+        report.expect(
+            "registered in dry-run, not verified (security account's ledger)",
+            joined is not None and not joined.verified and joined.effective_mode.value == "dry-run",
+            f"{joined.effective_mode.value if joined else 'not registered'}, "
+            f"verified_at {joined.verified_at if joined else '-'}",
+        )
+        said = [
+            a
+            for a in security.wait_for_alerts(
+                lambda received: any(a.get("stage") == "account_joined" for a in received[alerts_before:])
+            )[alerts_before:]
+            if a.get("stage") == "account_joined"
+        ]
+        report.expect("the team was told it joined", len(said) == 1, f"{len(said)} alert(s)")
+        # The StackSets' automatic deployment reaches the new account; it has a trail and a recorder.
+        world.stack_sets(new)
+        place = world.place(new, REGIONS[1])
+        # An attack before it is verified: decided and alerted, nothing done.
+        executions = set(security.executions())
+        first = place.fresh_server()
+        world.push_ssh_key(place, first)
+        early = security.incidents_for(first)
+        report.expect(
+            "an attack before verification is a dry run",
+            len(early) == 1 and early[0].mode == "dry-run" and early[0].status.value == "DRY_RUN",
+            ", ".join(f"{i.mode}/{i.status.value}" for i in early) or "no incident",
+        )
+        report.incidents.extend(i.incident_id for i in early)
+        report.expect("no remediation started", set(security.executions()) == executions)
+        ok, detail = self.untouched(place, first)
+        report.expect("the server is untouched (the new account's EC2)", ok, detail)
+        # The Onboard function's schedule verifies every registered account and region.
+        answer = security.clients.lambda_.invoke(
+            FunctionName=world.deployment.function_names["OnboardFunction"],  # type: ignore[union-attr]
+            Payload=json.dumps(world.scheduled_event()).encode(),
+        )
+        result = json.loads(answer["Payload"].read() or b"{}")
+        report.expect(
+            "the schedule verified it (trail, recorder, rules, roles in every region)",
+            new in (result.get("newly_verified") or []) and new not in (result.get("failing") or {}),
+            f"newly verified {result.get('newly_verified')}, failing {result.get('failing')}",
+        )
+        members = sorted(world.members.values())
+        report.expect(
+            "the other members stay verified",
+            all(m in (result.get("verified") or []) for m in members),
+            f"verified {result.get('verified')}",
+        )
+        verified = registry.get(new)
+        report.expect(
+            "verified in the ledger: it acts in enforce",
+            verified is not None and verified.verified and verified.effective_mode.value == "enforce",
+            f"{verified.effective_mode.value if verified else '-'}",
+        )
+        # Then protected: an attack is remediated through its member roles.
+        self.attack(report, place)
 
     # ------------------------------------------------------------------ running them
     def run(self, only: list[str] | None = None) -> list[ScenarioReport]:
@@ -413,7 +504,7 @@ class OrganizationDrill:
             try:
                 attack = next(((name, region) for k, name, region in ATTACKS if k == key), None)
                 if attack is not None:
-                    self.attack(report, *attack)
+                    self.attack(report, self.member(*attack))
                 else:
                     getattr(self, key.replace("-", "_"))(report)
             except ScenarioSkipped as skipped:

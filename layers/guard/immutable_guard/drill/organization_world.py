@@ -15,12 +15,12 @@ organisation e2e tests use."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,8 @@ ORGANIZATION_PARAMETERS = {
     "OrgStormAccounts": "3",
     "OrgStormWindowMinutes": "120",
     "PostEvidenceAction": "terminate",
+    # Onboarding verifies every region the member-regional StackSet targets.
+    "VerifyRegions": ",".join(REGIONS),
 }
 
 
@@ -115,7 +117,12 @@ def member_roles_stack(
 
 
 def member_regional_stack(
-    session: boto3.Session, repo_root: Path, region: str, security_account: str, security_region: str
+    session: boto3.Session,
+    repo_root: Path,
+    region: str,
+    security_account: str,
+    security_region: str,
+    forward_organization_events: bool = False,
 ) -> None:
     """organization/member-regional.yaml in one region of the account of ``session``. moto's CloudFormation
     creates no Config recorder or SSM association (it skips those types): the region's recorder and trail
@@ -130,6 +137,8 @@ def member_regional_stack(
             "SecurityRegion": security_region,
             "CreateConfigRecorder": "false",
             "CreateInventoryAssociation": "false",
+            # The management account's us-east-1 stack forwards the Organizations events of joined accounts.
+            "ForwardOrganizationEvents": "true" if forward_organization_events else "false",
         },
     )
 
@@ -287,7 +296,16 @@ class OrganizationWorld:
             self.admin(account, self.home_region), repo, self.organization_id, self.security_account, self.home_region
         )
         for region in regions:
-            member_regional_stack(self.admin(account, region), repo, region, self.security_account, self.home_region)
+            member_regional_stack(
+                self.admin(account, region),
+                repo,
+                region,
+                self.security_account,
+                self.home_region,
+                forward_organization_events=account == MANAGEMENT_ACCOUNT and region == "us-east-1",
+            )
+            if not (account == self.security_account and region == self.home_region):
+                prerequisites(self.admin(account, region), region)  # (template.yaml made the home one)
 
     def place(self, account: str, region: str, workload: bool = True) -> Place:
         from immutable_guard.local.forwarding import AccountBus
@@ -385,9 +403,6 @@ class OrganizationWorld:
         # The StackSets: every account of the organisation, the security and management accounts included.
         for account in (self.security_account, MANAGEMENT_ACCOUNT, *self.members.values()):
             self.stack_sets(account)
-            for region in REGIONS:
-                if not (account == self.security_account and region == self.home_region):
-                    prerequisites(self.admin(account, region), region)  # (template.yaml made the home one)
         self.progress.say("member-roles and member-regional stacks deployed in every account and region")
         registry = self.registry
         for account in self.members.values():
@@ -398,6 +413,8 @@ class OrganizationWorld:
                 self.place(account, region)
         for region in REGIONS:
             self.place(self.security_account, region)
+        # Organizations reports joined accounts in the management account's us-east-1 CloudTrail.
+        self.place(MANAGEMENT_ACCOUNT, "us-east-1", workload=False)
         self.progress.say(f"golden groups in {len(self.places)} account-regions ({time.monotonic() - began:.1f} s)")
         return self
 
@@ -411,12 +428,71 @@ class OrganizationWorld:
             self.place(OUTSIDER_ACCOUNT, region)
         return self.places[key]
 
+    def scheduled_event(self) -> dict[str, Any]:
+        """What the Onboard function's schedule (its VerifyAccounts rule) delivers: a "Scheduled Event"."""
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": self.security_account,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self.home_region,
+            "resources": [
+                f"arn:aws:events:{self.home_region}:{self.security_account}:rule/immutable-guard-VerifyAccounts"
+            ],
+            "detail": {},
+        }
+
     def alerts_of(self, incident_id: str) -> list[dict[str, Any]]:
         return [a for a in self.security.alerts() if a.get("incident_id") == incident_id]
 
 
-def json_input(execution: dict[str, Any]) -> dict[str, Any]:
-    return dict(json.loads(execution.get("input") or "{}"))
+def created_account_event(management: str, account: str) -> dict[str, Any]:
+    """Organizations' CreateAccountResult for ``account``, as the management account's CloudTrail delivers it
+    to EventBridge in us-east-1 (the shape of events/organization/create-account-result.json, after
+    https://docs.aws.amazon.com/organizations/latest/userguide/orgs_cloudtrail-integration.html)."""
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    said = now.strftime("%b %d, %Y %-I:%M:%S %p")
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "AWS Service Event via CloudTrail",
+        "source": "aws.organizations",
+        "account": management,
+        "time": stamp,
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "eventVersion": "1.08",
+            "userIdentity": {"accountId": management, "invokedBy": "AWS Internal"},
+            "eventTime": stamp,
+            "eventSource": "organizations.amazonaws.com",
+            "eventName": "CreateAccountResult",
+            "awsRegion": "us-east-1",
+            "sourceIPAddress": "AWS Internal",
+            "userAgent": "AWS Internal",
+            "requestParameters": None,
+            "responseElements": None,
+            "eventID": str(uuid.uuid4()),
+            "readOnly": False,
+            "eventType": "AwsServiceEvent",
+            "managementEvent": True,
+            "recipientAccountId": management,
+            "serviceEventDetails": {
+                "createAccountStatus": {
+                    "id": f"car-{uuid.uuid4().hex[:32]}",
+                    "state": "SUCCEEDED",
+                    "accountName": "****",
+                    "accountId": account,
+                    "requestedTimestamp": said,
+                    "completedTimestamp": said,
+                }
+            },
+            "eventCategory": "Management",
+        },
+    }
 
 
 @contextmanager

@@ -944,10 +944,9 @@ def organization_of(account_id: str) -> str | None:
     """The id of the AWS Organizations organisation ``account_id`` belongs to in moto, or None."""
     from moto.organizations.models import organizations_backends
 
-    place = organizations_backends.master_accounts.get(account_id)
-    if place is None:
-        return None
-    organization = organizations_backends[place[0]][place[1]].org
+    # A member is listed with its management account; the management account holds the organisation.
+    management, partition = organizations_backends.master_accounts.get(account_id, (account_id, "aws"))
+    organization = organizations_backends[management][partition].org
     return str(organization.id) if organization is not None else None
 
 
