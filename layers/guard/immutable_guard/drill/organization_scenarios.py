@@ -302,11 +302,16 @@ class OrganizationDrill:
             f"{len(heard)} event(s)",
         )
         # Detect's judgement of each: the member role's call is the guard's own change, and so its echo.
-        mine = [e for e, _ in heard if e["source"] == "aws.config" or e["detail"].get("eventName") == "ModifyInstanceAttribute"]
+        call = emitter.events[-1]
+        mine = [call] + [
+            e
+            for e, _ in heard
+            if call["detail"]["eventID"] in ((e["detail"].get("configurationItem") or {}).get("relatedEvents") or [])
+        ]
         verdicts = [self.judged(e) for e in mine]
         report.expect(
-            "Detect ignored the call and its echo: own_change",
-            len(verdicts) == 2 and all(v == ("ignore", "own_change") for v in verdicts),
+            "Detect ignored the call and its echoes: own_change",
+            len(verdicts) >= 2 and all(v == ("ignore", "own_change") for v in verdicts),
             ", ".join("/".join(v) for v in verdicts),
         )
         self.nothing_happened(report, incidents, executions, alerts)
