@@ -8,8 +8,8 @@ import sys
 import time
 from contextlib import AbstractContextManager
 
-from immutable_guard.drill.report import Progress, ScenarioReport, drill_passed, render_table
 from immutable_guard.drill.organization_scenarios import SCENARIO_NAMES as ORGANIZATION_SCENARIOS
+from immutable_guard.drill.report import Progress, ScenarioReport, drill_passed, render_table
 from immutable_guard.drill.scenarios import Drill
 
 SCENARIO_NAMES = tuple(key for key, _, _ in Drill.SCENARIOS)

@@ -42,7 +42,10 @@ SCENARIOS: tuple[tuple[str, str], ...] = (
         (key, f"an SSH key pushed in member account {name} ({region}): remediated through its member roles")
         for key, name, region in ATTACKS
     ),
-    ("allow-listed-pipeline", "the allow-listed pipeline of a member account changes a server: nothing happens"),
+    (
+        "allow-listed-pipeline",
+        "the allow-listed pipeline of a member account changes a server: nothing happens",
+    ),
     ("guard-echo", "Config's echo of the guard's own change in a member account: nothing happens"),
     ("outside-account", "an account outside the organisation forwards an attack: refused"),
     ("organization-storm", "changes in three accounts within the window: the organisation turns notify-only"),
@@ -207,8 +210,10 @@ class OrganizationDrill:
         try:
             body = security.clients.s3.get_object(Bucket=security.outputs["EvidenceBucketName"], Key=key)
             manifest = json.loads(body["Body"].read())
-        except Exception as exc:  # noqa: BLE001 - reported as the check's detail
-            report.expect("manifest stored in the security account under account/region/incident", False, str(exc))
+        except Exception as exc:
+            report.expect(
+                "manifest stored in the security account under account/region/incident", False, str(exc)
+            )
             return
         report.expect("manifest stored in the security account under account/region/incident", True, key)
         copies = (manifest.get("custody") or {}).get("copies") or []
@@ -227,7 +232,8 @@ class OrganizationDrill:
         locks = ec2.describe_locked_snapshots(SnapshotIds=ids)["Snapshots"] if ids else []
         report.expect(
             "the copies are locked in the security account",
-            len(locks) == len(ids) > 0 and all(lock["LockState"] in ("governance", "compliance") for lock in locks),
+            len(locks) == len(ids) > 0
+            and all(lock["LockState"] in ("governance", "compliance") for lock in locks),
             ", ".join(str(lock["LockState"]) for lock in locks) or "no lock",
         )
 
@@ -236,7 +242,11 @@ class OrganizationDrill:
         world, security = self.world, self.world.security
         place = self.member(MEMBER_NAMES[0], REGIONS[1])
         instance_id = place.fresh_server()
-        incidents, executions, alerts = self.incident_ids(), set(security.executions()), len(security.alerts())
+        incidents, executions, alerts = (
+            self.incident_ids(),
+            set(security.executions()),
+            len(security.alerts()),
+        )
         # The member's own pipeline (allow-listed by its role ARN, in its account) does what the attacker did.
         event = world.push_ssh_key(place, instance_id, PIPELINE_SESSION.format(account=place.account))
         forwarded = world.last_forwarded(place)
@@ -266,15 +276,23 @@ class OrganizationDrill:
         place = self.member(MEMBER_NAMES[1], REGIONS[1])
         instance_id = place.fresh_server()
         # The member's Config recorder, started now (what existed before is its starting point).
-        recorder = ConfigRecorder(world.admin(place.account, place.region), place.bus.put, place.region, place.account)
+        recorder = ConfigRecorder(
+            world.admin(place.account, place.region), place.bus.put, place.region, place.account
+        )
         recorder.start()
-        incidents, executions, alerts = self.incident_ids(), set(security.executions()), len(security.alerts())
+        incidents, executions, alerts = (
+            self.incident_ids(),
+            set(security.executions()),
+            len(security.alerts()),
+        )
         # The guard's member role, as the Quarantine function assumes it from the security account.
         role_arn = f"arn:aws:iam::{place.account}:role/ImmutableGuard-Member-Quarantine"
         credentials = security.clients.sts.assume_role(RoleArn=role_arn, RoleSessionName=ECHO_SESSION)[
             "Credentials"
         ]
-        actor = Actor(arn=f"arn:aws:sts::{place.account}:assumed-role/ImmutableGuard-Member-Quarantine/{ECHO_SESSION}")
+        actor = Actor(
+            arn=f"arn:aws:sts::{place.account}:assumed-role/ImmutableGuard-Member-Quarantine/{ECHO_SESSION}"
+        )
         emitter = type(world.emitter(place))(place.bus.put, place.region, recorder)
         guard = emitter.session(actor, place.region, credentials)
         instance = place.instance(instance_id)
@@ -303,16 +321,25 @@ class OrganizationDrill:
         )
         # Detect's judgement of each: the member role's call is the guard's own change, and so its echo.
         call = emitter.events[-1]
-        mine = [call] + [
-            e
-            for e, _ in heard
-            if call["detail"]["eventID"] in ((e["detail"].get("configurationItem") or {}).get("relatedEvents") or [])
-        ]
-        verdicts = [self.judged(e) for e in mine]
+        item = next(
+            (
+                e
+                for e, _ in heard
+                if (e["detail"].get("configurationItem") or {}).get("resourceId") == instance_id
+            ),
+            None,
+        )
+        verdicts = [self.judged(call), self.judged(item) if item else ("", "")]
         report.expect(
-            "Detect ignored the call and its echoes: own_change",
-            len(verdicts) >= 2 and all(v == ("ignore", "own_change") for v in verdicts),
+            "Detect ignored the call and the instance's Config item: own_change",
+            verdicts == [("ignore", "own_change")] * 2,
             ", ".join("/".join(v) for v in verdicts),
+        )
+        others = [self.judged(e)[0] for e, _ in heard if e is not call and e is not item]
+        report.expect(
+            "and every other item it caused (interfaces, groups)",
+            all(decision == "ignore" for decision in others),
+            ", ".join(others) or "none",
         )
         self.nothing_happened(report, incidents, executions, alerts)
         groups = sorted(g["GroupId"] for g in place.instance(instance_id)["SecurityGroups"])
@@ -323,7 +350,11 @@ class OrganizationDrill:
         world, security = self.world, self.world.security
         outsider = world.outsider(OUTSIDE_REGION)
         instance_id = outsider.fresh_server()
-        incidents, executions, alerts = self.incident_ids(), set(security.executions()), len(security.alerts())
+        incidents, executions, alerts = (
+            self.incident_ids(),
+            set(security.executions()),
+            len(security.alerts()),
+        )
         judged = len(world.router.delivered) if world.router else 0
         event = world.push_ssh_key(outsider, instance_id)
         forwarded = world.last_forwarded(outsider)
@@ -334,9 +365,13 @@ class OrganizationDrill:
         )
         sqs = outsider.clients.sqs
         queues = [u for u in sqs.list_queues().get("QueueUrls", []) if "ForwardingDeadLetterQueue" in u]
-        parked = sqs.receive_message(
-            QueueUrl=queues[0], MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-        ).get("Messages", []) if queues else []
+        parked = (
+            sqs.receive_message(
+                QueueUrl=queues[0], MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+            ).get("Messages", [])
+            if queues
+            else []
+        )
         report.expect(
             "the refusal is in the outsider's forwarding dead-letter queue (its SQS)",
             any(m["MessageAttributes"]["ERROR_CODE"]["StringValue"] == "NO_PERMISSIONS" for m in parked),
@@ -379,9 +414,9 @@ class OrganizationDrill:
         place = world.places[f"{world.security_account}:{REGIONS[1]}"]
         third = place.fresh_server()
         world.push_ssh_key(place, third)
-        [incident] = security.incidents_for(third) or [None]
+        incident = next(iter(security.incidents_for(third)), None)
         report.expect(
-            f"the {threshold}th account's change is alerted, not remediated (notify-only)",
+            f"account number {threshold}'s change is alerted, not remediated (notify-only)",
             incident is not None and incident.mode == "notify-only",
             incident.mode if incident else "no incident",
         )
@@ -391,7 +426,7 @@ class OrganizationDrill:
         again = self.member(MEMBER_NAMES[0], REGIONS[0])
         later = again.fresh_server()
         world.push_ssh_key(again, later)
-        [followed] = security.incidents_for(later) or [None]
+        followed = next(iter(security.incidents_for(later)), None)
         report.expect(
             "a later change in a member is notify-only too",
             followed is not None and followed.mode == "notify-only",
@@ -416,7 +451,9 @@ class OrganizationDrill:
         )
         storm = self.ledger.storm()
         report.expect(
-            "the storm names the accounts", storm is not None and place.account in (storm.accounts or []), str(storm)
+            "the storm names the accounts",
+            storm is not None and place.account in (storm.accounts or []),
+            str(storm),
         )
         # A person clears it (`immutable-guard accounts storm clear`): remediation resumes.
         self.ledger.clear_storm()
@@ -514,13 +551,14 @@ class OrganizationDrill:
                     getattr(self, key.replace("-", "_"))(report)
             except ScenarioSkipped as skipped:
                 report.skipped = str(skipped)
-            except Exception as exc:  # noqa: BLE001 - a scenario's error is its report's
+            except Exception as exc:
                 report.error = f"{type(exc).__name__}: {exc}"
                 self.progress.say(traceback.format_exc())
             report.seconds = time.monotonic() - began
             for check in report.checks:
                 self.progress.say(
-                    f"    {'✔' if check.passed else '✘'} {check.name}" + (f"  ({check.detail})" if check.detail else "")
+                    f"    {'✔' if check.passed else '✘'} {check.name}"
+                    + (f"  ({check.detail})" if check.detail else "")
                 )
             detail = f": {report.skipped}" if report.skipped else f" in {report.seconds:.1f} s"
             self.progress.say(f"  {report.result}{detail}")

@@ -82,10 +82,12 @@ def admin_session(management: boto3.Session, account: str, region: str) -> boto3
     credentials = management.client("sts", region_name=region).assume_role(
         RoleArn=f"arn:aws:iam::{account}:role/{ORGANIZATION_ACCESS_ROLE}", RoleSessionName="org-admin"
     )["Credentials"]
-    return _session(credentials, region)
+    return _session(dict(credentials), region)
 
 
-def create_stack(session: boto3.Session, region: str, name: str, body: str, parameters: dict[str, str]) -> None:
+def create_stack(
+    session: boto3.Session, region: str, name: str, body: str, parameters: dict[str, str]
+) -> None:
     """One stack instance, as a StackSet creates it in an account and region; waits for it."""
     cloudformation = session.client("cloudformation", region_name=region)
     cloudformation.create_stack(
@@ -160,7 +162,8 @@ def prerequisites(session: boto3.Session, region: str) -> None:
     config.put_configuration_recorder(
         ConfigurationRecorder={
             "name": "default",
-            "roleARN": f"arn:aws:iam::{account}:role/aws-service-role/config.amazonaws.com/AWSServiceRoleForConfig",
+            "roleARN": f"arn:aws:iam::{account}:role/aws-service-role/config.amazonaws.com/"
+            "AWSServiceRoleForConfig",
             "recordingGroup": {"allSupported": True, "includeGlobalResourceTypes": False},
         }
     )
@@ -185,7 +188,7 @@ def golden_group(clients: Clients, name: str = "golden-app", size: int = 2) -> t
         MaxSize=size * 2,
         DesiredCapacity=size,
         VPCZoneIdentifier=subnet["SubnetId"],
-        Tags=[SCOPE_TAG],
+        Tags=[SCOPE_TAG],  # type: ignore[list-item]
     )
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
     return name, [i["InstanceId"] for i in group["AutoScalingGroups"][0]["Instances"]]
@@ -198,6 +201,7 @@ def join_by_invitation(management: str, account: str, name: str) -> None:
     from moto.organizations.models import FakeAccount, organizations_backends
 
     backend = organizations_backends[management]["aws"]
+    assert backend.org is not None, f"{management} has no organisation"
     invited = FakeAccount(backend.org, AccountName=name, Email=f"{name}@example.com")
     invited.id = account
     invited.joined_method = "INVITED"
@@ -290,10 +294,15 @@ class OrganizationWorld:
         return str(status["AccountId"])
 
     def stack_sets(self, account: str, regions: tuple[str, ...] = REGIONS) -> None:
-        """What the two service-managed StackSets deploy in an account: the roles once, the rules per region."""
+        """What the two service-managed StackSets deploy in an account: the roles once, the rules (and the
+        region's trail and recorder) per region."""
         repo = self.aws.repo_root
         member_roles_stack(
-            self.admin(account, self.home_region), repo, self.organization_id, self.security_account, self.home_region
+            self.admin(account, self.home_region),
+            repo,
+            self.organization_id,
+            self.security_account,
+            self.home_region,
         )
         for region in regions:
             member_regional_stack(
@@ -342,7 +351,11 @@ class OrganizationWorld:
                 actor,
                 "ec2-instance-connect.amazonaws.com",
                 "SendSSHPublicKey",
-                {"instanceId": instance_id, "instanceOSUser": "ec2-user", "sshPublicKey": "ssh-ed25519 AAAA x"},
+                {
+                    "instanceId": instance_id,
+                    "instanceOSUser": "ec2-user",
+                    "sshPublicKey": "ssh-ed25519 AAAA x",
+                },
             )
         )
 
@@ -354,7 +367,9 @@ class OrganizationWorld:
         default bus."""
         from immutable_guard.local import config_items
 
-        item = config_items.instance_changed(place.instance(instance_id), changed, place.region, place.account)
+        item = config_items.instance_changed(
+            place.instance(instance_id), changed, place.region, place.account
+        )
         return place.bus.put(item)
 
     # ------------------------------------------------------------------ the security account's view
@@ -397,9 +412,16 @@ class OrganizationWorld:
         self.router = EventRouter(self.deployment, self.aws.session())
         queue_url, _ = subscribe_queue(clients, self.deployment.outputs["AlertTopicArn"], "security-team")
         self.guard = Guard(
-            clients, dict(self.deployment.outputs), dict(self.deployment.parameters), queue_url, None, LOCAL_PACE  # type: ignore[arg-type]
+            clients,
+            dict(self.deployment.outputs),
+            dict(self.deployment.parameters),
+            queue_url,
+            None,  # type: ignore[arg-type]  # attacks happen in places (push_ssh_key), not through a Guard
+            LOCAL_PACE,
         )
-        self.progress.say(f"security account: template.yaml deployed in organisation mode ({self.home_region})")
+        self.progress.say(
+            f"security account: template.yaml deployed in organisation mode ({self.home_region})"
+        )
         # The StackSets: every account of the organisation, the security and management accounts included.
         for account in (self.security_account, MANAGEMENT_ACCOUNT, *self.members.values()):
             self.stack_sets(account)
@@ -415,7 +437,9 @@ class OrganizationWorld:
             self.place(self.security_account, region)
         # Organizations reports joined accounts in the management account's us-east-1 CloudTrail.
         self.place(MANAGEMENT_ACCOUNT, "us-east-1", workload=False)
-        self.progress.say(f"golden groups in {len(self.places)} account-regions ({time.monotonic() - began:.1f} s)")
+        self.progress.say(
+            f"golden groups in {len(self.places)} account-regions ({time.monotonic() - began:.1f} s)"
+        )
         return self
 
     def outsider(self, region: str) -> Place:
@@ -424,7 +448,9 @@ class OrganizationWorld:
         key = f"{OUTSIDER_ACCOUNT}:{region}"
         if key not in self.places:
             session = self.admin(OUTSIDER_ACCOUNT, region)
-            member_regional_stack(session, self.aws.repo_root, region, self.security_account, self.home_region)
+            member_regional_stack(
+                session, self.aws.repo_root, region, self.security_account, self.home_region
+            )
             self.place(OUTSIDER_ACCOUNT, region)
         return self.places[key]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ class AccountBus:
         ``EventRouter.put`` on its organisation bus).
     """
 
-    def __init__(self, session: boto3.Session, region: str, receivers: dict[str, Receiver]) -> None:
+    def __init__(self, session: boto3.Session, region: str, receivers: Mapping[str, Receiver]) -> None:
         self.region = region
         self.receivers = receivers
         self._events = session.client("events", region_name=region)
@@ -70,7 +70,9 @@ class AccountBus:
                 if rule.get("State") != "ENABLED" or not rule.get("EventPattern"):
                     continue
                 targets = self._events.list_targets_by_rule(Rule=rule["Name"], EventBusName="default")
-                found.append((rule, json.loads(rule["EventPattern"]), targets["Targets"]))
+                found.append(
+                    (dict(rule), json.loads(rule["EventPattern"]), [dict(t) for t in targets["Targets"]])
+                )
         return found
 
     def put(self, event: dict[str, Any]) -> Forwarded:
@@ -95,7 +97,7 @@ class AccountBus:
         self, rule: dict[str, Any], target: dict[str, Any], event: dict[str, Any], outcome: Forwarded
     ) -> None:
         bus_arn = target["Arn"]
-        entry = {
+        entry: Any = {
             "Source": event["source"],
             "DetailType": event["detail-type"],
             "Detail": json.dumps(event["detail"]),

@@ -937,7 +937,7 @@ def snapshots_are_shared_copied_and_locked_as_in_aws(set_attribute: Setter = set
     set_attribute(ElasticBlockStore, "describe_locked_snapshots", describe_locked_snapshots)
 
 
-# ---------------------------------------------------------------------- (m) event bus policies across accounts
+# ---------------------------------------------------------------- (m) event bus policies across accounts
 
 
 def organization_of(account_id: str) -> str | None:
