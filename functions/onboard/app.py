@@ -86,12 +86,16 @@ def _joined(
     if joined is None:
         logger.info("Organizations event names no joined account", extra={"event_id": event.get("id")})
         return {"registered": [], "verified": [], "failing": {}}
-    member = register_joined_account(registry, joined, settings.mode)
-    if member is None:
+    member, new = register_joined_account(registry, joined, settings.mode)
+    if not new:
         # A repeated or retried event, or an account a person registered: left as it is (not reset).
         logger.info("account registered already", extra={"account": joined.account})
+    if member.joined_alert_at is None:
+        # Told once: a delivery whose alert failed is retried by EventBridge and alerts then.
+        _alert(clients, settings, joined_alert(joined, member))
+        registry.mark_joined_alert_sent(joined.account)
+    if not new:
         return {"registered": [], "already_registered": [joined.account], "verified": [], "failing": {}}
-    _alert(clients, settings, joined_alert(joined, member))
     metrics.add_metric(name="AccountsJoined", unit=MetricUnit.Count, value=1)
     logger.info("account registered in dry-run", extra={"account": joined.account, "how": joined.how})
     return {"registered": [joined.account], "verified": [], "failing": {}}

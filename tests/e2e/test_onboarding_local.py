@@ -24,11 +24,12 @@ import pytest
 from immutable_guard import organization_doctor
 from immutable_guard.accounts import AccountRegistry, protection_of
 from immutable_guard.clients import Clients
-from immutable_guard.local import LocalAws, LocalSession
+from immutable_guard.errors import AwsCallFailed
+from immutable_guard.local import LocalAws, LocalSession, call_log, lambda_runner
 from immutable_guard.local.runtime import HOME_ACCOUNT
 from immutable_guard.members import FunctionPlace, MemberAccess
 from immutable_guard.model import Mode
-from immutable_guard.onboarding import READER_ROLE, verify_accounts
+from immutable_guard.onboarding import READER_ROLE, VERIFY_PERMISSIONS, verify_accounts
 from test_organization_local import (
     ORGANIZATION,
     PASS_MACHINE,
@@ -57,6 +58,10 @@ WATCHED = (NEW, INVITED, LATER_FAILS)
 BROKEN = (NO_TRAIL, RECORDER_STOPPED, RULE_DISABLED, ROLE_MISSING, NO_STACKS)
 FUNCTION_ARN = f"arn:aws:lambda:{HOME_REGION}:{HOME_ACCOUNT}:function:immutable-guard-onboard"
 HERE = FunctionPlace("aws", HOME_ACCOUNT, HOME_REGION)
+# The handler's calls count as OnboardFunction's (the suite's call log, tests/security/observed_calls.json);
+# those it makes through a member's Reader role are that role's (local/lambda_runner.py).
+ONBOARD = "immutable-guard-onboard-local"
+call_log.name_principal(ONBOARD, REPO / "template.yaml", "OnboardFunction")
 
 
 @dataclass
@@ -166,7 +171,8 @@ class Onboarding:
 
     def invoke(self, event: Any) -> dict[str, Any]:
         self.module.dependencies.cache_clear()
-        result: dict[str, Any] = self.module.handler(event, _Context())
+        with lambda_runner.acting_as(ONBOARD):
+            result: dict[str, Any] = self.module.handler(event, _Context())
         return result
 
     def schedule(self) -> dict[str, Any]:
@@ -200,7 +206,11 @@ def onboarding(
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    topic = home.sns.create_topic(Name=f"onboard-alerts-{suffix}")["TopicArn"]
+    # Encrypted with a key of its own, as the stack's AlertTopic is (AlertKey)
+    key = home.session.client("kms", region_name=HOME_REGION).create_key()["KeyMetadata"]["Arn"]
+    topic = home.sns.create_topic(Name=f"onboard-alerts-{suffix}", Attributes={"KmsMasterKeyId": key})[
+        "TopicArn"
+    ]
     subscriber = home.sqs.create_queue(QueueName=f"onboard-subscriber-{suffix}")["QueueUrl"]
     queue_arn = home.sqs.get_queue_attributes(QueueUrl=subscriber, AttributeNames=["QueueArn"])
     home.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"])
@@ -292,6 +302,31 @@ def test_a_repeated_join_event_does_not_reset_a_verified_account(onboarding: Onb
     assert again["registered"] == [] and again["already_registered"] == [NEW]
     assert handshake["already_registered"] == [NEW]
     assert onboarding.registry.get(NEW) == before
+    assert onboarding.alerts() == []
+
+
+def test_a_join_whose_alert_failed_alerts_on_the_retry_and_registers_once(
+    onboarding: Onboarding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the alert topic refusing the first publish
+    publish = onboarding.module.publish_alert
+    failures = iter([True])
+
+    def flaky(sns: Any, topic: str, alert: Any) -> str:
+        if next(failures, False):
+            raise AwsCallFailed("alert topic: throttled")
+        return str(publish(sns, topic, alert))
+
+    monkeypatch.setattr(onboarding.module, "publish_alert", flaky)
+    # When the join is delivered, fails, and is delivered again (EventBridge retries a failed invocation)
+    with pytest.raises(AwsCallFailed):
+        onboarding.invoke(created(NEW))
+    retried = onboarding.invoke(created(NEW))
+    # Then the account is registered once, and the team told once
+    assert retried["already_registered"] == [NEW]
+    assert [a["stage"] for a in onboarding.alerts()] == ["account_joined"]
+    assert onboarding.registry.get(NEW).joined_alert_at is not None  # type: ignore[union-attr]
+    assert onboarding.invoke(created(NEW))["already_registered"] == [NEW]
     assert onboarding.alerts() == []
 
 
@@ -418,3 +453,24 @@ def test_doctor_organization_passes_when_every_account_region_passes(onboarding:
     onboarding.registry.add(NEW, Mode.ENFORCE)
     text, code = organization_doctor.run(onboarding.invoke, None, mark_verified=False, as_json=False)
     assert code == 0 and "0 account-region(s) failed, 2 passed" in text
+
+
+def test_the_reader_role_is_asked_exactly_what_member_roles_yaml_grants_it_for_onboarding(
+    onboarding: Onboarding,
+) -> None:
+    # Given the calls the Onboard handler makes through the Reader role of a member account
+    heard: set[str] = set()
+
+    def listen(principal: str, model: Any, params: dict[str, Any]) -> None:
+        if principal == f"{ONBOARD}@{READER_ROLE}":
+            heard.update(call_log.iam_actions(model.service_model.signing_name, model.name, params))
+
+    onboarding.registry.add(NEW, Mode.ENFORCE)
+    stop = lambda_runner.listen_to_calls(listen)
+    try:
+        # When it verifies the account
+        assert onboarding.schedule()["newly_verified"] == [NEW]
+    finally:
+        stop()
+    # Then the Reader role was asked exactly the describe calls its Onboarding statements grant
+    assert heard == VERIFY_PERMISSIONS

@@ -167,7 +167,7 @@ NO_SOURCE_CONDITION = {
             "that names it, and naming it takes iam:PassRole on it "
             "(https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html)"
         )
-        for function in ("Detect", "Quarantine", "Evidence", "Replace", "Nuke", "Release")
+        for function in ("Detect", "Quarantine", "Evidence", "Replace", "Nuke", "Release", "Onboard")
     },
     ("template.yaml:AlertKey", "events.amazonaws.com"): (
         "EventBridge's KMS requests carry neither key: 'Adding the aws:SourceAccount and aws:SourceArn to a "

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from immutable_guard.local.intrinsics import NO_VALUE, references
+from immutable_guard.onboarding import FORWARDING_RULES, MEMBER_ROLE_TRUSTS, VERIFY_PERMISSIONS
 from immutable_guard.template import function_policies, load_template
 from template_policies import (
     MEMBER_ACCOUNT,
@@ -68,7 +69,7 @@ BUS = table("Who may put events on the organisation bus")
 
 
 def test_the_tables_are_read() -> None:
-    assert len(TRUST) == 13 and len(ASSUMES) == 6 and len(BUS) == 1
+    assert len(TRUST) == 14 and len(ASSUMES) == 7 and len(BUS) == 1
     assert all(names(row["Role"]) for row in TRUST)
 
 
@@ -102,8 +103,10 @@ def test_every_role_the_templates_name_is_in_the_table_and_every_row_is_a_role()
 
 
 def test_single_account_mode_names_no_role_and_grants_no_assume_role() -> None:
-    # Given template.yaml as deployed with OrganizationId empty (the default)
-    resources = translated_template()["Resources"]
+    # Given template.yaml as deployed with OrganizationId empty (the default): the resources it creates
+    created = _created(translated_template(), "single")
+    resources = {k: v for k, v in translated_template()["Resources"].items() if k in created}
+    assert "OnboardFunction" not in resources and "OnboardFunctionRole" not in resources
     # Then no role carries a fixed name ...
     for logical_id, resource in resources.items():
         if resource["Type"] == "AWS::IAM::Role" and "RoleName" in resource["Properties"]:
@@ -151,15 +154,17 @@ def test_each_member_role_trusts_exactly_what_the_table_says(row: dict[str, str]
     # Given the member role as deployed with or without an ExternalId
     (name,) = names(row["Role"])
     statement = _trust_statement(member_roles(ExternalId=external_id)[name])
-    (principal,) = names(row["Trusted principal"])
+    trusted = names(row["Trusted principal"])
+    principal = trusted[0]
     listed = set(names(row["Conditions"]))
     conditions = statement["Condition"]
     if principal.startswith("ImmutableGuard-Central-"):
-        # Then only that central role of the security account, within the organisation
+        # Then only those central roles of the security account, within the organisation
         assert statement["Principal"] == {"AWS": f"arn:aws:iam::{SECURITY_ACCOUNT}:root"}
-        assert conditions["ArnEquals"] == {
-            "aws:PrincipalArn": f"arn:aws:iam::{SECURITY_ACCOUNT}:role/{principal}"
-        }
+        arns = [f"arn:aws:iam::{SECURITY_ACCOUNT}:role/{name}" for name in trusted]
+        assert conditions["ArnEquals"] == {"aws:PrincipalArn": arns if len(arns) > 1 else arns[0]}
+        # ... as onboarding.py checks in every member account
+        assert tuple(trusted) == MEMBER_ROLE_TRUSTS[name]
         assert conditions["StringEquals"]["aws:PrincipalOrgID"] == ORGANIZATION_ID
         # ... and the ExternalId when one is set (the table says "if set")
         assert conditions["StringEquals"].get("sts:ExternalId") == (external_id or None)
@@ -304,6 +309,10 @@ REGION_CONDITIONS = {"aws:RequestedRegion"}
 # copy, the central roles copy, lock and verify in the security account. Those statements exist on one side
 # only, by design, and are named "Custody..."; test_custody_statements_are_one_sided_and_named_so says which.
 CUSTODY_SID_PREFIX = "Custody"
+# Onboarding (onboarding.py) reads, through the Reader role, what tells whether a member account is watched;
+# Detect never makes those calls, so they are the Reader's alone, named "Onboarding..."
+# (test_the_readers_onboarding_statements_are_exactly_what_onboarding_calls).
+ONBOARDING_SID_PREFIX = "Onboarding"
 
 
 def _unwrapped(statement: Any) -> tuple[str | None, dict[str, Any]] | None:
@@ -361,9 +370,27 @@ def _member_statements(role_name: str) -> dict[str, dict[str, Any]]:
     found = {}
     for entry in policy["PolicyDocument"]["Statement"]:
         condition, statement = _unwrapped(entry)
-        if not str(statement["Sid"]).startswith(CUSTODY_SID_PREFIX):
+        if not str(statement["Sid"]).startswith((CUSTODY_SID_PREFIX, ONBOARDING_SID_PREFIX)):
             found[statement["Sid"]] = _comparable(condition, statement)
     return found
+
+
+def test_the_readers_onboarding_statements_are_exactly_what_onboarding_calls() -> None:
+    reader = member_roles()["ImmutableGuard-Member-Reader"]
+    (policy,) = reader["Policies"]
+    onboarding = [
+        s for s in statements(policy["PolicyDocument"]) if str(s["Sid"]).startswith(ONBOARDING_SID_PREFIX)
+    ]
+    assert {a for s in onboarding for a in as_list(s["Action"])} == VERIFY_PERMISSIONS
+    # The member roles it reads are the guard's own, in this account only
+    (roles,) = [s for s in onboarding if "iam:GetRole" in as_list(s["Action"])]
+    assert roles["Resource"] == f"arn:aws:iam::{MEMBER_ACCOUNT}:role/ImmutableGuard-Member-*"
+    # And no other member role holds them
+    for name, role in member_roles().items():
+        if name != "ImmutableGuard-Member-Reader":
+            for other in role.get("Policies", []):
+                sids = {str(s.get("Sid")) for s in statements(other["PolicyDocument"])}
+                assert not {sid for sid in sids if sid.startswith(ONBOARDING_SID_PREFIX)}, name
 
 
 def _sids(document_statements: Any) -> set[str]:
@@ -449,9 +476,26 @@ def test_each_forwarding_rule_hears_exactly_what_a_rule_of_detect_hears() -> Non
     forwarded = {
         logical_id.removeprefix("Forward"): resource["Properties"]["EventPattern"]
         for logical_id, resource in MEMBER_REGIONAL["Resources"].items()
-        if resource["Type"] == "AWS::Events::Rule"
+        if resource["Type"] == "AWS::Events::Rule" and logical_id != ORGANIZATION_EVENTS_RULE
     }
     assert forwarded == detect
+    # onboarding.py counts them in every account-region
+    assert len(forwarded) == FORWARDING_RULES
+
+
+# The management account's rule for the Onboard function (ForwardOrganizationEvents=true only).
+ORGANIZATION_EVENTS_RULE = "ForwardAccountJoined"
+
+
+def test_the_management_accounts_rule_forwards_exactly_what_onboard_hears() -> None:
+    rule = MEMBER_REGIONAL["Resources"][ORGANIZATION_EVENTS_RULE]
+    onboard = TEMPLATE["Resources"]["OnboardFunction"]["Properties"]["Events"]["AccountJoined"]["Properties"]
+    assert rule["Properties"]["EventPattern"] == onboard["Pattern"]
+    assert rule["Condition"] == "OrganizationEventsForwarded"
+    assert MEMBER_REGIONAL["Parameters"]["ForwardOrganizationEvents"]["Default"] == "false"
+    # Onboard hears them on the organisation bus only
+    assert onboard["EventBusName"] == {"Ref": "OrganizationEventBus"}
+    assert TEMPLATE["Resources"]["OnboardFunction"]["Condition"] == "OrganizationMode"
 
 
 def _detect_events() -> dict[str, Any]:
@@ -461,7 +505,7 @@ def _detect_events() -> dict[str, Any]:
 def test_each_forwarding_rule_sends_straight_to_the_organisation_bus_with_the_forwarder_role() -> None:
     translated, resolver = member_template("member-regional.yaml")
     rules = [r for r in translated["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
-    assert len(rules) == len(_detect_events())
+    assert len(rules) == len(_detect_events()) + 1  # and the management account's ForwardAccountJoined
     for rule in rules:
         properties = resolver.resolve(rule["Properties"])
         assert properties.get("EventBusName", "default") == "default"

@@ -50,3 +50,15 @@ def test_every_canary_subcommand_is_checked() -> None:
         "abort",
         "revert",
     }
+
+
+def test_doctor_help_names_the_organisation_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["doctor", "--help"])
+    out = capsys.readouterr().out
+    assert "--organization" in out and "--regions" in out and "--mark-verified" in out
+
+
+def test_doctor_organization_without_a_stack_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--organization"]) == 2
+    assert "needs --stack" in capsys.readouterr().out

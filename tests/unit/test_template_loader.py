@@ -119,11 +119,13 @@ def test_the_project_template_routes_cloudtrail_and_config_to_detect() -> None:
     rules = event_rules(load_template(find_template()))
     assert rules, "template.yaml declares no event rules"
     # Detect takes CloudTrail and Config; the canary's recovery takes its executions' status changes, and
-    # its start takes the CloudTrail records of alias moves (a deploy publishing a version).
+    # its start takes the CloudTrail records of alias moves (a deploy publishing a version); in organisation
+    # mode Onboard takes the Organizations records of joined accounts.
     assert {rule.function_logical_id for rule in rules} == {
         "DetectFunction",
         "CanaryRecoverFunction",
         "CanaryStartFunction",
+        "OnboardFunction",
     }
     assert "DetectFunctionNetworkOpened" in {rule.logical_id for rule in rules}
 

@@ -36,6 +36,8 @@ class MemberAccount(BaseModel):
     joined_at: str
     verified_at: str | None = None
     ou: str | None = None
+    # When the team was told it joined (the Onboard function): a retried join event alerts only until then.
+    joined_alert_at: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -129,6 +131,10 @@ class AccountRegistry:
         """Record that the account was verified now: from then on it acts in its own mode."""
         return self._update(account, "SET verified_at = :now", {":now": {"S": now_iso()}})
 
+    def mark_joined_alert_sent(self, account: str) -> MemberAccount:
+        """Record that the team was told the account joined."""
+        return self._update(account, "SET joined_alert_at = :now", {":now": {"S": now_iso()}})
+
     def mark_unverified(self, account: str) -> bool:
         """Send a verified account back to dry-run (its verification failed); True when it was verified.
         Conditional, so that of two checks racing only one reports the change (and alerts)."""
@@ -178,6 +184,7 @@ def _account_from_item(item: dict[str, Any]) -> MemberAccount:
         joined_at=item["joined_at"]["S"],
         verified_at=item["verified_at"]["S"] if "verified_at" in item else None,
         ou=item["ou"]["S"] if "ou" in item else None,
+        joined_alert_at=item["joined_alert_at"]["S"] if "joined_alert_at" in item else None,
     )
 
 

@@ -159,14 +159,18 @@ def _json_object(text: str) -> Any:
 
 def register_joined_account(
     registry: AccountRegistry, joined: AccountJoined, mode: Mode
-) -> MemberAccount | None:
+) -> tuple[MemberAccount, bool]:
     """Register the account unverified, with ``mode`` (the stack's), so that it acts in dry-run until it is
-    verified and in ``mode`` from then on; None when it is registered already (a repeated or retried event,
-    or an account a person added): its mode and verification are left as they are."""
+    verified and in ``mode`` from then on. Returns the account's item and whether it was registered now;
+    an account registered already (a repeated or retried event, or one a person added) keeps its mode and
+    verification."""
     try:
-        return registry.add(joined.account, mode)
+        return registry.add(joined.account, mode), True
     except AccountAlreadyRegistered:
-        return None
+        member = registry.get(joined.account)
+        if member is None:  # removed meanwhile: register it again
+            return register_joined_account(registry, joined, mode)
+        return member, False
 
 
 def joined_alert(joined: AccountJoined, member: MemberAccount) -> Alert:

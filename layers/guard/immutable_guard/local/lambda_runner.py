@@ -150,12 +150,47 @@ def _hear(client: Any, operation_name: str, api_params: dict[str, Any]) -> None:
     principal = _principal_of(client)
     if not principal:
         return
+    member_role = _member_role_of(client)
+    if member_role:
+        # Made with a member role's credentials (organisation mode): the member role's call, which the
+        # function's own role does not need (it needs sts:AssumeRole only). Listeners see it as
+        # "<principal>@<role name>", which the call log does not count as the function's.
+        principal = f"{principal}@{member_role}"
     model = client.meta.service_model.operation_model(operation_name)
     for listener in listeners:
         try:
             listener(principal, model, api_params)
         except Exception:
             logger.exception("a call listener failed on %s", operation_name)
+
+
+# The guard's member roles (organization/member-roles.yaml): ImmutableGuard-Member-<X> of any account.
+_MEMBER_ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::\d{12}:role/(ImmutableGuard-Member-[\w+=,.@-]+)$")
+_member_role_by_key: dict[str, str | None] = {}
+
+
+def _member_role_of(client: Any) -> str | None:
+    """The name of the member role whose assumed credentials the client signs with, or None. moto keeps
+    each assumed role's access key in the STS backend of the role's account."""
+    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    key = getattr(credentials, "access_key", None)
+    if not key:
+        return None
+    with _state_lock:
+        if key in _member_role_by_key:
+            return _member_role_by_key[key]
+    from moto.sts.models import sts_backends
+
+    found: str | None = None
+    for account in list(sts_backends.keys()):
+        for partition in list(sts_backends[account].keys()):
+            assumed = sts_backends[account][partition].get_assumed_role_from_access_key(key)
+            match = _MEMBER_ROLE_ARN.match(assumed.role_arn) if assumed is not None else None
+            if match:
+                found = match.group(1)
+    with _state_lock:
+        _member_role_by_key[key] = found
+    return found
 
 
 def _stamped_client_init(client: Any, *args: Any, **kwargs: Any) -> None:
