@@ -17,14 +17,20 @@ ORGANIZATION_SCENARIO_NAMES = ORGANIZATION_SCENARIOS
 
 
 def run_drill_command(args: argparse.Namespace) -> int:
+    organization = bool(getattr(args, "organization", False))
+    if organization and (args.stack or args.region or args.pipeline_role):
+        print("immutable-guard drill: --organization runs on the embedded local AWS only", file=sys.stderr)
+        return 2
     if not args.stack and (args.region or args.pipeline_role):
         print("immutable-guard drill: --region and --pipeline-role go with --stack", file=sys.stderr)
         return 2
-    if getattr(args, "organization", False) and (args.stack or args.region or args.pipeline_role):
-        print("immutable-guard drill: --organization runs on the embedded local AWS only", file=sys.stderr)
+    known = ORGANIZATION_SCENARIO_NAMES if organization else SCENARIO_NAMES
+    if stray := [name for name in args.scenario or [] if name not in known]:
+        other = "without" if organization else "with"
+        print(f"immutable-guard drill: {', '.join(stray)} run(s) {other} --organization only", file=sys.stderr)
         return 2
     began = time.monotonic()
-    if getattr(args, "organization", False):
+    if organization:
         from immutable_guard.local.lambda_logs import lambda_logs_to_file
 
         with lambda_logs_to_file("drill-organization") as (terminal, log_path):
