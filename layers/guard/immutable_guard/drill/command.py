@@ -27,7 +27,9 @@ def run_drill_command(args: argparse.Namespace) -> int:
     known = ORGANIZATION_SCENARIO_NAMES if organization else SCENARIO_NAMES
     if stray := [name for name in args.scenario or [] if name not in known]:
         other = "without" if organization else "with"
-        print(f"immutable-guard drill: {', '.join(stray)} run(s) {other} --organization only", file=sys.stderr)
+        print(
+            f"immutable-guard drill: {', '.join(stray)} run(s) {other} --organization only", file=sys.stderr
+        )
         return 2
     began = time.monotonic()
     if organization:
