@@ -171,3 +171,36 @@ def test_a_bus_policy_that_admits_any_account_fails_the_outside_account_scenario
     # But Detect still refuses it: the account is not in the protected set
     assert "delivered to Detect directly, it is refused: unprotected_account" not in failed
     assert "no remediation started" not in failed
+
+
+def test_a_member_without_its_quarantine_role_is_not_remediated_and_the_drill_says_so() -> None:
+    # Given member b, whose ImmutableGuard-Member-Quarantine role is gone in its account
+    sabotage = """
+        from immutable_guard.drill import organization_world as world_module
+
+        built = world_module.OrganizationWorld.build
+
+        def build(self):
+            built(self)
+            iam = self.admin(self.members["workloads-b"], "us-east-1").client("iam")
+            role = "ImmutableGuard-Member-Quarantine"
+            for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+                iam.delete_role_policy(RoleName=role, PolicyName=name)
+            for policy in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+                iam.detach_role_policy(RoleName=role, PolicyArn=policy["PolicyArn"])
+            iam.delete_role(RoleName=role)
+            return self
+
+        world_module.OrganizationWorld.build = build
+    """
+    # When an attack there is drilled
+    code, report = _cli("--scenario", "attack-b-eu-west-1", prelude=sabotage)
+    # Then the security account cannot act there: the remediation fails, and the drill reads from the
+    # member's own EC2 that the server was neither isolated nor terminated
+    assert code == 1 and report["passed"] is False
+    [scenario] = report["scenarios"]
+    checks = {c["name"]: c for c in scenario["checks"]}
+    assert checks["one incident opened"]["passed"] is True
+    assert checks["remediation succeeded"]["passed"] is False
+    assert checks["old instance terminated (member's EC2)"]["passed"] is False
+    assert checks["old instance terminated (member's EC2)"]["detail"] == "running"
