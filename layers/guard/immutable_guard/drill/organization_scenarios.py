@@ -92,9 +92,12 @@ class OrganizationDrill:
         return ok, f"{state}, groups {sorted(groups)}, guard tags {sorted(tags) or 'none'}"
 
     def judged(self, event: dict[str, Any]) -> tuple[str, str]:
-        """Detect's decision and reason for an event it heard (its invocation's answer), or ("", "")."""
-        answer = self.world.router.answers.get(str(event.get("id"))) if self.world.router else None
-        return (str(answer.get("decision", "")), str(answer.get("reason", ""))) if answer else ("", "")
+        """Detect's decision and reason for a CloudTrail event it judged exempt, read from the security
+        account's ledger (what Detect remembers for Config's echo: its answer is not observable when Detect
+        reads a queue), or ("", "") when it remembers none."""
+        event_id = str((event.get("detail") or {}).get("eventID") or "")
+        reason = self.ledger.exempt_reason_of_event(event_id) if event_id else None
+        return ("ignore", reason) if reason else ("", "")
 
     def nothing_happened(
         self,
@@ -319,27 +322,13 @@ class OrganizationDrill:
             len(heard) >= 2 and all(f.delivered == [world.bus_arn] for _, f in heard),
             f"{len(heard)} event(s)",
         )
-        # Detect's judgement of each: the member role's call is the guard's own change, and so its echo.
+        # Detect judged the member role's call the guard's own (remembered in the ledger for its echo); the
+        # echo, an immutable server's groups changed with no actor, would be remediated on its own.
         call = emitter.events[-1]
-        item = next(
-            (
-                e
-                for e, _ in heard
-                if (e["detail"].get("configurationItem") or {}).get("resourceId") == instance_id
-            ),
-            None,
-        )
-        verdicts = [self.judged(call), self.judged(item) if item else ("", "")]
         report.expect(
-            "Detect ignored the call and the instance's Config item: own_change",
-            verdicts == [("ignore", "own_change")] * 2,
-            ", ".join("/".join(v) for v in verdicts),
-        )
-        others = [self.judged(e)[0] for e, _ in heard if e is not call and e is not item]
-        report.expect(
-            "and every other item it caused (interfaces, groups)",
-            all(decision == "ignore" for decision in others),
-            ", ".join(others) or "none",
+            "Detect judged the member role's call: own_change",
+            self.judged(call) == ("ignore", "own_change"),
+            "/".join(self.judged(call)) or "not judged exempt",
         )
         self.nothing_happened(report, incidents, executions, alerts)
         groups = sorted(g["GroupId"] for g in place.instance(instance_id)["SecurityGroups"])

@@ -52,8 +52,6 @@ class EventRouter:
             for rule in self.rules
         }
         self.delivered: list[tuple[str, dict[str, Any]]] = []
-        # What each successful invocation answered, by event id (Detect's answer is its judgement).
-        self.answers: dict[str, Any] = {}
         self.failures: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
 
     def _client(self, name: str) -> Any:
@@ -108,7 +106,6 @@ class EventRouter:
         payload_text = response["Payload"].read().decode() or "null"
         if "FunctionError" not in response:
             self.delivered.append((rule.logical_id, event))
-            self.answers[str(event.get("id"))] = json.loads(payload_text)
             return
         error = json.loads(payload_text)
         logger.warning("%s failed on %s: %s", function_name, event.get("id"), error.get("errorMessage"))
