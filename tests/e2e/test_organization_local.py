@@ -26,6 +26,7 @@ from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError
 from immutable_guard.accounts import AccountRegistry
 from immutable_guard.clients import Clients
+from immutable_guard.drill.organization_world import golden_group, member_roles_stack
 from immutable_guard.errors import EvidenceIncomplete, MemberRoleUnavailable, SnapshotFailed
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.local import LocalAws, LocalSession
@@ -46,7 +47,6 @@ MEMBER_REGION = "eu-west-1"  # not the security account's region
 UNVERIFIED = "333344445555"  # registered, enforce, not verified yet
 NO_ROLES = "555566667777"  # registered and verified, but its member-roles stack was never deployed
 OUTSIDER = "999988887777"  # not registered
-ROLES = ("Reader", "Quarantine", "Evidence", "Replace", "Nuke", "Release")
 SAMPLE_ACCOUNT = "111122223333"  # the account of the samples in events/
 SAMPLE_INSTANCE = "i-0abc1234def567890"
 HERE = FunctionPlace("aws", HOME_ACCOUNT, HOME_REGION)
@@ -103,44 +103,15 @@ class Organization:
 
 
 def _member_roles(admin: boto3.Session) -> None:
-    """What the member-roles stack gives an account: each ImmutableGuard-Member-<X>, trusting the security
-    account's central role of the same function (permissions are not evaluated by moto)."""
-    iam = admin.client("iam")
-    for role in ROLES:
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:aws:iam::{HOME_ACCOUNT}:role/ImmutableGuard-Central-{role}"},
-                    "Action": "sts:AssumeRole",
-                    "Condition": {"StringEquals": {"aws:PrincipalOrgID": ORGANIZATION}},
-                }
-            ],
-        }
-        iam.create_role(RoleName=f"ImmutableGuard-Member-{role}", AssumeRolePolicyDocument=json.dumps(trust))
+    """What the member-roles StackSet gives an account: organization/member-roles.yaml, created through
+    CloudFormation in that account (each ImmutableGuard-Member-<X> trusting the security account's central
+    role of the same function; permissions are not evaluated by moto)."""
+    member_roles_stack(admin, REPO, ORGANIZATION, HOME_ACCOUNT, HOME_REGION)
 
 
 def _golden_group(member: Member) -> None:
     """An Auto Scaling group of immutable servers in the member's region (so Replace can rebuild one)."""
-    ec2, autoscaling = member.clients.ec2, member.clients.autoscaling
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    subnet = ec2.describe_subnets()["Subnets"][0]
-    template = ec2.create_launch_template(
-        LaunchTemplateName="golden", LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"}
-    )["LaunchTemplate"]["LaunchTemplateId"]
-    member.group_name = "golden-app"
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=member.group_name,
-        LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
-        MinSize=2,
-        MaxSize=4,
-        DesiredCapacity=2,
-        VPCZoneIdentifier=subnet["SubnetId"],
-        Tags=[{"Key": "immutable", "Value": "true", "PropagateAtLaunch": True}],
-    )
-    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[member.group_name])
-    member.instances = [i["InstanceId"] for i in group["AutoScalingGroups"][0]["Instances"]]
+    member.group_name, member.instances = golden_group(member.clients)
 
 
 def _build(local_aws: LocalAws) -> Organization:

@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.set_defaults(func=_cmd_explain)
 
-    from immutable_guard.drill.command import SCENARIO_NAMES
+    from immutable_guard.drill.command import ORGANIZATION_SCENARIO_NAMES, SCENARIO_NAMES
 
     drill = sub.add_parser(
         "drill", help="run the Detect. Nuke. Replace. drill (default: on the embedded local AWS)"
@@ -348,9 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROLE_ARN",
         help="with --stack: an allow-listed role to assume for the allow-listed scenario",
     )
+    drill.add_argument(
+        "--organization",
+        action="store_true",
+        help="run the organisation drill on the embedded local AWS instead: an AWS Organizations "
+        "organisation (management, security and two member accounts, two regions) with the member stacks "
+        "deployed in each account as the StackSets would; attacks in each member account and region are "
+        "remediated through the member roles with evidence copied into the security account, an account "
+        "outside the organisation is refused, benign twins do nothing, the organisation-storm breaker trips "
+        "and a new account joins",
+    )
     drill.add_argument("--json", action="store_true", help="print the report as JSON")
     drill.add_argument(
-        "--scenario", action="append", choices=SCENARIO_NAMES, help="run only these scenarios (repeatable)"
+        "--scenario",
+        action="append",
+        choices=SCENARIO_NAMES + ORGANIZATION_SCENARIO_NAMES,
+        help="run only these scenarios (repeatable; those of --organization with it)",
     )
     drill.set_defaults(func=_cmd_drill)
 

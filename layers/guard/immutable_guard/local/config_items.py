@@ -108,7 +108,10 @@ def _tags(described: dict[str, Any]) -> dict[str, str]:
 
 
 def instance_changed(
-    instance: dict[str, Any], changed_properties: dict[str, Any], region: str = "us-east-1"
+    instance: dict[str, Any],
+    changed_properties: dict[str, Any],
+    region: str = "us-east-1",
+    account_id: str = ACCOUNT_ID,
 ) -> dict[str, Any]:
     """An ``AWS::EC2::Instance`` item from a ``describe_instances`` instance dict."""
     instance_id = instance["InstanceId"]
@@ -130,7 +133,8 @@ def instance_changed(
         changed_properties,
         tags=_tags(instance),
         region=region,
-        arn=f"arn:aws:ec2:{region}:{ACCOUNT_ID}:instance/{instance_id}",
+        account_id=account_id,
+        arn=f"arn:aws:ec2:{region}:{account_id}:instance/{instance_id}",
     )
 
 

@@ -937,6 +937,116 @@ def snapshots_are_shared_copied_and_locked_as_in_aws(set_attribute: Setter = set
     set_attribute(ElasticBlockStore, "describe_locked_snapshots", describe_locked_snapshots)
 
 
+# ---------------------------------------------------------------- (m) event bus policies across accounts
+
+
+def organization_of(account_id: str) -> str | None:
+    """The id of the AWS Organizations organisation ``account_id`` belongs to in moto, or None."""
+    from moto.organizations.models import organizations_backends
+
+    # A member is listed with its management account; the management account holds the organisation.
+    management, partition = organizations_backends.master_accounts.get(account_id, (account_id, "aws"))
+    organization = organizations_backends[management][partition].org
+    return str(organization.id) if organization is not None else None
+
+
+def bus_policy_admits(policy: Any, caller_account: str, bus_arn: str) -> bool:
+    """Whether an event bus's resource policy lets ``caller_account`` put events on it: an Allow statement
+    for events:PutEvents (or events:*), principal "*" or the caller's account, on the bus (or "*"), whose
+    conditions are met. Conditions evaluated: StringEquals on aws:PrincipalOrgID and aws:PrincipalAccount
+    (what the guard's bus uses); a statement with any other condition is not taken as an Allow."""
+    import json
+
+    document = json.loads(policy) if isinstance(policy, str) else (policy or {})
+    statements = document.get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        actions = statement.get("Action", [])
+        actions = actions if isinstance(actions, list) else [actions]
+        if statement.get("Effect") != "Allow" or not {"events:PutEvents", "events:*", "*"} & set(actions):
+            continue
+        principal = statement.get("Principal", {})
+        principals = principal.get("AWS", []) if isinstance(principal, dict) else principal
+        principals = principals if isinstance(principals, list) else [principals]
+        if not any(
+            p == "*" or p == caller_account or str(p).split(":")[4:5] == [caller_account] for p in principals
+        ):
+            continue
+        resources = statement.get("Resource", "*")
+        resources = resources if isinstance(resources, list) else [resources]
+        if not any(r in ("*", bus_arn) for r in resources):
+            continue
+        conditions = statement.get("Condition", {}) or {}
+        if set(conditions) - {"StringEquals"}:
+            continue
+        known = {
+            "aws:PrincipalOrgID": organization_of(caller_account),
+            "aws:PrincipalAccount": caller_account,
+        }
+        wanted = conditions.get("StringEquals", {})
+        if any(
+            key not in known or known[key] not in (value if isinstance(value, list) else [value])
+            for key, value in wanted.items()
+        ):
+            continue
+        return True
+    return False
+
+
+def put_events_on_another_accounts_bus_needs_its_policy(set_attribute: Setter = setattr) -> None:
+    """PutEvents naming another account's event bus (by ARN) is admitted only by that bus's resource policy
+    (an aws:PrincipalOrgID condition admits the accounts of that organisation), and the event lands on that
+    bus, in that account; refused with AccessDeniedException otherwise.
+
+    AWS: "The default event bus in your AWS account only allows events from one account. You can grant
+    additional permissions to an event bus by attaching a resource-based policy to it ... use IAM conditions
+    in the policy to grant permissions to an organization"
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-event-bus-perms.html; PutPermission,
+    https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_PutPermission.html). moto evaluates no
+    bus policy and looks the bus up by name in the caller's own account, so an account outside the
+    organisation could not be refused locally (nor a bus of the caller's own account in another region be
+    reached). Events of the caller's own buses in its region go through moto unchanged.
+    """
+    from moto.core.exceptions import JsonRESTError
+    from moto.events.models import EventsBackend, events_backends
+
+    original = EventsBackend.__dict__["put_events"]
+
+    def put_events(backend: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        caller = str(backend.account_id)
+        own, entries = [], []
+        for event in events:
+            name = str(event.get("EventBusName") or "")
+            parts = name.split(":")
+            if not name.startswith("arn:") or len(parts) < 6:
+                own.append(event)
+                continue
+            account, region, bus_name = parts[4], parts[3], name.rsplit("/", 1)[-1]
+            if (account, region) == (caller, backend.region_name):
+                own.append({**event, "EventBusName": bus_name})
+                continue
+            target = events_backends[account][region]
+            try:
+                bus = target.describe_event_bus(bus_name)
+            except Exception:  # moto's ResourceNotFoundException: no such bus
+                bus = None
+            # A bus of the caller's own account in another region needs no resource policy (the caller's
+            # IAM permissions admit it); another account's bus only admits what its policy allows.
+            admitted = bus is not None and (account == caller or bus_policy_admits(bus.policy, caller, name))
+            if not admitted:
+                raise JsonRESTError(
+                    "AccessDeniedException",
+                    f"User: arn:aws:sts::{caller}:assumed-role/caller is not authorized to perform: "
+                    f"events:PutEvents on resource: {name} because no resource-based policy allows the "
+                    "events:PutEvents action",
+                )
+            entries.extend(original(target, [{**event, "EventBusName": bus_name}]))
+        if own:
+            entries = original(backend, own) + entries
+        return entries
+
+    set_attribute(EventsBackend, "put_events", put_events)
+
+
 # ---------------------------------------------------------------------- (p) SQS event source mappings
 
 
@@ -998,6 +1108,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         network_acl_entries_are_limited,
         assume_role_needs_a_role_that_trusts_the_caller,
         snapshots_are_shared_copied_and_locked_as_in_aws,
+        put_events_on_another_accounts_bus_needs_its_policy,
         sqs_event_source_mappings_poll_as_in_aws,
     ]
 

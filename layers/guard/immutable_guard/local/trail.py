@@ -365,11 +365,17 @@ class CloudTrailEmitter:
         if self.recorder is not None:
             self.recorder.note(event)
 
-    def session(self, actor: Actor, region: str | None = None) -> boto3.Session:
-        """A boto3 session whose every call (successful or failed) is emitted as the actor's."""
+    def session(
+        self, actor: Actor, region: str | None = None, credentials: dict[str, Any] | None = None
+    ) -> boto3.Session:
+        """A boto3 session whose every call (successful or failed) is emitted as the actor's.
+
+        ``credentials`` (an AssumeRole answer's): the calls act in the account they belong to (moto keeps
+        accounts apart by credentials); without them, in the local AWS's own account."""
         session = boto3.Session(
-            aws_access_key_id=actor.access_key_id,
-            aws_secret_access_key="local-actor-secret",
+            aws_access_key_id=(credentials or {}).get("AccessKeyId", actor.access_key_id),
+            aws_secret_access_key=(credentials or {}).get("SecretAccessKey", "local-actor-secret"),
+            aws_session_token=(credentials or {}).get("SessionToken"),
             region_name=region or self.region,
         )
         session.events.register("before-parameter-build.*.*", remember_params)
