@@ -364,8 +364,11 @@ class World:
         Path(workdir, "config.json").write_text(json.dumps(config))
 
 
-def summary(samples: list[float]) -> tuple[float, float, float]:
-    return min(samples), statistics.median(samples), max(samples)
+def row(name: str, runs: list[dict[str, Any]]) -> None:
+    seconds = [r["seconds"] for r in runs]
+    low, middle, high = min(seconds), statistics.median(seconds), max(seconds)
+    last = runs[-1]
+    print(f"{name:<34} {low:>6.2f} {middle:>9.2f} {high:>6.2f} {last['calls']:>6} {last['round_trips']:>12}")
 
 
 def main() -> int:
@@ -399,21 +402,15 @@ def main() -> int:
                 else:
                     ours.append(world.ours(layer))
                 world.restore()
-    c_min, c_med, c_max = summary([r["seconds"] for r in custodian])
-    o_min, o_med, o_max = summary([r["seconds"] for r in ours])
+    c_med = statistics.median(r["seconds"] for r in custodian)
+    o_med = statistics.median(r["seconds"] for r in ours)
     ratio = o_med / c_med
     steady = ours[-1]
     print(f"event -> every ENI isolated, cold, {args.runs} interleaved runs, {os.cpu_count()} cores")
     print(f"{'path':<34} {'min s':>6} {'median s':>9} {'max s':>6} {'calls':>6} {'round trips':>12}")
-    print(
-        f"{'Cloud Custodian ' + C7N_VERSION:<34} {c_min:>6.2f} {c_med:>9.2f} {c_max:>6.2f} {custodian[-1]['calls']:>6} {custodian[-1]['round_trips']:>12}"
-    )
-    print(
-        f"{'Immutable Guard (' + steady['isolated_by'] + ' isolates)':<34} {o_min:>6.2f} {o_med:>9.2f} {o_max:>6.2f} {steady['calls']:>6} {steady['round_trips']:>12}"
-    )
-    print(
-        f"{'  first time in the VPC (1 run)':<34} {first['seconds']:>6.2f} {'':>9} {'':>6} {first['calls']:>6} {first['round_trips']:>12}"
-    )
+    row(f"Cloud Custodian {C7N_VERSION}", custodian)
+    row(f"Immutable Guard ({steady['isolated_by']} isolates)", ours)
+    row("  first time in the VPC (1 run)", [first])
     print(f"ratio of medians, Immutable Guard / Cloud Custodian: {ratio:.2f}")
     print("Immutable Guard's calls (steady state): " + ", ".join(steady["operations"]))
     print("Immutable Guard's calls (first time):   " + ", ".join(first["operations"]))
