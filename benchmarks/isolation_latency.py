@@ -74,12 +74,13 @@ OURS = (
     + """
 sys.path[:0] = [{layer!r}, {code!r}]
 import app
+IMPORTED = time.time()
 class Context:
     function_name = {name!r}; memory_limit_in_mb = 256; aws_request_id = "bench"
     invoked_function_arn = {arn!r}
     def get_remaining_time_in_millis(self): return 900000
 result = app.handler(json.loads({event!r}), Context())
-print(json.dumps({{"calls": CALLS, "result": result}}, default=str))
+print(json.dumps({{"calls": CALLS, "result": result, "imported": IMPORTED}}, default=str))
 """
 )
 
@@ -309,8 +310,13 @@ class World:
             where = "Contain"
         trips_detect = round_trips([c for c in path if c in detect["calls"]])
         trips_contain = round_trips([c for c in path if c not in detect["calls"]])
+        t0 = detect["started"]
+        timeline = [("Detect imported", detect["imported"] - t0)] + [
+            (c["op"], c["start"] - t0, c["end"] - t0) for c in sorted(path, key=lambda c: c["start"])
+        ]
         return {
             "seconds": seconds,
+            "timeline": timeline,
             "calls": len(path),
             "round_trips": trips_detect + trips_contain,
             "isolated_by": where,
@@ -375,6 +381,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--timeline", action="store_true", help="when each call of our last run started")
     args = parser.parse_args()
     if not C7N_PYTHON.exists():
         print(
@@ -415,6 +422,10 @@ def main() -> int:
     print("Immutable Guard's calls (steady state): " + ", ".join(steady["operations"]))
     print("Immutable Guard's calls (first time):   " + ", ".join(first["operations"]))
     print("Cloud Custodian's calls:                " + ", ".join(custodian[-1]["operations"]))
+    if args.timeline:
+        print("Immutable Guard, last run, seconds from Detect's process start:")
+        for step in steady["timeline"]:
+            print("  " + " ".join(f"{x:.3f}" if isinstance(x, float) else x for x in step))
     if args.json:
         print(
             json.dumps(

@@ -16,6 +16,7 @@ from immutable_guard.detection.scope import Ec2InstanceDirectory, ScopeRule
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.members import FunctionPlace, MemberAccess
+from immutable_guard.remediation.first_response import Responder
 from immutable_guard.settings import DetectSettings
 from immutable_guard.triage import Triage, TriageResult
 
@@ -113,9 +114,8 @@ def process_event(
                 }
             )
         memory = ledger.at(finding.account, finding.region)
-        judgement = judge_finding(
-            finding, policy, Ec2InstanceDirectory(directory_clients.ec2, directory_clients), memory
-        )
+        directory = Ec2InstanceDirectory(directory_clients.ec2, directory_clients)
+        judgement = judge_finding(finding, policy, directory, memory)
     except InvalidEvent as exc:
         logger.error("event rejected", extra={"reason": "invalid_event", "error": str(exc)})
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
@@ -123,8 +123,15 @@ def process_event(
         send_to_dead_letter(clients.sqs, settings.dead_letter_queue_url, raw_event, "invalid_event", str(exc))
         return TriageResult(decision="reject", reason="invalid_event", detail=str(exc))
 
-    remember_judgement(memory, judgement, policy)
-    result = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode).handle(judgement)
+    # Single-account mode: Detect isolates right after taking the lock (issue 15). Organisation mode keeps
+    # isolation in the workflow: Detect reads member accounts through their Reader role only.
+    responder = None if settings.organization_mode else Responder(clients.ec2, directory.described)
+    triage = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode, responder=responder)
+    try:
+        result = triage.handle(judgement)
+    finally:
+        # After the triage: the instance is isolated one write sooner; written whatever the triage did.
+        remember_judgement(memory, judgement, policy)
     metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
         result.decision
     ]
