@@ -698,10 +698,13 @@ def isolate_network_interfaces(
     for eni in observed.network_interfaces:
         vpc_id = eni["VpcId"]
         if vpc_id not in by_vpc:
-            by_vpc[vpc_id] = (
-                _get_or_create_group(ec2, vpc_id, ROLE_PASSTHROUGH, observed.our_groups, actions),
-                _get_or_create_group(ec2, vpc_id, ROLE_ISOLATION, observed.our_groups, actions),
-            )
+            # Both groups at once: the first quarantine in a VPC makes and repairs them side by side.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                made = [
+                    pool.submit(_get_or_create_group, ec2, vpc_id, role, observed.our_groups, actions)
+                    for role in (ROLE_PASSTHROUGH, ROLE_ISOLATION)
+                ]
+                by_vpc[vpc_id] = (made[0].result(), made[1].result())
         passthrough, isolation = by_vpc[vpc_id]
         current = [group["GroupId"] for group in eni.get("Groups", [])]
         if current == [isolation]:
