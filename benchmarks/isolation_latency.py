@@ -333,6 +333,7 @@ class World:
             raise SystemExit("Cloud Custodian made no isolating call")
         return {
             "seconds": max(c["end"] for c in path) - out["started"],
+            "first_call": min(c["start"] for c in out["calls"]) - out["started"],
             "calls": len(path),
             "round_trips": round_trips(path),
             "operations": [c["op"] for c in sorted(path, key=lambda c: c["start"])],
@@ -423,6 +424,8 @@ def main() -> int:
     print("Immutable Guard's calls (first time):   " + ", ".join(first["operations"]))
     print("Cloud Custodian's calls:                " + ", ".join(custodian[-1]["operations"]))
     if args.timeline:
+        first_call = statistics.median(r["first_call"] for r in custodian)
+        print(f"Cloud Custodian's first AWS call, median, seconds from its process start: {first_call:.3f}")
         print("Immutable Guard, last run, seconds from Detect's process start:")
         for step in steady["timeline"]:
             print("  " + " ".join(f"{x:.3f}" if isinstance(x, float) else x for x in step))
