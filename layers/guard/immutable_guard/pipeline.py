@@ -7,7 +7,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from immutable_guard.accounts import AccountRegistry, protection_of
-from immutable_guard.clients import Clients
+from immutable_guard.clients import Clients, at_first_use
 from immutable_guard.dead_letter import send_to_dead_letter
 from immutable_guard.detection.events import origin_mismatch, parse_event
 from immutable_guard.detection.normalise import normalise
@@ -78,7 +78,8 @@ def process_event(
     """
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
     policy = policy_from_settings(settings, expected_account)
-    ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
+    # Each client is made when first used (a cold start pays for a client only when the event needs it).
+    ledger = IncidentLedger(at_first_use(lambda: clients.dynamodb), settings.ledger_table)
     mode = settings.mode
     directory_clients = clients
     try:
@@ -114,7 +115,7 @@ def process_event(
                 }
             )
         memory = ledger.at(finding.account, finding.region)
-        directory = Ec2InstanceDirectory(directory_clients.ec2, directory_clients)
+        directory = Ec2InstanceDirectory(at_first_use(lambda: directory_clients.ec2), directory_clients)
         judgement = judge_finding(finding, policy, directory, memory)
     except InvalidEvent as exc:
         logger.error("event rejected", extra={"reason": "invalid_event", "error": str(exc)})
@@ -125,7 +126,7 @@ def process_event(
 
     # Single-account mode: Detect isolates right after taking the lock (issue 15). Organisation mode keeps
     # isolation in the workflow: Detect reads member accounts through their Reader role only.
-    responder = None if settings.organization_mode else Responder(clients.ec2, directory.described)
+    responder = None if settings.organization_mode else Responder(clients, directory.described)
     triage = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode, responder=responder)
     try:
         result = triage.handle(judgement)

@@ -184,7 +184,8 @@ class Triage:
             incident.prior_state = prior
             with ThreadPoolExecutor(max_workers=1) as pool:
                 if prior is not None and self._responder is not None:
-                    readings = pool.submit(read_for_isolation, self._responder.ec2, instance_id)
+                    ec2 = self._responder.ec2  # made here, in this thread, if not yet
+                    readings = pool.submit(read_for_isolation, ec2, instance_id)
                 opened = self._ledger.open_incident(
                     incident, lock_seconds=7 * 24 * 3600, caps=self._caps(finding)
                 )

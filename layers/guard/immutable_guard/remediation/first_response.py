@@ -46,6 +46,8 @@ from immutable_guard.remediation.quarantine import (
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
+    from immutable_guard.clients import Clients
+
 logger = Logger(child=True)
 
 STAGE_ISOLATED = "isolated"
@@ -159,10 +161,16 @@ def isolate(
 
 @dataclass
 class Responder:
-    """What Triage needs to isolate: EC2 where the instance is, and the judge's descriptions by id."""
+    """What Triage needs to isolate: the clients where the instance is, and the judge's descriptions."""
 
-    ec2: EC2Client
+    clients: Clients
     described: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def ec2(self) -> EC2Client:
+        # Made by the judge already when an instance was described (boto3 sessions are not thread-safe:
+        # ask for it in the triage's thread before handing it to a reader thread).
+        return self.clients.ec2
 
     def prior_state(self, instance_id: str) -> dict[str, Any] | None:
         instance = self.described.get(instance_id)
