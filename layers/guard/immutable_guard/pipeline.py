@@ -16,6 +16,7 @@ from immutable_guard.detection.scope import Ec2InstanceDirectory, ScopeRule
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.members import FunctionPlace, MemberAccess
+from immutable_guard.model import Decision
 from immutable_guard.remediation.first_response import Responder
 from immutable_guard.settings import DetectSettings
 from immutable_guard.triage import Triage, TriageResult
@@ -127,6 +128,9 @@ def process_event(
     # Single-account mode: Detect isolates right after taking the lock (issue 15). Organisation mode keeps
     # isolation in the workflow: Detect reads member accounts through their Reader role only.
     responder = None if settings.organization_mode else Responder(clients, directory.described)
+    if judgement.decision is Decision.REMEDIATE:
+        # The ledger's client now, so that the lock's write and the first response's reads leave together.
+        _ = clients.dynamodb
     triage = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode, responder=responder)
     try:
         result = triage.handle(judgement)
