@@ -6,6 +6,9 @@ what release gives back, and that a failed first response leaves the isolation t
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -324,3 +327,46 @@ def test_failed_reads_leave_the_isolation_to_the_workflow(
     result = world.detect(world.event())
     assert result["instances"][0]["isolated"] == [] and result["instances"][0]["execution_arn"]
     assert world.groups() == before
+
+
+# ---------------------------------------------------------------- what a cold start pays for
+
+
+class _CountingClients(Clients):
+    """Clients that remember which service clients were made."""
+
+    def __init__(self, inner: Clients) -> None:
+        super().__init__(inner.session, region_name=inner.region)
+        self.made: list[str] = []
+
+    def _client(self, name: str) -> Any:
+        self.made.append(name)
+        return super()._client(name)
+
+
+def test_an_event_judged_without_aws_makes_no_ec2_or_dynamodb_client(world: World) -> None:
+    # Given a cold Detect (no client made yet) and an event the detector rejects on its own
+    clients = _CountingClients(world.aws)
+    event = json.loads((EVENTS / "benign-disable-rule-not-the-guards.json").read_text())
+    # When it is judged
+    result = process_event(event, world.settings, clients, Metrics(namespace="ImmutableGuardTest"), ACCOUNT)
+    # Then neither client was made: making one parses its service model, a large part of a cold start
+    assert result.decision == "ignore"
+    assert "ec2" not in clients.made and "dynamodb" not in clients.made
+
+
+def test_detect_does_not_import_the_x_ray_sdk() -> None:
+    # Creating a Powertools Tracer imports the X-Ray SDK, the largest part of Detect's cold start (issue 15)
+    repo = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import app; "
+        "assert 'aws_xray_sdk' not in sys.modules, 'X-Ray SDK imported'"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(repo / "layers" / "guard"), str(repo / "functions" / "detect")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
