@@ -8,8 +8,8 @@ PYTHON   ?= $(shell for c in python3.12 "$$(pyenv prefix 3.12 2>/dev/null)/bin/p
               $$c -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null && { echo $$c; break; }; done)
 STAMP    := $(VENV)/.installed
 
-.PHONY: setup drill test test-fast lint format typecheck validate build explain bench security-scan clean \
-        observed-calls
+.PHONY: setup drill test test-fast lint format typecheck validate build explain bench bench-isolation security-scan \
+        clean observed-calls
 
 setup: $(STAMP)
 
@@ -61,6 +61,17 @@ bench: setup
 	$(BIN)/python benchmarks/load_detect.py --events 10000
 	$(BIN)/python benchmarks/cold_start.py --runs 5
 	$(BIN)/python benchmarks/containment_calls.py
+
+## Event to isolated, cold, against Cloud Custodian on one local AWS (interleaved runs). Cloud Custodian is
+## not a dependency of the project: it gets its own virtualenv here.
+C7N_VENV := benchmarks/.venv-c7n
+$(C7N_VENV)/.installed:
+	$(PYTHON) -m venv $(C7N_VENV)
+	$(C7N_VENV)/bin/python -m pip install --quiet c7n==0.9.53
+	@touch $@
+
+bench-isolation: setup $(C7N_VENV)/.installed
+	$(BIN)/python benchmarks/isolation_latency.py --runs $(or $(RUNS),5)
 
 # checkov is heavy and pins its own dependencies: its own virtualenv.
 security-scan:

@@ -1,12 +1,17 @@
 """Detect: every EventBridge rule of template.yaml targets this handler, directly (single-account mode) or
-through the queue DetectQueue and its event source mapping (organisation mode: an SQS batch)."""
+through the queue DetectQueue and its event source mapping (organisation mode: an SQS batch).
+
+No Powertools Tracer here: creating one imports the X-Ray SDK, the largest part of this function's cold
+start, and Detect is the first step between an event and the isolated instance (issue 15). Lambda's active
+tracing (template.yaml: Tracing: Active) still records each invocation without the SDK; what is lost is a
+subsegment per AWS call (docs/performance.md)."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from immutable_guard.clients import Clients
 from immutable_guard.detect_batch import is_sqs_batch, process_batch
@@ -16,7 +21,6 @@ from immutable_guard.settings import DetectSettings
 from immutable_guard.triage import TriageResult
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 
 
@@ -30,7 +34,6 @@ def dependencies() -> tuple[DetectSettings, Clients, MemberAccess]:
 
 
 @logger.inject_lambda_context(correlation_id_path="id", log_event=False)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, clients, members = dependencies()

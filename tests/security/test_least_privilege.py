@@ -72,6 +72,10 @@ UNLIMITABLE: dict[tuple[str, str], str] = {
         "tag of ours; limited to network-acl ARNs (IAM cannot limit an entry to deny)"
     ),
     ("ReleaseFunction", "ec2:ModifyNetworkInterfaceAttribute"): "ENIs do not carry the instance's tags",
+    ("DetectFunction", "ec2:ModifyNetworkInterfaceAttribute"): (
+        "the first response (single-account mode only) moves an in-scope instance's ENIs onto our isolation "
+        "groups right after the lock; an ENI does not carry its instance's tags (issue 15)"
+    ),
     ("ReleaseFunction", "ec2:DeleteNetworkAclEntry"): (
         "removes the quarantine's deny entries from the workload's network ACLs (no tag of ours), each only "
         "while it is still the entry the ledger recorded"

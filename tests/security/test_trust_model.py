@@ -352,7 +352,9 @@ def _central_statements(function: str) -> dict[str, dict[str, Any]]:
         for entry in document["Statement"]:
             condition, statement = _unwrapped(entry)
             if (
-                statement.get("Sid") == "ActThroughTheMemberRole"
+                # Granted in single-account mode only (Detect's first response): no member role needs it.
+                condition == "SingleAccountMode"
+                or statement.get("Sid") == "ActThroughTheMemberRole"
                 or str(statement.get("Sid", "")).startswith(CUSTODY_SID_PREFIX)
                 or _on_the_guards_own_resources(statement, own)
             ):
@@ -447,6 +449,24 @@ def test_each_member_role_holds_exactly_its_functions_statements_on_the_workload
     assert central, function
     # Then its member role holds the same statements: Sid, actions, resources (any region), tag conditions
     assert _member_statements(MEMBER_ROLE_OF[function]) == central
+
+
+def test_detect_moves_interfaces_only_in_single_account_mode() -> None:
+    # Detect's first response (issue 15) isolates in its own account; in an organisation Detect only reads
+    # member accounts through the Reader role, and the workflow isolates.
+    granted = [
+        _unwrapped(entry)
+        for document in function_policies(TEMPLATE, "DetectFunction")
+        for entry in document["Statement"]
+    ]
+    moving = [
+        condition
+        for condition, statement in granted
+        if "ec2:ModifyNetworkInterfaceAttribute" in as_list(statement.get("Action", []))
+    ]
+    assert moving == ["SingleAccountMode"]
+    reader = _member_statements(MEMBER_ROLE_OF["DetectFunction"])
+    assert not any("ec2:Modify" in json.dumps(statement) for statement in reader.values())
 
 
 def test_the_mirror_sees_a_drift() -> None:

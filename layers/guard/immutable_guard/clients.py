@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
 from botocore.config import Config
@@ -22,6 +23,28 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
     from mypy_boto3_sts import STSClient
+
+_C = TypeVar("_C")
+
+
+class _MadeAtFirstUse:
+    """Stands for a client until something is asked of it: the client is made then (in that thread)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)
+
+
+def at_first_use(make: Callable[[], _C]) -> _C:
+    """``make()``'s client, made when first used. Making a client parses its service model (about 0.1 s
+    of a cold start): an event judged without AWS, or without the ledger, does not pay for it."""
+    return cast(_C, _MadeAtFirstUse(make))
+
 
 # Standard retry mode with a few attempts: throttling inside one step is absorbed here; longer
 # outages surface as errors that the state machine's Retry handles with back-off.

@@ -613,6 +613,15 @@ class IncidentLedger:
             {":p": {"S": json.dumps(prior_state, default=str)}},
         )
 
+    def complete_prior_state(self, incident_id: str, prior_state: dict[str, Any]) -> None:
+        """Replace a partial prior state (Detect's: the interfaces' groups) with the whole one, which
+        keeps those groups (first_response.complete_prior_state). Two runs write the same thing."""
+        self._update(
+            incident_id,
+            "SET prior_state = :p",
+            {":p": {"S": json.dumps(prior_state, default=str)}},
+        )
+
     def record_detail_once(self, incident_id: str, key: str, value: Any) -> Any:
         """Keep ``value`` under ``details[key]`` unless a first record is there; returns the kept one.
 
@@ -704,6 +713,12 @@ def _incident_item(incident: Incident) -> dict[str, Any]:
         "details": {"M": {k: {"S": json.dumps(v, default=str)} for k, v in incident.details.items()}},
         "related_event_ids": {"L": [{"S": e} for e in incident.related_event_ids]},
         "expires_at": {"N": str(int(time.time()) + INCIDENT_TTL_SECONDS)},
+        # Detect's first response writes the interfaces' prior groups with the lock (issue 15).
+        **(
+            {"prior_state": {"S": json.dumps(incident.prior_state, default=str)}}
+            if incident.prior_state is not None
+            else {}
+        ),
     }
 
 

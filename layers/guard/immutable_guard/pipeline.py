@@ -7,7 +7,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from immutable_guard.accounts import AccountRegistry, protection_of
-from immutable_guard.clients import Clients
+from immutable_guard.clients import Clients, at_first_use
 from immutable_guard.dead_letter import send_to_dead_letter
 from immutable_guard.detection.events import origin_mismatch, parse_event
 from immutable_guard.detection.normalise import normalise
@@ -16,6 +16,8 @@ from immutable_guard.detection.scope import Ec2InstanceDirectory, ScopeRule
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.members import FunctionPlace, MemberAccess
+from immutable_guard.model import Decision
+from immutable_guard.remediation.first_response import Responder
 from immutable_guard.settings import DetectSettings
 from immutable_guard.triage import Triage, TriageResult
 
@@ -77,7 +79,8 @@ def process_event(
     """
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
     policy = policy_from_settings(settings, expected_account)
-    ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
+    # Each client is made when first used (a cold start pays for a client only when the event needs it).
+    ledger = IncidentLedger(at_first_use(lambda: clients.dynamodb), settings.ledger_table)
     mode = settings.mode
     directory_clients = clients
     try:
@@ -113,9 +116,8 @@ def process_event(
                 }
             )
         memory = ledger.at(finding.account, finding.region)
-        judgement = judge_finding(
-            finding, policy, Ec2InstanceDirectory(directory_clients.ec2, directory_clients), memory
-        )
+        directory = Ec2InstanceDirectory(at_first_use(lambda: directory_clients.ec2), directory_clients)
+        judgement = judge_finding(finding, policy, directory, memory)
     except InvalidEvent as exc:
         logger.error("event rejected", extra={"reason": "invalid_event", "error": str(exc)})
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
@@ -123,8 +125,18 @@ def process_event(
         send_to_dead_letter(clients.sqs, settings.dead_letter_queue_url, raw_event, "invalid_event", str(exc))
         return TriageResult(decision="reject", reason="invalid_event", detail=str(exc))
 
-    remember_judgement(memory, judgement, policy)
-    result = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode).handle(judgement)
+    # Single-account mode: Detect isolates right after taking the lock (issue 15). Organisation mode keeps
+    # isolation in the workflow: Detect reads member accounts through their Reader role only.
+    responder = None if settings.organization_mode else Responder(clients, directory.described)
+    if judgement.decision is Decision.REMEDIATE:
+        # The ledger's client now, so that the lock's write and the first response's reads leave together.
+        _ = clients.dynamodb
+    triage = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode, responder=responder)
+    try:
+        result = triage.handle(judgement)
+    finally:
+        # After the triage: the instance is isolated one write sooner; written whatever the triage did.
+        remember_judgement(memory, judgement, policy)
     metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
         result.decision
     ]

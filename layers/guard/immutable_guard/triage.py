@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
 from immutable_guard.alerts import Alert, console_links, publish_alert
 from immutable_guard.errors import AwsCallFailed
 from immutable_guard.ledger import Breaker, Cap, Incident, IncidentLedger, Status, Storm, caps_for, now_iso
 from immutable_guard.model import Decision, Finding, Mode
+from immutable_guard.remediation.first_response import (
+    STAGE_ISOLATED,
+    FirstResponse,
+    Readings,
+    Responder,
+    isolate,
+    read_for_isolation,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -51,6 +60,8 @@ class InstanceOutcome(BaseModel):
     outcome: str  # opened | duplicate | resumed
     mode: str
     execution_arn: str | None = None
+    # The interfaces Detect isolated itself before starting the workflow (single-account mode, enforce).
+    isolated: list[str] = Field(default_factory=list)
 
 
 class TriageResult(BaseModel):
@@ -86,8 +97,11 @@ class Triage:
         sns: SNSClient,
         stepfunctions: SFNClient,
         mode: Mode | None = None,
+        responder: Responder | None = None,
     ) -> None:
         self._settings = settings
+        # Detect's first response (isolation right after the lock); None leaves isolation to the workflow.
+        self._responder = responder
         self._ledger = ledger
         self._sns = sns
         self._sfn = stepfunctions
@@ -154,39 +168,27 @@ class Triage:
         self, finding: Finding, instance_id: str, result: TriageResult, storm: Storm | None = None
     ) -> InstanceOutcome:
         incident_id = incident_id_for(instance_id, finding.event_id)
-        holder = self._ledger.open_incident_for(instance_id)
-        if holder is not None and holder != incident_id:
-            self._ledger.add_related_event(holder, finding.event_id)
-            logger.info("instance already has an open incident", extra={"incident_id": holder})
-            existing = self._ledger.get(holder)
-            return InstanceOutcome(
-                instance_id=instance_id, incident_id=holder, outcome="duplicate", mode=existing.mode
-            )
-        if holder == incident_id:  # a retried delivery: finish what the first one started
-            existing = self._ledger.get(incident_id)
-            outcome = InstanceOutcome(
-                instance_id=instance_id, incident_id=incident_id, outcome="resumed", mode=existing.mode
-            )
-            if existing.mode == Mode.ENFORCE.value:
-                outcome.execution_arn = self._start_remediation(finding, instance_id, incident_id)
-            if "alerted" not in existing.timeline:
-                result.alerted = self._detected_alert(
-                    finding, incident_id, instance_id, Mode(existing.mode), result
-                )
-            return outcome
-
         mode = self._mode
         if mode is Mode.ENFORCE and storm is not None:
             mode = Mode.NOTIFY_ONLY
             self._note_breaker(result, Breaker.STORM)
+        # The lock's transaction is tried first: when the instance already has an incident it fails and
+        # names the holder (one round trip for a new incident instead of a read and then a write).
+        prior = readings = None
         if mode is Mode.ENFORCE:
             # The caps are counted with the lock: a full one opens nothing, and the incident is opened
-            # again below in notify-only.
-            opened = self._ledger.open_incident(
-                self._incident(finding, instance_id, incident_id, mode),
-                lock_seconds=7 * 24 * 3600,
-                caps=self._caps(finding),
-            )
+            # again below in notify-only. Detect's first response records the interfaces' prior groups in
+            # the same write and reads what the swap needs meanwhile (issue 15).
+            prior = self._responder.prior_state(instance_id) if self._responder else None
+            incident = self._incident(finding, instance_id, incident_id, mode)
+            incident.prior_state = prior
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                if prior is not None and self._responder is not None:
+                    ec2 = self._responder.ec2  # made here, in this thread, if not yet
+                    readings = pool.submit(read_for_isolation, ec2, instance_id)
+                opened = self._ledger.open_incident(
+                    incident, lock_seconds=7 * 24 * 3600, caps=self._caps(finding)
+                )
             if opened.tripped:
                 mode = Mode.NOTIFY_ONLY
                 for cap in opened.tripped:
@@ -200,20 +202,60 @@ class Triage:
             opened = self._ledger.open_incident(
                 self._incident(finding, instance_id, incident_id, mode), lock_seconds=SHORT_LOCK_SECONDS
             )
-        if not opened.opened:  # lost a race with a concurrent delivery of the same change
+        if not opened.opened:
+            if opened.incident_id == incident_id:  # a retried delivery: finish what the first one started
+                return self._resume(finding, instance_id, incident_id, result)
+            # The instance already has an open incident (or a concurrent delivery won the race).
             self._ledger.add_related_event(opened.incident_id, finding.event_id)
+            logger.info("instance already has an open incident", extra={"incident_id": opened.incident_id})
+            existing = self._ledger.get(opened.incident_id)
             return InstanceOutcome(
-                instance_id=instance_id, incident_id=opened.incident_id, outcome="duplicate", mode=mode.value
+                instance_id=instance_id,
+                incident_id=opened.incident_id,
+                outcome="duplicate",
+                mode=existing.mode,
             )
 
         outcome = InstanceOutcome(
             instance_id=instance_id, incident_id=incident_id, outcome="opened", mode=mode.value
         )
-        # Remediation first, the alert after: the instance is isolated sooner, and a failed alert is
-        # sent again by the retried delivery (the ledger knows whether it went out).
+        # Isolation first, then the remediation, the alert last: the instance is isolated sooner, and a
+        # failed alert is sent again by the retried delivery (the ledger knows whether it went out).
         if mode is Mode.ENFORCE:
+            response = None
+            if prior is not None and readings is not None and self._responder is not None:
+                response = self._first_response(self._responder, prior, readings)
+                outcome.isolated = response.isolated if response else []
             outcome.execution_arn = self._start_remediation(finding, instance_id, incident_id)
+            if response is not None and response.isolated:
+                self._ledger.record_stage(incident_id, STAGE_ISOLATED, details=response.as_details())
         result.alerted = self._detected_alert(finding, incident_id, instance_id, mode, result)
+        return outcome
+
+    @staticmethod
+    def _first_response(
+        responder: Responder, prior: dict[str, Any], readings: Future[Readings]
+    ) -> FirstResponse | None:
+        """The two-step swap, unless its reads failed: then the workflow isolates (it starts next)."""
+        try:
+            return isolate(responder.ec2, prior, readings.result())
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("first response: reads failed, the workflow isolates", extra={"error": str(exc)})
+            return None
+
+    def _resume(
+        self, finding: Finding, instance_id: str, incident_id: str, result: TriageResult
+    ) -> InstanceOutcome:
+        existing = self._ledger.get(incident_id)
+        outcome = InstanceOutcome(
+            instance_id=instance_id, incident_id=incident_id, outcome="resumed", mode=existing.mode
+        )
+        if existing.mode == Mode.ENFORCE.value:
+            outcome.execution_arn = self._start_remediation(finding, instance_id, incident_id)
+        if "alerted" not in existing.timeline:
+            result.alerted = self._detected_alert(
+                finding, incident_id, instance_id, Mode(existing.mode), result
+            )
         return outcome
 
     def _caps(self, finding: Finding) -> list[Cap]:

@@ -158,6 +158,9 @@ class Ec2InstanceDirectory:
     def __init__(self, ec2: EC2Client, clients: Clients | None = None) -> None:
         self._ec2 = ec2
         self._clients = clients
+        # Every instance described, as EC2 returned it: Detect's first response records the interfaces'
+        # groups from it (no second describe before isolating).
+        self.described: dict[str, InstanceTypeDef] = {}
 
     def resolve(self, finding: Finding) -> list[InstanceInfo]:
         """Every live instance the finding reaches, named or reached through a group, ENI, ACL or profile.
@@ -218,6 +221,7 @@ class Ec2InstanceDirectory:
                     for reservation in page.get("Reservations", []):
                         for instance in reservation.get("Instances", []):
                             found[instance["InstanceId"]] = _info(instance)
+                            self.described[instance["InstanceId"]] = instance
             except (ClientError, BotoCoreError) as exc:
                 raise self._fail(_filter_text(chunked), exc) from exc
         return found

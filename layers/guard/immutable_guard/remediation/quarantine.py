@@ -235,6 +235,40 @@ class ObservedInstance:
         }
 
 
+# Detect's first response (first_response.py) records the part of the prior state that isolation
+# changes, in the lock's transaction; Contain completes it before its own first change.
+PARTIAL = "partial"
+"""Prior-state key: True while only Detect's part (the interfaces' groups) is recorded."""
+RECORDED_BY = "recorded_by"
+
+
+def partial_prior_state(instance: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the prior state that the isolation changes, from a DescribeInstances description."""
+    return {
+        "instance_id": instance["InstanceId"],
+        "network_interfaces": [
+            {
+                "eni": eni["NetworkInterfaceId"],
+                "vpc_id": eni.get("VpcId"),
+                "groups": [group["GroupId"] for group in eni.get("Groups", [])],
+            }
+            for eni in instance.get("NetworkInterfaces", [])
+            if eni.get("InterfaceType") not in _NOT_OWNED_TYPES
+        ],
+        PARTIAL: True,
+        RECORDED_BY: "detect",
+        "recorded_at": now_iso(),
+    }
+
+
+def complete_prior_state(recorded: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, Any]:
+    """Contain's full observation, with the groups Detect recorded before it isolated: an interface Detect
+    isolated shows our isolation group now. An interface attached since keeps the groups observed now."""
+    before = {eni["eni"]: eni for eni in recorded.get("network_interfaces", [])}
+    interfaces = [before.get(eni["eni"], eni) for eni in observed.get("network_interfaces", [])]
+    return {**observed, "network_interfaces": interfaces, RECORDED_BY: "detect, completed by contain"}
+
+
 def not_owned_reason(eni: Mapping[str, Any]) -> str | None:
     """Why Contain must leave this interface alone, or None when the instance owns it."""
     if eni.get("RequesterManaged"):
@@ -664,10 +698,13 @@ def isolate_network_interfaces(
     for eni in observed.network_interfaces:
         vpc_id = eni["VpcId"]
         if vpc_id not in by_vpc:
-            by_vpc[vpc_id] = (
-                _get_or_create_group(ec2, vpc_id, ROLE_PASSTHROUGH, observed.our_groups, actions),
-                _get_or_create_group(ec2, vpc_id, ROLE_ISOLATION, observed.our_groups, actions),
-            )
+            # Both groups at once: the first quarantine in a VPC makes and repairs them side by side.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                made = [
+                    pool.submit(_get_or_create_group, ec2, vpc_id, role, observed.our_groups, actions)
+                    for role in (ROLE_PASSTHROUGH, ROLE_ISOLATION)
+                ]
+                by_vpc[vpc_id] = (made[0].result(), made[1].result())
         passthrough, isolation = by_vpc[vpc_id]
         current = [group["GroupId"] for group in eni.get("Groups", [])]
         if current == [isolation]:
@@ -908,11 +945,20 @@ def quarantine_instance(
     if isolation_depth not in ISOLATION_DEPTHS:
         raise ValueError(f"isolation depth {isolation_depth!r} is not one of {ISOLATION_DEPTHS}")
     ec2 = clients.ec2
-    observed = observe_instance(clients, instance_id)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        recorded = pool.submit(ledger.get, incident_id)
+        observed = observe_instance(clients, instance_id)
+        recorded_prior = recorded.result().prior_state
     # First write wins in the ledger, so a retry cannot overwrite the real prior state with ours.
     # With it the launch source in force now, so Replace can refuse a golden image changed after this.
     launch = record_launch_source(clients, observed.auto_scaling_group, _tag_map(observed.instance))
-    ledger.record_prior_state(incident_id, {**observed.prior_state(), LAUNCH_SOURCE_KEY: launch})
+    prior = {**observed.prior_state(), LAUNCH_SOURCE_KEY: launch}
+    if recorded_prior is not None and recorded_prior.get(PARTIAL):
+        # Detect isolated first and recorded the groups it replaced; the rest is observed here, before
+        # this step changes anything.
+        ledger.complete_prior_state(incident_id, complete_prior_state(recorded_prior, prior))
+    else:
+        ledger.record_prior_state(incident_id, prior)
 
     actions: list[str] = []
     isolation_by_vpc = isolate_network_interfaces(ec2, observed, actions)

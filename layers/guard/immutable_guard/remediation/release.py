@@ -15,6 +15,7 @@ from immutable_guard.ledger import Incident, IncidentLedger, Status
 from immutable_guard.remediation.network_acl import DETAIL_KEY as ACL_DETAIL_KEY
 from immutable_guard.remediation.network_acl import remove_entries
 from immutable_guard.remediation.quarantine import (
+    PARTIAL,
     PRIOR_TARGET_GROUPS,
     SPOT,
     STAGE_CONTAINED,
@@ -286,8 +287,15 @@ def release_incident(
     if state_machine_arn:
         _stop_remediation(clients, state_machine_arn, incident_id, actions)
     # Credentials before traffic: an instance that serves without its profile fails its requests.
-    protection = _restore_protection(ec2, instance, prior, actions)
-    profile = _restore_profile(ec2, clients.iam, instance_id, prior, actions)
+    if prior.get(PARTIAL):
+        # Only Detect's first response changed the instance (its interfaces): Contain never recorded
+        # the rest, nor changed it, so there is nothing else to give back.
+        protection: dict[str, Any] = {}
+        profile = None
+        actions.append("only the network interfaces were changed (Contain never ran): the rest is as it was")
+    else:
+        protection = _restore_protection(ec2, instance, prior, actions)
+        profile = _restore_profile(ec2, clients.iam, instance_id, prior, actions)
     acl_entries = incident.details.get(ACL_DETAIL_KEY) or []
     acl_removed = remove_entries(ec2, acl_entries, actions) if acl_entries else []
     interfaces = _restore_network_interfaces(ec2, instance, prior, actions)
