@@ -43,6 +43,21 @@ NOT_OBSERVED: dict[str, dict[str, str]] = {
             "tells apart two VPCs that hold a tunnel's private address by the endpoint's VPC "
             "(detection/paths/shell.py); every recorded world has one VPC"
         ),
+        # Organisation mode: Lambda's event source mapping reads DetectQueue with the function's role; the
+        # local runtime's poller (local/event_source_mappings.py) reads it as the runtime, not as Detect.
+        "sqs:ReceiveMessage": "Lambda's event source mapping polls DetectQueue as Detect's role",
+        "sqs:DeleteMessage": "as sqs:ReceiveMessage: the mapping deletes what Detect judged",
+        "sqs:GetQueueAttributes": "as sqs:ReceiveMessage: the mapping reads the queue's attributes",
+    },
+    "EvidenceFunction": {
+        # Organisation mode: EBS uses the custody key on the role's behalf (kms:ViaService) while it
+        # copies; the function itself calls no KMS API, and the local AWS makes no KMS call for EBS.
+        "kms:CreateGrant": "EBS creates a grant on the custody key for the copy, as the caller",
+        "kms:Decrypt": "as kms:CreateGrant",
+        "kms:DescribeKey": "as kms:CreateGrant",
+        "kms:GenerateDataKeyWithoutPlaintext": "as kms:CreateGrant",
+        "kms:ReEncryptFrom": "as kms:CreateGrant",
+        "kms:ReEncryptTo": "as kms:CreateGrant",
     },
     "QuarantineFunction": {
         "ec2:CreateNetworkAclEntry": (
@@ -76,6 +91,10 @@ NOT_OBSERVED: dict[str, dict[str, str]] = {
         "ec2:DeleteNetworkAclEntry": "as ec2:DescribeNetworkAcls",
         "states:StopExecution": (
             "stops the incident's remediation when it still runs; in the drill's release it has ended"
+        ),
+        "sts:AssumeRole": (
+            "organisation mode: releases a member account's instance through its Release role; no "
+            "recorded run releases an instance of a member account"
         ),
     },
     "NukeFunction": {

@@ -266,18 +266,21 @@ def test_every_sample_event_through_detect_calls_only_what_the_manifest_holds() 
 
 
 def _granted(role: str) -> set[str]:
-    """Every action a role's inline policies allow, except the permission SAM adds for the Lambda service
-    itself to deliver failed asynchronous events to the function's dead-letter queue."""
+    """Every action a role's inline policies allow in either mode, except the permission SAM adds for the
+    Lambda service itself to deliver failed asynchronous events to the function's dead-letter queue.
+
+    The recorded runs deploy both modes (single account, and the organisation of the organisation drill and
+    tests), so a grant counts as deployed when it is in either: resolved with that mode's parameters, a
+    statement under a condition (!If [Cond, statement, !Ref AWS::NoValue]) counts when its condition holds."""
     granted: set[str] = set()
-    resource = translated_template()["Resources"][role]
-    for policy in resource["Properties"].get("Policies", []):
-        if policy["PolicyName"] == "DeadLetterQueuePolicy":
-            continue
-        # Resolved as deployed with the recorded runs' parameters: a statement under a condition
-        # (!If [Cond, statement, !Ref AWS::NoValue]) counts when its condition holds.
-        for statement in statements(resolve(policy["PolicyDocument"])):
-            if isinstance(statement, dict) and statement.get("Effect") == "Allow":
-                granted.update(as_list(statement["Action"]))
+    for mode in ("single", "organization"):
+        resource = translated_template(mode)["Resources"][role]
+        for policy in resource["Properties"].get("Policies", []):
+            if policy["PolicyName"] == "DeadLetterQueuePolicy":
+                continue
+            for statement in statements(resolve(policy["PolicyDocument"], mode)):
+                if isinstance(statement, dict) and statement.get("Effect") == "Allow":
+                    granted.update(as_list(statement["Action"]))
     return granted
 
 
