@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,7 +23,7 @@ from immutable_guard.drill.organization_world import (
     Place,
     created_account_event,
 )
-from immutable_guard.drill.report import ScenarioReport, ScenarioSkipped, timeline
+from immutable_guard.drill.report import ScenarioReport, ScenarioSkipped, play, timeline
 from immutable_guard.drill.world import ISOLATION_GROUP_NAME, IsolationWatch
 from immutable_guard.ledger import IncidentLedger
 
@@ -525,34 +525,20 @@ class OrganizationDrill:
 
     # ------------------------------------------------------------------ running them
     def run(self, only: list[str] | None = None) -> list[ScenarioReport]:
-        reports = []
-        for key, title in SCENARIOS:
-            if only and key not in only:
-                continue
-            report = ScenarioReport(key, title)
-            self.progress.say(f"▶ {key}: {title}")
-            began = time.monotonic()
-            try:
-                attack = next(((name, region) for k, name, region in ATTACKS if k == key), None)
-                if attack is not None:
-                    self.attack(report, self.member(*attack))
-                else:
-                    getattr(self, key.replace("-", "_"))(report)
-            except ScenarioSkipped as skipped:
-                report.skipped = str(skipped)
-            except Exception as exc:
-                report.error = f"{type(exc).__name__}: {exc}"
-                self.progress.say(traceback.format_exc())
-            report.seconds = time.monotonic() - began
-            for check in report.checks:
-                self.progress.say(
-                    f"    {'✔' if check.passed else '✘'} {check.name}"
-                    + (f"  ({check.detail})" if check.detail else "")
-                )
-            detail = f": {report.skipped}" if report.skipped else f" in {report.seconds:.1f} s"
-            self.progress.say(f"  {report.result}{detail}")
-            reports.append(report)
-        return reports
+        return [
+            play(key, title, self._scenario(key), self.progress)
+            for key, title in SCENARIOS
+            if not only or key in only
+        ]
+
+    def _scenario(self, key: str) -> Callable[[ScenarioReport], None]:
+        """An attack scenario is one method for every member account and region; the others are named."""
+        attack = next(((name, region) for k, name, region in ATTACKS if k == key), None)
+        if attack is not None:
+            place = attack
+            return lambda report: self.attack(report, self.member(*place))
+        scenario: Callable[[ScenarioReport], None] = getattr(self, key.replace("-", "_"))
+        return scenario
 
 
 __all__ = ["ATTACKER", "SCENARIOS", "SCENARIO_NAMES", "OrganizationDrill"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -81,6 +84,32 @@ class Progress:
     def say(self, text: str) -> None:
         if self._out is not None:
             print(text, file=self._out, flush=True)
+
+
+def play(
+    key: str, title: str, scenario: Callable[[ScenarioReport], None], progress: Progress
+) -> ScenarioReport:
+    """Run one scenario into its report: a skip is said with its reason, an error is the scenario's failure
+    (never the drill's crash), and each check is shown as it was judged."""
+    report = ScenarioReport(key, title)
+    progress.say(f"▶ {key}: {title}")
+    began = time.monotonic()
+    try:
+        scenario(report)
+    except ScenarioSkipped as skipped:
+        report.skipped = str(skipped)
+    except Exception as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+        progress.say(traceback.format_exc())
+    report.seconds = time.monotonic() - began
+    for check in report.checks:
+        progress.say(
+            f"    {'✔' if check.passed else '✘'} {check.name}"
+            + (f"  ({check.detail})" if check.detail else "")
+        )
+    detail = f": {report.skipped}" if report.skipped else f" in {report.seconds:.1f} s"
+    progress.say(f"  {report.result}{detail}")
+    return report
 
 
 def timeline(

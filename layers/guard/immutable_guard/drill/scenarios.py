@@ -7,14 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 import boto3
 
 from immutable_guard.clients import Clients
-from immutable_guard.drill.report import Check, Progress, ScenarioReport, ScenarioSkipped, timeline
+from immutable_guard.drill.report import Check, Progress, ScenarioReport, ScenarioSkipped, play, timeline
 from immutable_guard.drill.world import Attacks, Guard, IsolationWatch, Workload, poll
 
 EVIDENCE_TAG = "immutable-guard:incident"
@@ -738,27 +737,8 @@ class Drill:
     )
 
     def run(self, only: list[str] | None = None) -> list[ScenarioReport]:
-        reports = []
-        for key, title, method in self.SCENARIOS:
-            if only and key not in only:
-                continue
-            report = ScenarioReport(key, title)
-            self.progress.say(f"▶ {key}: {title}")
-            began = time.monotonic()
-            try:
-                getattr(self, method)(report)
-            except ScenarioSkipped as skipped:
-                report.skipped = str(skipped)
-            except Exception as exc:
-                report.error = f"{type(exc).__name__}: {exc}"
-                self.progress.say(traceback.format_exc())
-            report.seconds = time.monotonic() - began
-            for check in report.checks:
-                self.progress.say(
-                    f"    {'✔' if check.passed else '✘'} {check.name}"
-                    + (f"  ({check.detail})" if check.detail else "")
-                )
-            detail = f": {report.skipped}" if report.skipped else f" in {report.seconds:.1f} s"
-            self.progress.say(f"  {report.result}{detail}")
-            reports.append(report)
-        return reports
+        return [
+            play(key, title, getattr(self, method), self.progress)
+            for key, title, method in self.SCENARIOS
+            if not only or key in only
+        ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 Setter = Callable[[Any, str, Any], None]
@@ -784,27 +784,33 @@ def assume_role_needs_a_role_that_trusts_the_caller(set_attribute: Setter = seta
     set_attribute(STSBackend, "assume_role", assume_role)
 
 
-def _trusts(document: Any, caller_account: str, external_id: str | None) -> bool:
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _allows(document: Any, actions: set[str], caller_account: str) -> Iterator[dict[str, Any]]:
+    """The Allow statements of a resource policy (a role's trust policy, a bus policy) that name one of
+    ``actions`` and admit ``caller_account`` as principal ("*", the account id, or an ARN in it); their
+    resources and conditions are the caller's to judge."""
     import json
 
     policy = json.loads(document) if isinstance(document, str) else (document or {})
-    statements = policy.get("Statement", [])
-    for statement in statements if isinstance(statements, list) else [statements]:
-        actions = statement.get("Action", [])
-        actions = actions if isinstance(actions, list) else [actions]
-        if statement.get("Effect") != "Allow" or not {"sts:AssumeRole", "sts:*", "*"} & set(actions):
+    for statement in _as_list(policy.get("Statement", [])):
+        if statement.get("Effect") != "Allow" or not actions & set(_as_list(statement.get("Action", []))):
             continue
         principal = statement.get("Principal", {})
-        principals = principal.get("AWS", []) if isinstance(principal, dict) else principal
-        principals = principals if isinstance(principals, list) else [principals]
-        if not any(
+        principals = _as_list(principal.get("AWS", []) if isinstance(principal, dict) else principal)
+        if any(
             p == "*" or p == caller_account or str(p).split(":")[4:5] == [caller_account] for p in principals
         ):
-            continue
+            yield statement
+
+
+def _trusts(document: Any, caller_account: str, external_id: str | None) -> bool:
+    for statement in _allows(document, {"sts:AssumeRole", "sts:*", "*"}, caller_account):
         wanted = (statement.get("Condition", {}).get("StringEquals", {}) or {}).get("sts:ExternalId")
-        if wanted is not None and external_id not in (wanted if isinstance(wanted, list) else [wanted]):
-            continue
-        return True
+        if wanted is None or external_id in _as_list(wanted):
+            return True
     return False
 
 
@@ -955,25 +961,8 @@ def bus_policy_admits(policy: Any, caller_account: str, bus_arn: str) -> bool:
     for events:PutEvents (or events:*), principal "*" or the caller's account, on the bus (or "*"), whose
     conditions are met. Conditions evaluated: StringEquals on aws:PrincipalOrgID and aws:PrincipalAccount
     (what the guard's bus uses); a statement with any other condition is not taken as an Allow."""
-    import json
-
-    document = json.loads(policy) if isinstance(policy, str) else (policy or {})
-    statements = document.get("Statement", [])
-    for statement in statements if isinstance(statements, list) else [statements]:
-        actions = statement.get("Action", [])
-        actions = actions if isinstance(actions, list) else [actions]
-        if statement.get("Effect") != "Allow" or not {"events:PutEvents", "events:*", "*"} & set(actions):
-            continue
-        principal = statement.get("Principal", {})
-        principals = principal.get("AWS", []) if isinstance(principal, dict) else principal
-        principals = principals if isinstance(principals, list) else [principals]
-        if not any(
-            p == "*" or p == caller_account or str(p).split(":")[4:5] == [caller_account] for p in principals
-        ):
-            continue
-        resources = statement.get("Resource", "*")
-        resources = resources if isinstance(resources, list) else [resources]
-        if not any(r in ("*", bus_arn) for r in resources):
+    for statement in _allows(policy, {"events:PutEvents", "events:*", "*"}, caller_account):
+        if not any(r in ("*", bus_arn) for r in _as_list(statement.get("Resource", "*"))):
             continue
         conditions = statement.get("Condition", {}) or {}
         if set(conditions) - {"StringEquals"}:
@@ -983,10 +972,7 @@ def bus_policy_admits(policy: Any, caller_account: str, bus_arn: str) -> bool:
             "aws:PrincipalAccount": caller_account,
         }
         wanted = conditions.get("StringEquals", {})
-        if any(
-            key not in known or known[key] not in (value if isinstance(value, list) else [value])
-            for key, value in wanted.items()
-        ):
+        if any(key not in known or known[key] not in _as_list(value) for key, value in wanted.items()):
             continue
         return True
     return False
