@@ -24,6 +24,7 @@ import pytest
 from immutable_guard import organization_doctor
 from immutable_guard.accounts import AccountRegistry, protection_of
 from immutable_guard.clients import Clients
+from immutable_guard.drill.world import drain_alerts
 from immutable_guard.errors import AwsCallFailed
 from immutable_guard.local import LocalAws, LocalSession, call_log, lambda_runner
 from immutable_guard.local.runtime import HOME_ACCOUNT
@@ -179,15 +180,7 @@ class Onboarding:
         return self.invoke(json.loads((SAMPLES / "scheduled-verify-accounts.json").read_text("utf-8")))
 
     def alerts(self) -> list[dict[str, Any]]:
-        sqs = self.org.home.sqs
-        found: list[dict[str, Any]] = []
-        while messages := sqs.receive_message(QueueUrl=self.subscriber, MaxNumberOfMessages=10).get(
-            "Messages"
-        ):
-            for m in messages:
-                found.append(json.loads(json.loads(m["Body"])["Message"]))
-                sqs.delete_message(QueueUrl=self.subscriber, ReceiptHandle=m["ReceiptHandle"])
-        return found
+        return drain_alerts(self.org.home.sqs, self.subscriber)
 
 
 @pytest.fixture

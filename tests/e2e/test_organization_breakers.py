@@ -22,6 +22,7 @@ import pytest
 from immutable_guard import ledger as ledger_module
 from immutable_guard.accounts import AccountRegistry
 from immutable_guard.clients import Clients
+from immutable_guard.drill.world import drain_alerts
 from immutable_guard.local import LocalAws, LocalSession
 from immutable_guard.local.runtime import HOME_ACCOUNT
 from immutable_guard.model import Mode
@@ -54,15 +55,7 @@ class Breakers:
         return self.org.members[f"{account}:{region}"].instances[n]
 
     def alerts(self) -> list[dict[str, Any]]:
-        sqs = self.org.home.sqs
-        found: list[dict[str, Any]] = []
-        while messages := sqs.receive_message(QueueUrl=self.subscriber, MaxNumberOfMessages=10).get(
-            "Messages"
-        ):
-            for m in messages:
-                found.append(json.loads(json.loads(m["Body"])["Message"]))
-                sqs.delete_message(QueueUrl=self.subscriber, ReceiptHandle=m["ReceiptHandle"])
-        return found
+        return drain_alerts(self.org.home.sqs, self.subscriber)
 
     def started(self) -> list[dict[str, Any]]:
         """The remediation inputs started, each naming its account and region."""

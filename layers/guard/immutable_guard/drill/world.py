@@ -46,6 +46,19 @@ def poll(probe: Callable[[], T], done: Callable[[T], bool], seconds: float, ever
         time.sleep(every)
 
 
+def drain_alerts(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """The alerts an SQS subscriber of the alert topic holds, in order, each deleted once read: the SNS
+    envelope's ``Message``, parsed."""
+    found: list[dict[str, Any]] = []
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+        "Messages"
+    ):
+        for message in messages:
+            found.append(json.loads(json.loads(message["Body"])["Message"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return found
+
+
 class Attacks(Protocol):
     """What an attacker (and the allow-listed pipeline) can do where a guard watches.
 
@@ -126,18 +139,8 @@ class Guard:
 
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert the security team has received so far (drained from the subscriber queue)."""
-        while True:
-            response = self.clients.sqs.receive_message(
-                QueueUrl=self.subscriber_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            )
-            messages = response.get("Messages", [])
-            if not messages:
-                return list(self.received)
-            for message in messages:
-                self.received.append(json.loads(json.loads(message["Body"])["Message"]))
-                self.clients.sqs.delete_message(
-                    QueueUrl=self.subscriber_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+        self.received.extend(drain_alerts(self.clients.sqs, self.subscriber_url))
+        return list(self.received)
 
     def wait_for_alerts(self, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
         """Alerts received, once `done` holds for them or the event time has passed (SNS is asynchronous)."""
