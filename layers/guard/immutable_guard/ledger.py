@@ -393,10 +393,13 @@ class IncidentLedger:
             ) from exc
         return item is not None and item.get("scope_tag", {}).get("S") == scope_tag
 
-    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> None:
-        """Remember that the instance carried `scope_tag` when `event_id` was judged."""
+    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> bool:
+        """Remember that the instance carried `scope_tag` when `event_id` was judged. True when the ledger
+        did not remember it yet (the first sighting, or the first since its record expired): the same
+        write returns the item it replaced (ReturnValues ALL_OLD, no extra round trip:
+        https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html)."""
         try:
-            self._db.put_item(
+            response = self._db.put_item(
                 TableName=self._table,
                 Item={
                     **self._key("SCOPE", instance_id),
@@ -405,11 +408,13 @@ class IncidentLedger:
                     "event_id": {"S": event_id},
                     "expires_at": {"N": str(int(time.time()) + SCOPE_TTL_SECONDS)},
                 },
+                ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
             raise AwsCallFailed(
                 f"ledger {self._table}: cannot remember the scope of {instance_id}: {exc}"
             ) from exc
+        return not response.get("Attributes")
 
     def forget_scope(self, instance_id: str) -> None:
         """An exempt principal took the instance out of scope: it is no longer remembered as in scope."""
