@@ -46,6 +46,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # saw an in-scope instance, made before the first incident there. No incident, no instance touched.
         _, clients, _ = dependencies()
         actions = prepare_isolation_groups(clients.ec2, vpc_ids)
+        metrics.add_metric(name="IsolationGroupsPrepared", unit=MetricUnit.Count, value=len(vpc_ids))
         logger.info("isolation groups prepared", extra={"vpc_ids": vpc_ids, "actions": actions})
         return {"prepared": vpc_ids, "actions": actions}
     request = parse_step_input(ContainRequest, event, metrics)
