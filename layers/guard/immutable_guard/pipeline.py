@@ -132,19 +132,22 @@ def process_event(
         # The ledger's client now, so that the lock's write and the first response's reads leave together.
         _ = clients.dynamodb
     triage = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode, responder=responder)
-    first_seen: tuple[str, ...] = ()
     try:
         result = triage.handle(judgement)
     finally:
         # After the triage: the instance is isolated one write sooner; written whatever the triage did.
         first_seen = remember_judgement(memory, judgement, policy)
-    if first_seen and responder is not None and mode is Mode.ENFORCE and settings.isolation_groups_function:
-        # An in-scope instance seen for the first time: its VPCs' isolation groups are made now, by Contain,
-        # so that the first incident there is isolated by Detect's first response (issue 15). Not in
-        # dry-run or notify-only: those change nothing in the account.
-        prepare_ahead(
-            clients.lambda_, settings.isolation_groups_function, vpcs_of(first_seen, directory.described)
-        )
+        if (
+            first_seen
+            and responder is not None
+            and mode is Mode.ENFORCE
+            and settings.isolation_groups_function
+        ):
+            # An in-scope instance seen for the first time: Contain makes its VPCs' isolation groups now, so
+            # that the first incident there is isolated by Detect's first response (issue 15). Not in
+            # dry-run or notify-only: those change nothing in the account. Raises nothing.
+            vpc_ids = vpcs_of(first_seen, directory.described)
+            prepare_ahead(clients.lambda_, settings.isolation_groups_function, vpc_ids)
     metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
         result.decision
     ]
