@@ -410,7 +410,7 @@ def test_the_first_incident_in_a_vpc_where_the_instance_was_seen_is_isolated_by_
     assert world.groups() == {eni: [isolation] for eni in world.enis}
 
 
-def test_only_the_first_sighting_in_enforce_asks_for_the_groups(
+def test_only_the_first_sighting_in_enforce_asks_for_the_groups_also_after_a_dry_run(
     world: World, contain_function: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked: list[dict[str, Any]] = []
@@ -421,17 +421,14 @@ def test_only_the_first_sighting_in_enforce_asks_for_the_groups(
         return invoke(**kwargs)
 
     monkeypatch.setattr(world.aws.lambda_, "invoke", recorded)
-    # Dry-run and notify-only change nothing in the account: no group is made for them
+    # Dry-run and notify-only change nothing in the account: no group is asked for while the stack runs so
     world.detect(_seen(world, "seen-dry"), mode=Mode.DRY_RUN)
-    world.aws.dynamodb.delete_item(
-        TableName=world.settings.ledger_table, Key=_scope_key(world)
-    )  # seen again for the first time
     world.detect(_seen(world, "seen-notify"), mode=Mode.NOTIFY_ONLY)
     assert asked == [] and _our_groups(world) == []
-    world.aws.dynamodb.delete_item(TableName=world.settings.ledger_table, Key=_scope_key(world))
-    # In enforce, the first sighting asks Contain, asynchronously, for the instance's VPC
+    # When the stack is switched to enforce, the next sighting asks Contain, asynchronously, for its VPC
     world.detect(_seen(world, "seen-1"))
     assert asked == [{"type": "Event", "payload": {PREPARE_ISOLATION_GROUPS: {"vpc_ids": [world.vpc]}}}]
+    assert _our_groups(world) == [(world.vpc, ROLE_ISOLATION), (world.vpc, ROLE_PASSTHROUGH)]
     # and later sightings of the same instance ask nothing more
     world.detect(_seen(world, "seen-2"))
     world.detect(world.event())
@@ -473,12 +470,6 @@ def test_a_step_of_the_workflow_is_not_a_preparation_request() -> None:
     assert prepare_request_vpcs({PREPARE_ISOLATION_GROUPS: {"vpc_ids": ["vpc-0a1b2c3d4e5f60719"]}}) == [
         "vpc-0a1b2c3d4e5f60719"
     ]
-
-
-def _scope_key(world: World) -> dict[str, Any]:
-    from immutable_guard.ledger import instance_key
-
-    return instance_key("SCOPE", ACCOUNT, "us-east-1", world.instance_id)
 
 
 # ---------------------------------------------------------------- what a cold start pays for

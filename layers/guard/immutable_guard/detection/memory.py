@@ -56,8 +56,11 @@ class NoMemory:
 class MemoryWriter(Protocol):
     """What detection writes down after judging an event, for the events that come after it."""
 
-    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> bool:
-        """True when the instance was not remembered yet (its first sighting)."""
+    def remember_in_scope(
+        self, instance_id: str, scope_tag: str, event_id: str, *, groups_wanted: bool = False
+    ) -> bool:
+        """With `groups_wanted`: True when this is the first record of the instance to ask for its VPCs'
+        isolation groups (IncidentLedger.remember_in_scope)."""
         ...
 
     def forget_scope(self, instance_id: str) -> None: ...
@@ -83,10 +86,11 @@ class SessionMemory(NoMemory):
     def exempt_reason_of_change(self, change_key: str) -> str | None:
         return self._exempt_changes.get(change_key)
 
-    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> bool:
-        first = instance_id not in self._in_scope
+    def remember_in_scope(
+        self, instance_id: str, scope_tag: str, event_id: str, *, groups_wanted: bool = False
+    ) -> bool:
         self._in_scope[instance_id] = scope_tag
-        return first
+        return False
 
     def forget_scope(self, instance_id: str) -> None:
         self._in_scope.pop(instance_id, None)

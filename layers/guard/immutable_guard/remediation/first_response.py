@@ -18,7 +18,8 @@ The safety of the workflow's isolation is kept:
 - any failure here is logged and swallowed: the workflow, started right after, isolates.
 
 The first incident in a VPC would find no isolation groups there. So when Detect first sees an in-scope
-instance (the scope memory's first write for it, in enforce), it asks Contain, asynchronously, to make
+instance in enforce (the first scope record of it that asks for the groups: IncidentLedger.remember_in_scope),
+it asks Contain, asynchronously, to make
 both groups in the instance's VPCs (`prepare_ahead`): Contain holds the group permissions, Detect only
 invokes it, and the first incident in that VPC then takes the steady-state path.
 
