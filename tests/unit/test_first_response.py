@@ -25,7 +25,7 @@ from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.local import lambda_runner, moto_fixes
 from immutable_guard.model import Mode
 from immutable_guard.pipeline import process_event
-from immutable_guard.remediation.first_response import STAGE_ISOLATED
+from immutable_guard.remediation.first_response import STAGE_ISOLATED, prepare_ahead
 from immutable_guard.remediation.quarantine import (
     PARTIAL,
     PREPARE_ISOLATION_GROUPS,
@@ -463,6 +463,24 @@ def test_a_failed_request_for_the_groups_leaves_them_to_the_first_incident(
 def test_contain_refuses_a_malformed_preparation_request(event: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="malformed"):
         prepare_request_vpcs(event)
+
+
+def test_many_vpcs_are_asked_for_in_requests_contain_accepts() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.payloads: list[dict[str, Any]] = []
+
+        def invoke(self, **kwargs: Any) -> dict[str, Any]:
+            self.payloads.append(json.loads(kwargs["Payload"]))
+            return {"StatusCode": 202}
+
+    vpcs = [f"vpc-{n:08x}" for n in range(20)]
+    recorder = Recorder()
+    assert prepare_ahead(recorder, "contain", vpcs) is True  # type: ignore[arg-type]
+    accepted = [prepare_request_vpcs(payload) for payload in recorder.payloads]
+    assert [len(chunk or []) for chunk in accepted] == [16, 4]
+    assert sorted(v for chunk in accepted for v in chunk or []) == vpcs
+    assert prepare_ahead(recorder, "contain", []) is False  # type: ignore[arg-type]
 
 
 def test_a_step_of_the_workflow_is_not_a_preparation_request() -> None:

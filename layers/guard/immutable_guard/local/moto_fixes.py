@@ -1081,9 +1081,6 @@ def sqs_event_source_mappings_poll_as_in_aws(set_attribute: Setter = setattr) ->
     set_attribute(Queue, "add_message", add_message)
 
 
-# ---------------------------------------------------------------------- all of them
-
-
 # ---------------------------------------------------------------------- (q) asynchronous Lambda invocations
 
 _async_lock = threading.Lock()
@@ -1131,6 +1128,9 @@ def wait_for_async_invocations(timeout: float = 60.0) -> None:
         _async_invocations.clear()
     for thread in started:
         thread.join(timeout)
+
+
+# ---------------------------------------------------------------------- all of them
 
 
 def _all_fixes() -> list[Callable[[Setter], None]]:

@@ -18,10 +18,10 @@ The safety of the workflow's isolation is kept:
 - any failure here is logged and swallowed: the workflow, started right after, isolates.
 
 The first incident in a VPC would find no isolation groups there. So when Detect first sees an in-scope
-instance in enforce (the first scope record of it that asks for the groups: IncidentLedger.remember_in_scope),
-it asks Contain, asynchronously, to make
-both groups in the instance's VPCs (`prepare_ahead`): Contain holds the group permissions, Detect only
-invokes it, and the first incident in that VPC then takes the steady-state path.
+instance in enforce (the first scope record of it that asks for the groups:
+IncidentLedger.remember_in_scope), it asks Contain, asynchronously, to make both groups in the instance's
+VPCs (`prepare_ahead`): Contain holds the group permissions, Detect only invokes it, and the first incident
+in that VPC then takes the steady-state path.
 
 Organisation mode keeps isolation in the workflow: Detect reads member accounts through the Reader role
 only (docs/performance.md says why).
@@ -41,6 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from immutable_guard.errors import GuardError
 from immutable_guard.remediation.quarantine import (
     GROUP_NAMES,
+    MAX_PREPARED_VPCS,
     PREPARE_ISOLATION_GROUPS,
     ROLE_ISOLATION,
     ROLE_PASSTHROUGH,
@@ -205,17 +206,20 @@ def prepare_ahead(lambda_: LambdaClient, function: str, vpc_ids: list[str]) -> b
     (InvocationType Event: Lambda queues the event and answers 202 at once,
     https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html). Off the event's path: called after the
     triage. Raises nothing: without the groups, the first incident there is isolated by Contain, which
-    makes them then. True when Lambda accepted the request."""
-    if not vpc_ids:
-        return False
-    try:
-        lambda_.invoke(
-            FunctionName=function,
-            InvocationType="Event",
-            Payload=json.dumps({PREPARE_ISOLATION_GROUPS: {"vpc_ids": vpc_ids}}).encode(),
-        )
-    except (ClientError, BotoCoreError) as exc:
-        logger.warning("isolation groups not prepared ahead", extra={"vpc_ids": vpc_ids, "error": str(exc)})
-        return False
-    logger.info("isolation groups requested ahead of the first incident", extra={"vpc_ids": vpc_ids})
-    return True
+    makes them then. True when Lambda accepted a request."""
+    asked = False
+    # Contain takes at most MAX_PREPARED_VPCS per request.
+    for start in range(0, len(vpc_ids), MAX_PREPARED_VPCS):
+        chunk = vpc_ids[start : start + MAX_PREPARED_VPCS]
+        try:
+            lambda_.invoke(
+                FunctionName=function,
+                InvocationType="Event",
+                Payload=json.dumps({PREPARE_ISOLATION_GROUPS: {"vpc_ids": chunk}}).encode(),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("isolation groups not prepared ahead", extra={"vpc_ids": chunk, "error": str(exc)})
+            continue
+        logger.info("isolation groups requested ahead of the first incident", extra={"vpc_ids": chunk})
+        asked = True
+    return asked

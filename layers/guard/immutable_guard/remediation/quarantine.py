@@ -633,7 +633,7 @@ PREPARE_ISOLATION_GROUPS = "prepare_isolation_groups"
 # A VPC id: "vpc-" then 8 or 17 hexadecimal digits
 # (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Vpc.html, VpcId).
 _VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
-_MAX_PREPARED_VPCS = 16
+MAX_PREPARED_VPCS = 16
 
 
 def prepare_request_vpcs(event: object) -> list[str] | None:
@@ -646,7 +646,7 @@ def prepare_request_vpcs(event: object) -> list[str] | None:
     if (
         set(event) != {PREPARE_ISOLATION_GROUPS}
         or not isinstance(vpc_ids, list)
-        or not 0 < len(vpc_ids) <= _MAX_PREPARED_VPCS
+        or not 0 < len(vpc_ids) <= MAX_PREPARED_VPCS
         or not all(isinstance(v, str) and _VPC_ID.match(v) for v in vpc_ids)
     ):
         raise ValueError(f"malformed {PREPARE_ISOLATION_GROUPS} request: {str(event)[:300]}")
