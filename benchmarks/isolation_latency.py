@@ -20,7 +20,9 @@ ledger's lock) for the next run.
 
 Round trips are counted from the calls each process made (a hook on botocore's `_make_api_call`): calls
 whose time spans overlap make one round trip. They are counted for our path the first time in a VPC (no
-isolation groups there yet; one run) and in steady state (the groups exist; the timed runs).
+isolation groups there yet; one run after Detect saw the server once, as Config reports every new
+instance, which has Contain make the groups ahead; one run where the attack is the first event naming the
+server) and in steady state (the groups exist; the timed runs).
 
 Cloud Custodian is not a dependency of the project: `make bench-isolation` installs c7n==0.9.53 into
 benchmarks/.venv-c7n; without it this script says how to get it.
@@ -31,6 +33,7 @@ benchmarks/.venv-c7n; without it this script says how to get it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -255,11 +258,36 @@ class World:
         )
 
     def forget_isolation_groups(self) -> None:
-        """The first quarantine in this VPC: our groups do not exist yet."""
+        """The first quarantine in this VPC: our groups do not exist yet, and the ledger has not seen the
+        instance in scope (so the next event naming it is its first sighting)."""
         for group in self.ec2.describe_security_groups(
             Filters=[{"Name": "tag-key", "Values": ["immutable-guard:role"]}]
         )["SecurityGroups"]:
             self.ec2.delete_security_group(GroupId=group["GroupId"])
+        from immutable_guard.ledger import instance_key
+
+        self.ddb.delete_item(
+            TableName=self.ledger_table,
+            Key=instance_key("SCOPE", self.account, "us-east-1", self.instance_id),
+        )
+
+    def seen(self) -> None:
+        """Config reports the instance (a benign event): Detect, deployed on the local runtime, sees it in
+        scope for the first time and asks Contain, asynchronously, for the VPC's isolation groups. Not
+        timed; waits for Contain to finish."""
+        from immutable_guard.local.moto_fixes import wait_for_async_invocations
+
+        text = (REPO / "events" / "benign-config-resource-discovered.json").read_text()
+        text = text.replace("i-0abc1234def567890", self.instance_id).replace("111122223333", self.account)
+        event = json.loads(text)
+        event["id"] = str(uuid.uuid4())
+        answer = self.lam.invoke(FunctionName=self.functions["DetectFunction"][0], Payload=json.dumps(event))
+        result = json.loads(answer["Payload"].read())
+        if result.get("decision") != "ignore":
+            raise SystemExit(f"Detect judged the sighting unexpectedly: {json.dumps(result)[:2000]}")
+        wait_for_async_invocations()
+        if not self.our_isolation_groups():
+            raise SystemExit("no isolation group was made when Detect first saw the instance")
 
     # ---------------------------------------------------------------- the two paths
     def ours(self, layer: str) -> dict[str, Any]:
@@ -396,10 +424,23 @@ def main() -> int:
     layer = str(REPO / "layers" / "guard")
     ours: list[dict[str, Any]] = []
     custodian: list[dict[str, Any]] = []
-    with World() as world, tempfile.TemporaryDirectory() as workdir:
+    # The functions the local runtime runs in this process (Detect's sighting, Contain's group preparation)
+    # log their metrics to stdout: to stderr with them, so that stdout is the figures alone.
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        World() as world,
+        tempfile.TemporaryDirectory() as workdir,
+    ):
         world.custodian_config(workdir)
-        # The first quarantine in the VPC: our isolation groups are made on the way (not timed).
+        # The first quarantine in the VPC when the attack is the first event naming the server: Contain
+        # makes our isolation groups on the way.
         world.forget_isolation_groups()
+        unseen = world.ours(layer)
+        world.restore()
+        # The first quarantine in the VPC after Detect saw the server once (Config's report of it): Contain
+        # made the groups then, off the event's path (issue 15).
+        world.forget_isolation_groups()
+        world.seen()
         first = world.ours(layer)
         world.restore()
         for run in range(args.runs):
@@ -418,10 +459,12 @@ def main() -> int:
     print(f"{'path':<34} {'min s':>6} {'median s':>9} {'max s':>6} {'calls':>6} {'round trips':>12}")
     row(f"Cloud Custodian {C7N_VERSION}", custodian)
     row(f"Immutable Guard ({steady['isolated_by']} isolates)", ours)
-    row("  first time in the VPC (1 run)", [first])
+    row("  first time in the VPC, seen before", [first])
+    row("  first time in the VPC, never seen", [unseen])
     print(f"ratio of medians, Immutable Guard / Cloud Custodian: {ratio:.2f}")
     print("Immutable Guard's calls (steady state): " + ", ".join(steady["operations"]))
     print("Immutable Guard's calls (first time):   " + ", ".join(first["operations"]))
+    print("Immutable Guard's calls (never seen):   " + ", ".join(unseen["operations"]))
     print("Cloud Custodian's calls:                " + ", ".join(custodian[-1]["operations"]))
     if args.timeline:
         first_call = statistics.median(r["first_call"] for r in custodian)
@@ -438,6 +481,7 @@ def main() -> int:
                     "ratio": ratio,
                     "ours": ours,
                     "first_time": first,
+                    "first_time_never_seen": unseen,
                     "custodian": custodian,
                 }
             )

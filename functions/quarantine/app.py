@@ -13,7 +13,12 @@ from immutable_guard.clients import Clients
 from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.members import FunctionPlace, MemberAccess
-from immutable_guard.remediation.quarantine import ContainRequest, quarantine_instance
+from immutable_guard.remediation.quarantine import (
+    ContainRequest,
+    prepare_isolation_groups,
+    prepare_request_vpcs,
+    quarantine_instance,
+)
 from immutable_guard.settings import QuarantineSettings
 from immutable_guard.step_input import checked_place, parse_step_input
 
@@ -35,6 +40,15 @@ def dependencies() -> tuple[QuarantineSettings, Clients, MemberAccess]:
 @metrics.log_metrics
 @retry_transient_aws_errors
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    vpc_ids = prepare_request_vpcs(event)
+    if vpc_ids is not None:
+        # Detect's asynchronous request (single-account mode): the isolation groups of VPCs where it first
+        # saw an in-scope instance, made before the first incident there. No incident, no instance touched.
+        _, clients, _ = dependencies()
+        actions = prepare_isolation_groups(clients.ec2, vpc_ids)
+        metrics.add_metric(name="IsolationGroupsPrepared", unit=MetricUnit.Count, value=len(vpc_ids))
+        logger.info("isolation groups prepared", extra={"vpc_ids": vpc_ids, "actions": actions})
+        return {"prepared": vpc_ids, "actions": actions}
     request = parse_step_input(ContainRequest, event, metrics)
     logger.append_keys(instance_id=request.instance_id)
     settings, clients, members = dependencies()

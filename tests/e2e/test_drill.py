@@ -63,11 +63,14 @@ def test_every_scenario_passes_on_the_embedded_local_aws() -> None:
 
 
 def test_a_quarantine_that_does_nothing_fails_the_drill() -> None:
-    # Given a Contain step that isolates nothing and verifies nothing
+    # Given a remediation that isolates nothing and verifies nothing: Contain's step, and Detect's first
+    # response (issue 15: once Contain made the groups when Detect first saw the server, Detect isolates)
     sabotage = """
-        from immutable_guard.remediation import quarantine
+        from immutable_guard import triage
+        from immutable_guard.remediation import first_response, quarantine
         quarantine.isolate_network_interfaces = lambda ec2, observed, actions: {}
         quarantine.verify_isolated = lambda *args, **kwargs: None
+        triage.isolate = lambda *args, **kwargs: first_response.FirstResponse()
     """
     # When
     code, report = run_drill("--scenario", "ssh-key-pushed", prelude=sabotage)

@@ -169,7 +169,10 @@ def test_the_guards_quarantine_and_release_are_echoed_by_config_and_judged_as_th
     } >= {"SecurityGroups", "Tags"}
     # And the guard's own calls were heard as CloudTrail records of the function's role
     own = [e for e in world.trail.events if world.role_of(e["detail"]["eventID"]) == quarantine_role]
-    assert {"ModifyNetworkInterfaceAttribute", "CreateTags"} <= {e["detail"]["eventName"] for e in own}
+    # (The interfaces are moved by Detect's first response since issue 15, Contain having made the
+    # isolation groups when Config first reported the server; the local trail does not hear calls a handler
+    # makes on its worker threads, which is where Detect moves them, so only Contain's tags are asserted.)
+    assert "CreateTags" in {e["detail"]["eventName"] for e in own}
     session = f"{quarantine_role.rsplit('/', 1)[-1]}/{world.deployment.function_names['QuarantineFunction']}"
     assert {e["detail"]["userIdentity"]["arn"] for e in own} == {
         f"arn:aws:sts::{world.deployment.account_id}:assumed-role/{session}"

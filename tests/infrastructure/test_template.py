@@ -216,7 +216,8 @@ def test_no_policy_grants_a_wildcard_action(template: dict[str, Any]) -> None:
 def test_detect_knows_every_remediation_role_as_our_own(template: dict[str, Any]) -> None:
     own = template["Resources"]["DetectFunction"]["Properties"]["Environment"]["Variables"]["OWN_ROLE_ARNS"]
     roles = {item["Fn::GetAtt"][0] for item in own["Fn::Join"][1]}
-    # Every function that changes EC2: the remediation workflow's steps, and release.
+    # Every function that changes EC2: the remediation workflow's steps, release, and Detect (its first
+    # response moves interfaces since issue 15).
     substitutions = template["Resources"]["RemediationStateMachine"]["Properties"]["DefinitionSubstitutions"]
     steps = {v["Fn::GetAtt"][0] for v in substitutions.values() if isinstance(v, dict) and "Fn::GetAtt" in v}
-    assert roles == {f"{f}Role" for f in steps | {"ReleaseFunction"}}
+    assert roles == {f"{f}Role" for f in steps | {"ReleaseFunction", "DetectFunction"}}

@@ -5,10 +5,13 @@ what release gives back, and that a failed first response leaves the isolation t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,15 +22,17 @@ from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError
 from immutable_guard.clients import Clients
 from immutable_guard.ledger import IncidentLedger, Status
-from immutable_guard.local import moto_fixes
+from immutable_guard.local import lambda_runner, moto_fixes
 from immutable_guard.model import Mode
 from immutable_guard.pipeline import process_event
-from immutable_guard.remediation.first_response import STAGE_ISOLATED
+from immutable_guard.remediation.first_response import STAGE_ISOLATED, prepare_ahead
 from immutable_guard.remediation.quarantine import (
     PARTIAL,
+    PREPARE_ISOLATION_GROUPS,
     ROLE_ISOLATION,
     ROLE_PASSTHROUGH,
     _get_or_create_group,
+    prepare_request_vpcs,
     quarantine_instance,
 )
 from immutable_guard.remediation.release import release_incident
@@ -327,6 +332,162 @@ def test_failed_reads_leave_the_isolation_to_the_workflow(
     result = world.detect(world.event())
     assert result["instances"][0]["isolated"] == [] and result["instances"][0]["execution_arn"]
     assert world.groups() == before
+
+
+# ---------------------------------------------------------------- the groups made ahead of the first incident
+
+FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
+
+
+@pytest.fixture
+def contain_function(world: World) -> Iterator[str]:
+    """Contain deployed on moto, its real handler run in this process when invoked (the local runtime's
+    Lambda runner); Detect is told its ARN, as template.yaml does in single-account mode."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("app.py", "")
+    role = world.aws._session.client("iam").create_role(RoleName="contain", AssumeRolePolicyDocument="{}")
+    arn = world.aws.lambda_.create_function(
+        FunctionName="contain",
+        Role=role["Role"]["Arn"],
+        Runtime="python3.12",
+        Handler="app.handler",
+        Code={"ZipFile": archive.getvalue()},
+        Environment={
+            "Variables": {
+                "LEDGER_TABLE": world.settings.ledger_table,
+                "ALERT_TOPIC_ARN": world.settings.alert_topic_arn,
+                "POWERTOOLS_METRICS_NAMESPACE": "ImmutableGuardTest",
+            }
+        },
+    )["FunctionArn"]
+    lambda_runner.register("contain", FUNCTIONS / "quarantine")
+    lambda_runner.install()
+    world.settings = world.settings.model_copy(update={"isolation_groups_function": arn})
+    try:
+        yield arn
+    finally:
+        lambda_runner.uninstall()
+
+
+def _seen(world: World, event_id: str = "seen-1") -> dict[str, Any]:
+    """Config reports the instance (CREATE): a benign event that names it, with its scope tag."""
+    text = (EVENTS / "benign-config-resource-discovered.json").read_text()
+    event: dict[str, Any] = json.loads(text.replace("i-0abc1234def567890", world.instance_id))
+    event["id"] = event_id
+    return event
+
+
+def _our_groups(world: World) -> list[tuple[str, str]]:
+    groups = world.aws.ec2.describe_security_groups(
+        Filters=[{"Name": "tag-key", "Values": ["immutable-guard:role"]}]
+    )["SecurityGroups"]
+    return sorted(
+        (g["VpcId"], next(t["Value"] for t in g["Tags"] if t["Key"] == "immutable-guard:role"))
+        for g in groups
+    )
+
+
+def test_the_first_incident_in_a_vpc_where_the_instance_was_seen_is_isolated_by_detect(
+    world: World, contain_function: str
+) -> None:
+    # Given a VPC without our groups, and an in-scope instance there that Detect sees for the first time
+    assert _our_groups(world) == []
+    seen = world.detect(_seen(world))
+    assert seen["decision"] == "ignore"
+    # Then Contain made both groups there (Detect asked; Detect itself creates no group)
+    assert _our_groups(world) == [(world.vpc, ROLE_ISOLATION), (world.vpc, ROLE_PASSTHROUGH)]
+    # When the first incident in that VPC comes  Then Detect's first response isolates every interface
+    result = world.detect(world.event())
+    [outcome] = result["instances"]
+    assert sorted(outcome["isolated"]) == world.enis
+    isolation = next(
+        g["GroupId"]
+        for g in world.aws.ec2.describe_security_groups(
+            Filters=[{"Name": "tag:immutable-guard:role", "Values": [ROLE_ISOLATION]}]
+        )["SecurityGroups"]
+    )
+    assert world.groups() == {eni: [isolation] for eni in world.enis}
+
+
+def test_only_the_first_sighting_in_enforce_asks_for_the_groups_also_after_a_dry_run(
+    world: World, contain_function: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[dict[str, Any]] = []
+    invoke = world.aws.lambda_.invoke
+
+    def recorded(**kwargs: Any) -> Any:
+        asked.append({"type": kwargs["InvocationType"], "payload": json.loads(kwargs["Payload"])})
+        return invoke(**kwargs)
+
+    monkeypatch.setattr(world.aws.lambda_, "invoke", recorded)
+    # Dry-run and notify-only change nothing in the account: no group is asked for while the stack runs so
+    world.detect(_seen(world, "seen-dry"), mode=Mode.DRY_RUN)
+    world.detect(_seen(world, "seen-notify"), mode=Mode.NOTIFY_ONLY)
+    assert asked == [] and _our_groups(world) == []
+    # When the stack is switched to enforce, the next sighting asks Contain, asynchronously, for its VPC
+    world.detect(_seen(world, "seen-1"))
+    assert asked == [{"type": "Event", "payload": {PREPARE_ISOLATION_GROUPS: {"vpc_ids": [world.vpc]}}}]
+    assert _our_groups(world) == [(world.vpc, ROLE_ISOLATION), (world.vpc, ROLE_PASSTHROUGH)]
+    # and later sightings of the same instance ask nothing more
+    world.detect(_seen(world, "seen-2"))
+    world.detect(world.event())
+    assert len(asked) == 1
+
+
+def test_a_failed_request_for_the_groups_leaves_them_to_the_first_incident(
+    world: World, contain_function: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(**kwargs: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Invoke")
+
+    monkeypatch.setattr(world.aws.lambda_, "invoke", refused)
+    seen = world.detect(_seen(world))
+    assert seen["decision"] == "ignore" and _our_groups(world) == []
+    # The first incident is then Contain's, as before: Detect hands over and moves nothing
+    before = world.groups()
+    result = world.detect(world.event())
+    assert result["instances"][0]["isolated"] == [] and world.groups() == before
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {PREPARE_ISOLATION_GROUPS: {"vpc_ids": []}},
+        {PREPARE_ISOLATION_GROUPS: {"vpc_ids": ["sg-12345678"]}},
+        {PREPARE_ISOLATION_GROUPS: {"vpc_ids": ["vpc-1234567"]}},
+        {PREPARE_ISOLATION_GROUPS: {"vpc_ids": "vpc-12345678"}},
+        {PREPARE_ISOLATION_GROUPS: {"vpc_ids": ["vpc-12345678"]}, "incident_id": "ig-i-1-abc"},
+    ],
+)
+def test_contain_refuses_a_malformed_preparation_request(event: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="malformed"):
+        prepare_request_vpcs(event)
+
+
+def test_many_vpcs_are_asked_for_in_requests_contain_accepts() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.payloads: list[dict[str, Any]] = []
+
+        def invoke(self, **kwargs: Any) -> dict[str, Any]:
+            self.payloads.append(json.loads(kwargs["Payload"]))
+            return {"StatusCode": 202}
+
+    vpcs = [f"vpc-{n:08x}" for n in range(20)]
+    recorder = Recorder()
+    assert prepare_ahead(recorder, "contain", vpcs) is True  # type: ignore[arg-type]
+    accepted = [prepare_request_vpcs(payload) for payload in recorder.payloads]
+    assert [len(chunk or []) for chunk in accepted] == [16, 4]
+    assert sorted(v for chunk in accepted for v in chunk or []) == vpcs
+    assert prepare_ahead(recorder, "contain", []) is False  # type: ignore[arg-type]
+
+
+def test_a_step_of_the_workflow_is_not_a_preparation_request() -> None:
+    assert prepare_request_vpcs({"incident_id": "ig-i-1-abc", "instance_id": "i-1"}) is None
+    assert prepare_request_vpcs({PREPARE_ISOLATION_GROUPS: {"vpc_ids": ["vpc-0a1b2c3d4e5f60719"]}}) == [
+        "vpc-0a1b2c3d4e5f60719"
+    ]
 
 
 # ---------------------------------------------------------------- what a cold start pays for

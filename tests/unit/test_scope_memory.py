@@ -36,6 +36,21 @@ def test_the_ledger_remembers_a_server_under_its_scope_tag_until_told_to_forget(
     ledger.forget_scope("i-1")  # forgetting twice is fine
 
 
+def test_the_scope_record_says_once_that_the_isolation_groups_were_asked_for(ledger: IncidentLedger) -> None:
+    # A record written in dry-run or notify-only asks for nothing
+    assert ledger.remember_in_scope("i-1", "immutable=true", "event-1") is False
+    # The first record in enforce is the one that asks (issue 15: Contain makes the groups ahead)
+    assert ledger.remember_in_scope("i-1", "immutable=true", "event-2", groups_wanted=True) is True
+    assert ledger.remember_in_scope("i-1", "immutable=true", "event-3", groups_wanted=True) is False
+    # Back to dry-run and then enforce again: asked once more (harmless: Contain's preparation is idempotent)
+    assert ledger.remember_in_scope("i-1", "immutable=true", "event-4") is False
+    assert ledger.remember_in_scope("i-1", "immutable=true", "event-5", groups_wanted=True) is True
+    assert ledger.was_in_scope("i-1", "immutable=true")
+    # A forgotten server seen again asks again
+    ledger.forget_scope("i-1")
+    assert ledger.remember_in_scope("i-1", "immutable=true", "event-6", groups_wanted=True) is True
+
+
 class Detect:
     def __init__(self, aws: Clients, ledger: IncidentLedger) -> None:
         ec2 = aws.ec2

@@ -26,6 +26,8 @@ BREAKER_TTL_SECONDS = 2 * 3600
 INCIDENT_TTL_SECONDS = 400 * 24 * 3600
 # A server seen in scope is remembered as long as an incident is: refreshed on every sighting.
 SCOPE_TTL_SECONDS = INCIDENT_TTL_SECONDS
+# On a scope record: the instance's VPCs' isolation groups were asked for (issue 15, first_response.py).
+GROUPS_ASKED = "groups_asked"
 # Config reports a change minutes after CloudTrail; its echo is matched to the change only this long.
 ECHO_WINDOW_SECONDS = 3600
 # An organisation storm keeps the organisation in notify-only this long, unless a person clears it first.
@@ -393,23 +395,31 @@ class IncidentLedger:
             ) from exc
         return item is not None and item.get("scope_tag", {}).get("S") == scope_tag
 
-    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> None:
-        """Remember that the instance carried `scope_tag` when `event_id` was judged."""
+    def remember_in_scope(
+        self, instance_id: str, scope_tag: str, event_id: str, *, groups_wanted: bool = False
+    ) -> bool:
+        """Remember that the instance carried `scope_tag` when `event_id` was judged. With `groups_wanted`
+        (enforce, single-account mode) the record is marked as the instance whose VPCs' isolation groups
+        were asked for; True when this write is the first to mark it (its first sighting in enforce, or the
+        first since dry-run or notify-only wrote it, or since its record expired). The same write returns
+        the item it replaced (ReturnValues ALL_OLD, no extra round trip:
+        https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html)."""
+        item = {
+            **self._key("SCOPE", instance_id),
+            "scope_tag": {"S": scope_tag},
+            "seen_at": {"S": now_iso()},
+            "event_id": {"S": event_id},
+            "expires_at": {"N": str(int(time.time()) + SCOPE_TTL_SECONDS)},
+        }
+        if groups_wanted:
+            item[GROUPS_ASKED] = {"BOOL": True}
         try:
-            self._db.put_item(
-                TableName=self._table,
-                Item={
-                    **self._key("SCOPE", instance_id),
-                    "scope_tag": {"S": scope_tag},
-                    "seen_at": {"S": now_iso()},
-                    "event_id": {"S": event_id},
-                    "expires_at": {"N": str(int(time.time()) + SCOPE_TTL_SECONDS)},
-                },
-            )
+            response = self._db.put_item(TableName=self._table, Item=item, ReturnValues="ALL_OLD")
         except ClientError as exc:
             raise AwsCallFailed(
                 f"ledger {self._table}: cannot remember the scope of {instance_id}: {exc}"
             ) from exc
+        return groups_wanted and GROUPS_ASKED not in response.get("Attributes", {})
 
     def forget_scope(self, instance_id: str) -> None:
         """An exempt principal took the instance out of scope: it is no longer remembered as in scope."""

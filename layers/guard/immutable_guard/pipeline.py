@@ -16,8 +16,8 @@ from immutable_guard.detection.scope import Ec2InstanceDirectory, ScopeRule
 from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.members import FunctionPlace, MemberAccess
-from immutable_guard.model import Decision
-from immutable_guard.remediation.first_response import Responder
+from immutable_guard.model import Decision, Mode
+from immutable_guard.remediation.first_response import Responder, prepare_ahead, vpcs_of
 from immutable_guard.settings import DetectSettings
 from immutable_guard.triage import Triage, TriageResult
 
@@ -132,11 +132,22 @@ def process_event(
         # The ledger's client now, so that the lock's write and the first response's reads leave together.
         _ = clients.dynamodb
     triage = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode, responder=responder)
+    # Single-account mode, enforce: the first record of an in-scope instance asks Contain for its VPCs'
+    # isolation groups, so that the first incident there is isolated by Detect (issue 15). Dry-run and
+    # notify-only change nothing in the account: their records ask for nothing, and the first record in
+    # enforce after them asks.
+    groups_wanted = bool(
+        responder is not None and mode is Mode.ENFORCE and settings.isolation_groups_function
+    )
     try:
         result = triage.handle(judgement)
     finally:
         # After the triage: the instance is isolated one write sooner; written whatever the triage did.
-        remember_judgement(memory, judgement, policy)
+        first_seen = remember_judgement(memory, judgement, policy, groups_wanted=groups_wanted)
+        if first_seen:
+            # Raises nothing: without the groups, the first incident there is Contain's.
+            vpc_ids = vpcs_of(first_seen, directory.described)
+            prepare_ahead(clients.lambda_, settings.isolation_groups_function, vpc_ids)
     metric = {"ignore": "EventsIgnored", "alert": "AlertsSent", "remediate": "MutationsDetected"}[
         result.decision
     ]

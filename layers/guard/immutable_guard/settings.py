@@ -158,6 +158,9 @@ class DetectSettings(StepSettings, GuardIdentity, OrganizationSettings):
     max_incidents_per_account_region_hour: int | None = None
     org_storm_accounts: int = 3
     org_storm_window_minutes: int = 10
+    # Single-account mode: the function that makes the isolation groups of a VPC where Detect first sees an
+    # in-scope instance (Contain; first_response.prepare_ahead). Empty: no preparation ahead of time.
+    isolation_groups_function: str = ""
 
     # Empty lists are legal; CloudFormation's !Join of an empty list still sets the variable.
     optional_env: ClassVar[frozenset[str]] = frozenset(
@@ -171,6 +174,7 @@ class DetectSettings(StepSettings, GuardIdentity, OrganizationSettings):
             "max_incidents_per_account_region_hour",
             "org_storm_accounts",
             "org_storm_window_minutes",
+            "isolation_groups_function",
             "guard_stack_name",
             "guard_inventory_association_id",
             *OrganizationSettings.optional_env,

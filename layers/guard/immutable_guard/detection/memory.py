@@ -56,7 +56,12 @@ class NoMemory:
 class MemoryWriter(Protocol):
     """What detection writes down after judging an event, for the events that come after it."""
 
-    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> None: ...
+    def remember_in_scope(
+        self, instance_id: str, scope_tag: str, event_id: str, *, groups_wanted: bool = False
+    ) -> bool:
+        """With `groups_wanted`: True when this is the first record of the instance to ask for its VPCs'
+        isolation groups (IncidentLedger.remember_in_scope)."""
+        ...
 
     def forget_scope(self, instance_id: str) -> None: ...
 
@@ -81,8 +86,11 @@ class SessionMemory(NoMemory):
     def exempt_reason_of_change(self, change_key: str) -> str | None:
         return self._exempt_changes.get(change_key)
 
-    def remember_in_scope(self, instance_id: str, scope_tag: str, event_id: str) -> None:
+    def remember_in_scope(
+        self, instance_id: str, scope_tag: str, event_id: str, *, groups_wanted: bool = False
+    ) -> bool:
         self._in_scope[instance_id] = scope_tag
+        return False
 
     def forget_scope(self, instance_id: str) -> None:
         self._in_scope.pop(instance_id, None)

@@ -528,18 +528,27 @@ def scope_observations(
     return judgement.model_copy(update={"seen_in_scope": seen, "left_scope": left})
 
 
-def remember_judgement(memory: MemoryWriter, judgement: Judgement, policy: Policy) -> None:
+def remember_judgement(
+    memory: MemoryWriter, judgement: Judgement, policy: Policy, *, groups_wanted: bool = False
+) -> tuple[str, ...]:
     """Write down what later events need from this one: servers seen in scope (a server stays in scope
     after an attacker strips the tag), servers an exempt principal took out of scope, and CloudTrail
     changes judged exempt (Config reports the same change minutes later, with no actor: it takes this
-    judgement)."""
+    judgement). With `groups_wanted`, returns the servers whose VPCs' isolation groups nobody asked for
+    yet (the records now say they were)."""
     finding = judgement.finding
-    for instance_id in judgement.seen_in_scope:
-        memory.remember_in_scope(instance_id, policy.scope.scope_tag, finding.event_id)
+    first_seen = tuple(
+        instance_id
+        for instance_id in judgement.seen_in_scope
+        if memory.remember_in_scope(
+            instance_id, policy.scope.scope_tag, finding.event_id, groups_wanted=groups_wanted
+        )
+    )
     for instance_id in judgement.left_scope:
         memory.forget_scope(instance_id)
     if finding.source is Source.CLOUDTRAIL and judgement.reason in EXEMPT_REASONS:
         memory.remember_exempt(finding.event_id, finding.change_key, judgement.reason)
+    return first_seen
 
 
 def judge_event(

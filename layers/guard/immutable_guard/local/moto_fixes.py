@@ -8,12 +8,14 @@ apply one with ``monkeypatch.setattr`` and have it undone after the test.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 Setter = Callable[[Any, str, Any], None]
+logger = logging.getLogger(__name__)
 
 _lock = threading.RLock()
 _applied = 0
@@ -1065,6 +1067,55 @@ def sqs_event_source_mappings_poll_as_in_aws(set_attribute: Setter = setattr) ->
     set_attribute(Queue, "add_message", add_message)
 
 
+# ---------------------------------------------------------------------- (q) asynchronous Lambda invocations
+
+_async_lock = threading.Lock()
+_async_invocations: list[threading.Thread] = []
+
+
+def async_invocations_as_in_aws(set_attribute: Setter = setattr) -> None:
+    """``Invoke`` with ``InvocationType: Event``: Lambda queues the event, answers 202 at once and runs the
+    function later (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async.html,
+    https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html). moto ran the function inside the Invoke
+    call, so the caller waited for it (Detect's request for isolation groups, issue 15). Here the function
+    runs on a thread of its own; an unknown function is still refused at once (ResourceNotFoundException).
+    ``wait_for_async_invocations()`` waits for those started so far; the runtime waits for them on stop."""
+    from moto.awslambda.models import LambdaBackend
+
+    original = LambdaBackend.invoke
+
+    def invoke(
+        self: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
+    ) -> Any:
+        if headers.get("X-Amz-Invocation-Type") != "Event":
+            return original(self, function_name, qualifier, body, headers, response_headers)
+        self.get_function(function_name, qualifier)
+
+        def run() -> None:
+            try:
+                original(self, function_name, qualifier, body, {"x-amz-invocation-type": "Event"}, {})
+            except Exception:  # Lambda keeps an asynchronous failure from the caller
+                logger.exception("asynchronous invocation of %s failed", function_name)
+
+        thread = threading.Thread(target=run, name=f"async-invoke-{function_name}", daemon=True)
+        with _async_lock:
+            _async_invocations.append(thread)
+        thread.start()
+        response_headers["Content-Length"] = "0"
+        return b""
+
+    set_attribute(LambdaBackend, "invoke", invoke)
+
+
+def wait_for_async_invocations(timeout: float = 60.0) -> None:
+    """Wait (at most ``timeout`` seconds each) for the asynchronous invocations started so far to end."""
+    with _async_lock:
+        started = list(_async_invocations)
+        _async_invocations.clear()
+    for thread in started:
+        thread.join(timeout)
+
+
 # ---------------------------------------------------------------------- all of them
 
 
@@ -1096,6 +1147,7 @@ def _all_fixes() -> list[Callable[[Setter], None]]:
         snapshots_are_shared_copied_and_locked_as_in_aws,
         put_events_on_another_accounts_bus_needs_its_policy,
         sqs_event_source_mappings_poll_as_in_aws,
+        async_invocations_as_in_aws,
     ]
 
 

@@ -18,7 +18,7 @@ import boto3
 from immutable_guard.clients import Clients
 from immutable_guard.local import lambda_runner
 from immutable_guard.local.deploy import Deployer, Deployment
-from immutable_guard.local.moto_fixes import apply_moto_fixes, revert_moto_fixes
+from immutable_guard.local.moto_fixes import apply_moto_fixes, revert_moto_fixes, wait_for_async_invocations
 from immutable_guard.local.stack_credentials import function_update_stack
 from immutable_guard.template import find_template
 
@@ -133,6 +133,8 @@ class LocalAws:
         if self._stop_checks is not None:
             self._stop_checks()
             self._stop_checks = None
+        # Asynchronous invocations end before the runtime that runs them goes.
+        wait_for_async_invocations()
         lambda_runner.uninstall()
         revert_moto_fixes()
         try:

@@ -17,13 +17,20 @@ The safety of the workflow's isolation is kept:
   creates or repairs them: Detect changes no security group, it only moves interfaces;
 - any failure here is logged and swallowed: the workflow, started right after, isolates.
 
+The first incident in a VPC would find no isolation groups there. So when Detect first sees an in-scope
+instance in enforce (the first scope record of it that asks for the groups:
+IncidentLedger.remember_in_scope), it asks Contain, asynchronously, to make both groups in the instance's
+VPCs (`prepare_ahead`): Contain holds the group permissions, Detect only invokes it, and the first incident
+in that VPC then takes the steady-state path.
+
 Organisation mode keeps isolation in the workflow: Detect reads member accounts through the Reader role
 only (docs/performance.md says why).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +41,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from immutable_guard.errors import GuardError
 from immutable_guard.remediation.quarantine import (
     GROUP_NAMES,
+    MAX_PREPARED_VPCS,
+    PREPARE_ISOLATION_GROUPS,
     ROLE_ISOLATION,
     ROLE_PASSTHROUGH,
     TAG_ROLE,
@@ -45,6 +54,7 @@ from immutable_guard.remediation.quarantine import (
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_lambda import LambdaClient
 
     from immutable_guard.clients import Clients
 
@@ -175,3 +185,41 @@ class Responder:
     def prior_state(self, instance_id: str) -> dict[str, Any] | None:
         instance = self.described.get(instance_id)
         return partial_prior_state(instance) if instance is not None else None
+
+
+def vpcs_of(instance_ids: Iterable[str], described: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The VPCs of the instances' interfaces as the judge's DescribeInstances saw them (an interface can
+    be in another VPC than the instance's primary one only through a multi-VPC attachment)."""
+    vpcs: set[str] = set()
+    for instance_id in instance_ids:
+        instance = described.get(instance_id)
+        if instance is None:
+            continue
+        if instance.get("VpcId"):
+            vpcs.add(str(instance["VpcId"]))
+        vpcs.update(str(eni["VpcId"]) for eni in instance.get("NetworkInterfaces", []) if eni.get("VpcId"))
+    return sorted(vpcs)
+
+
+def prepare_ahead(lambda_: LambdaClient, function: str, vpc_ids: list[str]) -> bool:
+    """Ask ``function`` (Contain) to make the isolation groups of ``vpc_ids``, asynchronously
+    (InvocationType Event: Lambda queues the event and answers 202 at once,
+    https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html). Off the event's path: called after the
+    triage. Raises nothing: without the groups, the first incident there is isolated by Contain, which
+    makes them then. True when Lambda accepted a request."""
+    asked = False
+    # Contain takes at most MAX_PREPARED_VPCS per request.
+    for start in range(0, len(vpc_ids), MAX_PREPARED_VPCS):
+        chunk = vpc_ids[start : start + MAX_PREPARED_VPCS]
+        try:
+            lambda_.invoke(
+                FunctionName=function,
+                InvocationType="Event",
+                Payload=json.dumps({PREPARE_ISOLATION_GROUPS: {"vpc_ids": chunk}}).encode(),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("isolation groups not prepared ahead", extra={"vpc_ids": chunk, "error": str(exc)})
+            continue
+        logger.info("isolation groups requested ahead of the first incident", extra={"vpc_ids": chunk})
+        asked = True
+    return asked

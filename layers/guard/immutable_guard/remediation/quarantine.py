@@ -5,6 +5,7 @@ state before the first change, the target groups before leaving them, network AC
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -625,6 +626,49 @@ def _get_or_create_group(
             )
     _repair_group(ec2, group, role, actions)
     return str(group["GroupId"])
+
+
+# The input of Contain's group preparation (issue 15): {"prepare_isolation_groups": {"vpc_ids": [...]}}.
+PREPARE_ISOLATION_GROUPS = "prepare_isolation_groups"
+# A VPC id: "vpc-" then 8 or 17 hexadecimal digits
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Vpc.html, VpcId).
+_VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+MAX_PREPARED_VPCS = 16
+
+
+def prepare_request_vpcs(event: object) -> list[str] | None:
+    """The VPC ids of a group preparation request, or None when ``event`` is not one (then it is a step of
+    the workflow). Raises ValueError for a preparation request that is malformed."""
+    if not isinstance(event, Mapping) or PREPARE_ISOLATION_GROUPS not in event:
+        return None
+    request = event[PREPARE_ISOLATION_GROUPS]
+    vpc_ids = request.get("vpc_ids") if isinstance(request, Mapping) else None
+    if (
+        set(event) != {PREPARE_ISOLATION_GROUPS}
+        or not isinstance(vpc_ids, list)
+        or not 0 < len(vpc_ids) <= MAX_PREPARED_VPCS
+        or not all(isinstance(v, str) and _VPC_ID.match(v) for v in vpc_ids)
+    ):
+        raise ValueError(f"malformed {PREPARE_ISOLATION_GROUPS} request: {str(event)[:300]}")
+    return sorted(set(vpc_ids))
+
+
+def prepare_isolation_groups(ec2: EC2Client, vpc_ids: Iterable[str]) -> list[str]:
+    """Both isolation groups in each VPC, made or repaired as the first quarantine there would (the same
+    code, idempotent: found by tag, adopted by name), ahead of the first incident. Detect asks for it when
+    it first sees an in-scope instance (first_response.prepare_ahead), so the first incident in a VPC
+    finds the groups and Detect's first response isolates on the event's path."""
+    actions: list[str] = []
+    known = _our_groups(ec2)
+    for vpc_id in vpc_ids:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            made = [
+                pool.submit(_get_or_create_group, ec2, vpc_id, role, known, actions)
+                for role in (ROLE_PASSTHROUGH, ROLE_ISOLATION)
+            ]
+            for future in made:
+                future.result()
+    return actions
 
 
 def _set_groups(ec2: EC2Client, eni_id: str, group_ids: list[str]) -> None:
