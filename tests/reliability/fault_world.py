@@ -128,6 +128,7 @@ class FaultInjector:
         self.calls: list[Call] = []
         self.names: dict[str, str] = {}  # function name -> logical id
         self.current_function: str | None = None  # the step Step Functions is running now
+        self._last_function: str | None = None  # the last function whose own thread made a call
         self.on_terminate: Any = None
         self._seen: dict[tuple[str, str], int] = {}
         self._harness = threading.local()
@@ -152,6 +153,7 @@ class FaultInjector:
             self.plan = plan
             self.calls = []
             self._seen = {}
+            self._last_function = None
 
     def _function(self) -> str | None:
         # The lambda runner gives a handler's thread its function's environment; threads a handler
@@ -160,8 +162,12 @@ class FaultInjector:
             return None
         name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
         if name:
-            return self.names.get(name, name)
-        return self.current_function
+            self._last_function = self.names.get(name, name)
+            return self._last_function
+        # Steps run one at a time here, so a pool thread's calls are those of the last function heard,
+        # also when another test of this process left moto invoking functions without the wrapper that
+        # sets current_function.
+        return self.current_function or self._last_function
 
     def __call__(self, event_name: str, **_: Any) -> None:
         operation = event_name.split(".", 1)[1]
