@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from immutable_guard.clients import Clients
+from immutable_guard.drill.world import server_in_new_vpc
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.local import Deployment, EventRouter, LocalAws
 from immutable_guard.local.moto_fixes import wait_for_async_invocations
@@ -57,19 +58,13 @@ def test_the_first_incident_in_a_vpc_where_the_server_was_seen_is_isolated_by_de
     ledger = IncidentLedger(clients.dynamodb, deployment.outputs["IncidentLedgerName"])
     ec2 = clients.ec2
     # Given a new VPC (no isolation groups of ours) and an immutable server in it
-    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
-    web = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
-    attacker = ec2.create_security_group(GroupName="open", Description="attacker", VpcId=vpc)["GroupId"]
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    instance_id = ec2.run_instances(
-        ImageId=image,
-        MinCount=1,
-        MaxCount=1,
-        SubnetId=subnet,
-        SecurityGroupIds=[web],
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "immutable", "Value": "true"}]}],
-    )["Instances"][0]["InstanceId"]
+    server = server_in_new_vpc(ec2, "10.42.0.0/16", ("web", "open"))
+    vpc, instance_id, web, attacker = (
+        server.vpc_id,
+        server.instance_id,
+        server.groups["web"],
+        server.groups["open"],
+    )
     assert _our_groups(clients, vpc) == {}
     # When Config reports it (Detect sees it in scope for the first time; nothing to remediate)
     router.put(_event("benign-config-resource-discovered.json", deployment, instance_id, web))

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from immutable_guard.doctor import DoctorClients, Verdict, check_rules, stack_view_from_deployment
+from immutable_guard.drill.world import server_in_new_vpc
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 from immutable_guard.local.runtime import HOME_ACCOUNT
@@ -89,19 +90,15 @@ def buffered(local_aws: LocalAws, local_session: LocalSession) -> Buffered:
         )
         session = local_aws.session()
         ec2 = session.client("ec2")
-        vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
-        group = ec2.create_security_group(GroupName="buffered-web", Description="web", VpcId=vpc)["GroupId"]
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        instance = ec2.run_instances(
-            ImageId=image,
-            MinCount=1,
-            MaxCount=1,
-            SubnetId=subnet,
-            SecurityGroupIds=[group],
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "immutable", "Value": "true"}]}],
-        )["Instances"][0]["InstanceId"]
-        return Buffered(deployment, session, group, subnet, image, instance)
+        server = server_in_new_vpc(ec2, "10.9.0.0/16", ("buffered-web",))
+        return Buffered(
+            deployment,
+            session,
+            server.groups["buffered-web"],
+            server.subnet_id,
+            server.image_id,
+            server.instance_id,
+        )
 
     return local_session.get("organization-buffer", build)
 

@@ -21,6 +21,7 @@ import pytest
 from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError
 from immutable_guard.clients import Clients
+from immutable_guard.drill.world import server_in_new_vpc
 from immutable_guard.ledger import IncidentLedger, Status
 from immutable_guard.local import lambda_runner, moto_fixes
 from immutable_guard.model import Mode
@@ -101,19 +102,9 @@ def world(aws: Clients, ledger: IncidentLedger, monkeypatch: pytest.MonkeyPatch)
         lambda target, name, value: monkeypatch.setattr(target, name, value, raising=False)
     )
     ec2 = aws.ec2
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    web = ec2.create_security_group(GroupName="web", Description="web tier", VpcId=vpc)["GroupId"]
-    admin = ec2.create_security_group(GroupName="admin", Description="admin", VpcId=vpc)["GroupId"]
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    instance_id = ec2.run_instances(
-        ImageId=image,
-        MinCount=1,
-        MaxCount=1,
-        SubnetId=subnet,
-        SecurityGroupIds=[web],
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "immutable", "Value": "true"}]}],
-    )["Instances"][0]["InstanceId"]
+    server = server_in_new_vpc(ec2, "10.0.0.0/16", ("web", "admin"))
+    vpc, subnet, instance_id = server.vpc_id, server.subnet_id, server.instance_id
+    web, admin = server.groups["web"], server.groups["admin"]
     # A second interface with other groups: every interface is isolated, and each gets its own back.
     second = ec2.create_network_interface(SubnetId=subnet, Groups=[admin])["NetworkInterface"]
     ec2.attach_network_interface(

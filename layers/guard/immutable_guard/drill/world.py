@@ -170,6 +170,38 @@ REPLACEABLE_STACK_TAG = "immutable-guard-replaceable"
 """The stack tag a guard's ReplaceableStackTagValue declares replaceable (remediation/replace.py)."""
 
 
+@dataclass(frozen=True)
+class Server:
+    """An immutable server (tagged as the guard's default scope) alone in a VPC of its own."""
+
+    vpc_id: str
+    subnet_id: str
+    groups: dict[str, str]  # security group name -> id, all in the VPC; the server carries the first
+    image_id: str
+    instance_id: str
+
+
+def server_in_new_vpc(ec2: Any, cidr: str, group_names: tuple[str, ...] = ("web",)) -> Server:
+    """A new VPC with one subnet and ``group_names`` groups, and a server in it tagged immutable=true with
+    the first group: a VPC where the guard holds no isolation group yet."""
+    vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace(".0.0/16", ".1.0/24"))["Subnet"]["SubnetId"]
+    groups = {
+        name: ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc)["GroupId"]
+        for name in group_names
+    }
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance_id = ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        SecurityGroupIds=[groups[group_names[0]]],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "immutable", "Value": "true"}]}],
+    )["Instances"][0]["InstanceId"]
+    return Server(vpc, subnet, groups, image, instance_id)
+
+
 def deploy_workload_role(
     clients: Clients, body: str, stack_name: str, tags: dict[str, str] | None = None
 ) -> str:
