@@ -149,6 +149,17 @@ def instance_key(kind: str, account: str, region: str, name: str) -> dict[str, A
     return {"pk": {"S": f"{kind}#{account}:{region}:{name}"}}
 
 
+def _storm_in_force(item: dict[str, Any] | None) -> Storm | None:
+    """The storm a ledger item holds, unless it has expired (TTL deletion lags by up to days)."""
+    if not item or int(item["expires_at"]["N"]) < int(time.time()):
+        return None
+    return Storm(
+        opened_at=item["opened_at"]["S"],
+        until=item["until"]["S"],
+        accounts=[a["S"] for a in item["accounts"]["L"]],
+    )
+
+
 class IncidentLedger:
     """Reads and writes incidents.
 
@@ -535,14 +546,7 @@ class IncidentLedger:
             item = self._db.get_item(TableName=self._table, Key=_STORM_KEY, ConsistentRead=True).get("Item")
         except ClientError as exc:
             raise AwsCallFailed(f"ledger {self._table}: cannot read the storm: {exc}") from exc
-        # TTL deletion lags by up to days: an expired storm is over.
-        if not item or int(item["expires_at"]["N"]) < int(time.time()):
-            return None
-        return Storm(
-            opened_at=item["opened_at"]["S"],
-            until=item["until"]["S"],
-            accounts=[a["S"] for a in item["accounts"]["L"]],
-        )
+        return _storm_in_force(item)
 
     def open_storm(self, accounts: list[str], hold_seconds: int = STORM_HOLD_SECONDS) -> Storm | None:
         """Switch the organisation to notify-only for ``hold_seconds``. The storm, for the one caller that
@@ -576,14 +580,7 @@ class IncidentLedger:
             self._db.delete_item(TableName=self._table, Key=_STORM_WATCH_KEY)
         except ClientError as exc:
             raise AwsCallFailed(f"ledger {self._table}: cannot clear the storm: {exc}") from exc
-        item = old.get("Attributes")
-        if not item or int(item["expires_at"]["N"]) < int(time.time()):
-            return None
-        return Storm(
-            opened_at=item["opened_at"]["S"],
-            until=item["until"]["S"],
-            accounts=[a["S"] for a in item["accounts"]["L"]],
-        )
+        return _storm_in_force(old.get("Attributes"))
 
     # ------------------------------------------------------------------ remediation side
     def get(self, incident_id: str) -> Incident:
