@@ -386,7 +386,9 @@ def test_the_first_incident_in_a_vpc_where_the_instance_was_seen_is_isolated_by_
     assert _our_groups(world) == []
     seen = world.detect(_seen(world))
     assert seen["decision"] == "ignore"
-    # Then Contain made both groups there (Detect asked; Detect itself creates no group)
+    # Then Contain made both groups there (Detect asked; Detect itself creates no group). The invocation is
+    # asynchronous: where the local runtime runs it on a thread of its own, as AWS does, wait for it.
+    moto_fixes.wait_for_async_invocations()
     assert _our_groups(world) == [(world.vpc, ROLE_ISOLATION), (world.vpc, ROLE_PASSTHROUGH)]
     # When the first incident in that VPC comes  Then Detect's first response isolates every interface
     result = world.detect(world.event())
@@ -418,6 +420,7 @@ def test_only_the_first_sighting_in_enforce_asks_for_the_groups_also_after_a_dry
     assert asked == [] and _our_groups(world) == []
     # When the stack is switched to enforce, the next sighting asks Contain, asynchronously, for its VPC
     world.detect(_seen(world, "seen-1"))
+    moto_fixes.wait_for_async_invocations()
     assert asked == [{"type": "Event", "payload": {PREPARE_ISOLATION_GROUPS: {"vpc_ids": [world.vpc]}}}]
     assert _our_groups(world) == [(world.vpc, ROLE_ISOLATION), (world.vpc, ROLE_PASSTHROUGH)]
     # and later sightings of the same instance ask nothing more
