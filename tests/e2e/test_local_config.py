@@ -22,6 +22,7 @@ from immutable_guard.clients import Clients
 from immutable_guard.ledger import Incident, IncidentLedger
 from immutable_guard.local import Deployment, EventRouter, LocalAws
 from immutable_guard.local.config_recorder import ConfigRecorder
+from immutable_guard.local.moto_fixes import wait_for_async_invocations
 from immutable_guard.local.trail import Actor, CloudTrailEmitter
 
 pytestmark = pytest.mark.slow
@@ -116,6 +117,10 @@ def _related(item: dict[str, Any]) -> list[str]:
     return list(item["detail"]["configurationItem"]["relatedEvents"])
 
 
+def _changed(item: dict[str, Any]) -> list[str]:
+    return list(item["detail"]["configurationItemDiff"]["changedProperties"])
+
+
 def test_a_new_server_is_discovered_and_nothing_happens(world: ConfigWorld) -> None:
     # Given a guard whose stack runs a Config recorder
     # When a new immutable server appears (as a scale-out or a replacement makes one)
@@ -133,9 +138,11 @@ def test_a_new_server_is_discovered_and_nothing_happens(world: ConfigWorld) -> N
 def test_the_guards_quarantine_and_release_are_echoed_by_config_and_judged_as_the_guards_own(
     world: ConfigWorld,
 ) -> None:
-    # Given an immutable server Config has recorded
+    # Given an immutable server Config has recorded (and the isolation groups Detect then asked Contain
+    # to make in its VPC)
     instance_id = world.launch()
     world.recorder.observe()
+    wait_for_async_invocations()
     groups_before = _groups(world.clients, instance_id)
     # When someone pushes an SSH key to it, and the guard contains it (a standalone server: no one
     # replaces it automatically, so it stays quarantined)
@@ -152,7 +159,7 @@ def test_the_guards_quarantine_and_release_are_echoed_by_config_and_judged_as_th
     )
     [incident] = world.incidents_for(instance_id)
     world.finished(incident.incident_id)
-    # Then Config reported the quarantine (groups and tags changed), naming the Contain function's calls
+    # Then Config reported the quarantine (tags changed), naming the Contain function's calls
     quarantine_role = world.role("QuarantineFunctionRole")
     echoes = [
         item
@@ -162,22 +169,37 @@ def test_the_guards_quarantine_and_release_are_echoed_by_config_and_judged_as_th
     assert echoes, "no Config item for the quarantine"
     contained = [item for item in echoes if quarantine_role in {world.role_of(e) for e in _related(item)}]
     assert contained, [_related(item) for item in echoes]
-    assert {
-        key.split(".")[1]
-        for item in contained
-        for key in item["detail"]["configurationItemDiff"]["changedProperties"]
-    } >= {"SecurityGroups", "Tags"}
+    assert {key.split(".")[1] for item in contained for key in _changed(item)} >= {"Tags"}
     # And the guard's own calls were heard as CloudTrail records of the function's role
     own = [e for e in world.trail.events if world.role_of(e["detail"]["eventID"]) == quarantine_role]
-    # (The interfaces are moved by Detect's first response since issue 15, Contain having made the
-    # isolation groups when Config first reported the server; the local trail does not hear calls a handler
-    # makes on its worker threads, which is where Detect moves them, so only Contain's tags are asserted.)
     assert "CreateTags" in {e["detail"]["eventName"] for e in own}
     session = f"{quarantine_role.rsplit('/', 1)[-1]}/{world.deployment.function_names['QuarantineFunction']}"
     assert {e["detail"]["userIdentity"]["arn"] for e in own} == {
         f"arn:aws:sts::{world.deployment.account_id}:assumed-role/{session}"
     }
-    # And none of the echoes opened another incident
+    # And Detect's first response (issue 15: Contain made the isolation groups when Config first reported
+    # the server) moved the interfaces on its worker threads: CloudTrail recorded those moves as Detect's
+    # role's, Detect's own rule heard them, and Config's echo of the new groups names them
+    detect_role = world.role("DetectFunctionRole")
+    moves = [
+        e
+        for e in world.trail.events
+        if e["detail"]["eventName"] == "ModifyNetworkInterfaceAttribute"
+        and world.role_of(e["detail"]["eventID"]) == detect_role
+    ]
+    [contained_incident] = world.incidents_for(instance_id)
+    interfaces = set(contained_incident.details["isolated"]["isolated"])
+    assert interfaces
+    assert {e["detail"]["requestParameters"]["networkInterfaceId"] for e in moves} == interfaces
+    assert len(moves) == 2 * len(interfaces)  # the passthrough group, then the isolation group
+    delivered = {event["detail"].get("eventID") for _, event in world.router.delivered}
+    assert {e["detail"]["eventID"] for e in moves} <= delivered  # Detect's rule heard each move
+    assert any(
+        detect_role in {world.role_of(e) for e in _related(item)}
+        and any(".SecurityGroups" in key for key in _changed(item))
+        for item in echoes
+    ), [_related(item) for item in echoes]
+    # And none of the echoes, of Contain's calls or of Detect's, opened another incident
     assert [i.incident_id for i in world.incidents_for(instance_id)] == [incident.incident_id]
 
     # When a person releases it

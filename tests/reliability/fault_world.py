@@ -156,8 +156,8 @@ class FaultInjector:
             self._last_function = None
 
     def _function(self) -> str | None:
-        # The lambda runner gives a handler's thread its function's environment; threads a handler
-        # starts itself (a read pool) have none, and belong to the step being run.
+        # The lambda runner gives a handler's thread, and the workers of its thread pools, its function's
+        # environment; a thread with none belongs to the step being run.
         if getattr(self._harness, "on", False):
             return None
         name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
@@ -179,7 +179,7 @@ class FaultInjector:
         with self._lock:
             key = (function, operation)
             self._seen[key] = count = self._seen.get(key, 0) + 1
-            pooled = not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+            pooled = threading.current_thread().name.startswith("ThreadPoolExecutor")
             call = Call(function, operation, pooled=pooled, at=time.perf_counter())
             self.calls.append(call)
             plan = self.plan

@@ -15,6 +15,12 @@ Every call a function or a state machine makes with its role can also be heard (
 any thread: a client remembers the function that created it, so the reads a handler spreads over a thread
 pool count as the function's, and a Step Functions task's calls count as its state machine's. With
 ``IMMUTABLE_GUARD_CALL_LOG`` set, ``call_log`` writes them down (the test suite's least-privilege proof).
+
+In Lambda every thread of the process belongs to the invocation running in it: a call a handler makes on
+a worker of its ``ThreadPoolExecutor`` is signed with the function's role, recorded by CloudTrail as the
+role's and echoed by Config like any other. So work a handler submits to a thread pool runs with the
+invocation's context here too (its environment, principal, observer and checks): Detect's and Contain's
+interface moves, made on pool threads, become CloudTrail records and Config items, as in AWS.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ _original_client_init: Callable[..., None] | None = None
 _original_task_evals: list[tuple[Any, Callable[..., Any]]] = []
 # The attribute of a boto3 client that names the function or state machine that created it.
 _CREATED_BY = "_immutable_guard_principal"
+# What a thread knows of the invocation running on it (see the module's docstring), carried to the
+# workers of the thread pools its handler starts.
+_INVOCATION_CONTEXT = ("environ", "principal", "calls", "function")
+_original_submit: Callable[..., Any] | None = None
 
 
 class CallObserver(Protocol):
@@ -203,6 +213,27 @@ def _stamped_client_init(client: Any, *args: Any, **kwargs: Any) -> None:
         setattr(client, _CREATED_BY, creator)
 
 
+def _submit_in_invocation(executor: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``ThreadPoolExecutor.submit``; the work runs with the submitting thread's invocation context."""
+    original = _original_submit
+    assert original is not None
+    carried = {name: getattr(_local, name, None) for name in _INVOCATION_CONTEXT}
+    if all(value is None for value in carried.values()):
+        return original(executor, fn, *args, **kwargs)
+
+    def in_invocation(*call_args: Any, **call_kwargs: Any) -> Any:
+        previous = {name: getattr(_local, name, None) for name in _INVOCATION_CONTEXT}
+        for name, value in carried.items():
+            setattr(_local, name, value)
+        try:
+            return fn(*call_args, **call_kwargs)
+        finally:
+            for name, value in previous.items():
+                setattr(_local, name, value)
+
+    return original(executor, in_invocation, *args, **kwargs)
+
+
 def _in_state_machine(original: Callable[..., Any]) -> Callable[..., Any]:
     """A Task state's evaluation in moto, whose calls are its state machine's (made with its role)."""
 
@@ -340,6 +371,9 @@ def install(repo_root: Path | None = None) -> None:
         whose zip holds no handler.
     """
     global _install_count, _original_invoke, _repo_root, _original_make_api_call, _original_client_init
+    global _original_submit
+    from concurrent.futures import ThreadPoolExecutor
+
     from botocore.client import BaseClient
     from moto.awslambda.models import LambdaFunction
 
@@ -355,6 +389,8 @@ def install(repo_root: Path | None = None) -> None:
             setattr(BaseClient, "_make_api_call", _observed_make_api_call)  # noqa: B010
             _original_client_init = BaseClient.__init__
             BaseClient.__init__ = _stamped_client_init  # type: ignore[method-assign,assignment]
+            _original_submit = ThreadPoolExecutor.submit
+            ThreadPoolExecutor.submit = _submit_in_invocation  # type: ignore[method-assign]
             for task_class in _task_classes():
                 original = task_class.__dict__["_eval_execution"]
                 _original_task_evals.append((task_class, original))
@@ -383,6 +419,9 @@ def _task_classes() -> list[Any]:
 def uninstall() -> None:
     """Undo one ``install()``; the last one restores moto and forgets loaded handlers."""
     global _install_count, _original_invoke, _original_make_api_call, _original_client_init
+    global _original_submit
+    from concurrent.futures import ThreadPoolExecutor
+
     from botocore.client import BaseClient
     from moto.awslambda.models import LambdaFunction
 
@@ -401,6 +440,9 @@ def uninstall() -> None:
         if _original_client_init is not None:
             BaseClient.__init__ = _original_client_init  # type: ignore[method-assign]
             _original_client_init = None
+        if _original_submit is not None:
+            ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+            _original_submit = None
         while _original_task_evals:
             task_class, original = _original_task_evals.pop()
             task_class._eval_execution = original
