@@ -13,6 +13,7 @@ from immutable_guard.clients import Clients
 from immutable_guard.errors import retry_transient_aws_errors
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.members import FunctionPlace, MemberAccess
+from immutable_guard.remediation.contain_again import contain_again, contain_again_request
 from immutable_guard.remediation.quarantine import (
     ContainRequest,
     prepare_isolation_groups,
@@ -49,6 +50,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="IsolationGroupsPrepared", unit=MetricUnit.Count, value=len(vpc_ids))
         logger.info("isolation groups prepared", extra={"vpc_ids": vpc_ids, "actions": actions})
         return {"prepared": vpc_ids, "actions": actions}
+    again = contain_again_request(event)
+    if again is not None:
+        return _contain_again(again, context)
     request = parse_step_input(ContainRequest, event, metrics)
     logger.append_keys(instance_id=request.instance_id)
     settings, clients, members = dependencies()
@@ -66,4 +70,25 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     metrics.add_metric(name="InstancesContained", unit=MetricUnit.Count, value=1)
     logger.info("instance contained", extra={"actions": result["actions"]})
+    return result
+
+
+def _contain_again(request: ContainRequest, context: LambdaContext) -> dict[str, Any]:
+    """Detect's asynchronous request when someone else changed a server the guard holds in quarantine:
+    its containment done again (remediation/contain_again.py), nothing else."""
+    logger.append_keys(incident_id=request.incident_id, instance_id=request.instance_id)
+    settings, clients, members = dependencies()
+    ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
+    account, region = checked_place(request, request.incident_id, ledger)
+    here = FunctionPlace.of_arn(context.invoked_function_arn)
+    result = contain_again(
+        members.clients_for(here, account, region, request.incident_id),
+        ledger,
+        request.incident_id,
+        request.instance_id,
+        request.finding.model_dump(mode="json"),
+    )
+    if "skipped" not in result:
+        metrics.add_metric(name="InstancesContainedAgain", unit=MetricUnit.Count, value=1)
+    logger.warning("containment done again", extra={"result": result})
     return result

@@ -227,6 +227,62 @@ def test_the_guards_quarantine_and_release_are_echoed_by_config_and_judged_as_th
     assert _groups(world.clients, instance_id) == groups_before
 
 
+def test_someone_undoing_a_quarantine_has_it_contained_again(world: ConfigWorld) -> None:
+    # Given a standalone immutable server the guard contained after an SSH key was pushed to it (nobody
+    # replaces it automatically: it stays quarantined until a person decides)
+    instance_id = world.launch()
+    world.recorder.observe()
+    wait_for_async_invocations()
+    world.trail.emit(
+        Actor(),
+        "ec2-instance-connect.amazonaws.com",
+        "SendSSHPublicKey",
+        {
+            "instanceId": instance_id,
+            "instanceOSUser": "ec2-user",
+            "sshPublicKey": "ssh-ed25519 AAAA attacker",
+        },
+        response_elements={"requestId": "local", "success": True},
+    )
+    [incident] = world.incidents_for(instance_id)
+    world.finished(incident.incident_id)
+    isolation = _groups(world.clients, instance_id)
+    [eni] = [
+        e["NetworkInterfaceId"]
+        for e in world.clients.ec2.describe_network_interfaces(
+            Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}]
+        )["NetworkInterfaces"]
+    ]
+    web = world.clients.ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"][0]["GroupId"]
+    # When the attacker opens SSH on the isolation group and moves the interface back to an open group,
+    # with their own credentials (CloudTrail records both calls as theirs)
+    attacker = world.trail.session(Actor()).client("ec2")
+    attacker.authorize_security_group_ingress(
+        GroupId=isolation[0],
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        ],
+    )
+    attacker.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[web])
+    wait_for_async_invocations()
+    # Then Detect asked Contain to contain it again, and Contain did: the interface is back on the
+    # isolation group, which has no rule again
+    assert _groups(world.clients, instance_id) == isolation
+    group = world.clients.ec2.describe_security_groups(GroupIds=isolation)["SecurityGroups"][0]
+    assert (group["IpPermissions"], group["IpPermissionsEgress"]) == ([], [])
+    # And both changes joined the one incident, which says it was contained again; no other incident
+    [held] = world.incidents_for(instance_id)
+    assert held.incident_id == incident.incident_id
+    tampering = [
+        e["detail"]["eventID"]
+        for e in world.trail.events
+        if e["detail"]["eventName"] in {"AuthorizeSecurityGroupIngress", "ModifyNetworkInterfaceAttribute"}
+        and e["detail"]["userIdentity"]["arn"] == Actor().arn
+    ]
+    assert len(tampering) == 2 and set(tampering) <= set(held.related_event_ids)
+    assert "contained_again" in held.timeline
+
+
 def _groups(clients: Clients, instance_id: str) -> list[str]:
     instance = clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     return sorted({g["GroupId"] for eni in instance["NetworkInterfaces"] for g in eni["Groups"]})

@@ -302,6 +302,167 @@ def test_config_reporting_our_own_quarantine_opens_nothing(world: World) -> None
     assert world.executions() == []
 
 
+# ---------------------------------------------------------------- containment tampered with
+CONTAIN_FUNCTION = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:immutable-guard-QuarantineFunction-X"
+
+
+def _quarantine(world: World, instance: str, incident_id: str) -> None:
+    """The instance as the workflow's Contain leaves it: its enforce incident holds the lock, and it
+    carries the quarantine marker naming that incident."""
+    world.ledger.open_incident(
+        Incident(
+            incident_id=incident_id,
+            instance_id=instance,
+            mode="enforce",
+            decision="remediate",
+            kind="ssh_key_pushed",
+            severity="high",
+            account=ACCOUNT,
+            region="us-east-1",
+            created_at=now_iso(),
+        )
+    )
+    world.aws.ec2.create_tags(
+        Resources=[instance],
+        Tags=[
+            {"Key": "immutable-guard:state", "Value": "quarantined"},
+            {"Key": "immutable-guard:incident", "Value": incident_id},
+        ],
+    )
+
+
+@contextmanager
+def contain_requests(world: World, *, refuse: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """Detect's asynchronous requests to Contain, captured instead of sent (moto runs no Contain here)."""
+    sent: list[dict[str, Any]] = []
+    real_invoke = world.aws.lambda_.invoke
+
+    def invoke(**kwargs: Any) -> Any:
+        if refuse:
+            raise ClientError(
+                {"Error": {"Code": "TooManyRequestsException", "Message": "slow down"}}, "Invoke"
+            )
+        sent.append({**kwargs, "Payload": json.loads(kwargs["Payload"])})
+        return {"StatusCode": 202}
+
+    world.aws.lambda_.invoke = invoke  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        world.aws.lambda_.invoke = real_invoke  # type: ignore[method-assign]
+
+
+def test_someone_changing_a_quarantined_server_has_it_contained_again_and_the_team_told(world: World) -> None:
+    # Given a server the guard holds in quarantine (the sample's actor is an admin, not the guard)
+    instance = world.immutable_ids[0]
+    _quarantine(world, instance, "ig-held")
+    event = world.event("cloudtrail-send-ssh-public-key.json", instance)
+    # When someone pushes an SSH key to it (source: events/cloudtrail-send-ssh-public-key.json, after AWS's
+    # EC2 Instance Connect CloudTrail example)
+    with contain_requests(world) as sent:
+        result = world.process(event, contain_function=CONTAIN_FUNCTION)
+        again = world.process(event, contain_function=CONTAIN_FUNCTION)  # EventBridge delivers twice
+    # Then no incident is opened: the change joins the open one, and Contain is asked, once, to contain
+    # the server again
+    assert (result["decision"], result["reason"]) == ("remediate", "containment_tampered")
+    assert result["instances"] == [
+        {
+            "instance_id": instance,
+            "incident_id": "ig-held",
+            "outcome": "contained_again",
+            "mode": "enforce",
+            "execution_arn": None,
+            "isolated": [],
+        }
+    ]
+    assert again["instances"] == []
+    assert world.executions() == []
+    [request] = sent
+    assert (request["FunctionName"], request["InvocationType"]) == (CONTAIN_FUNCTION, "Event")
+    asked = request["Payload"]["contain_again"]
+    assert (asked["incident_id"], asked["instance_id"], asked["account"]) == ("ig-held", instance, ACCOUNT)
+    assert asked["finding"]["event_id"] == event["detail"]["eventID"]
+    assert event["detail"]["eventID"] in world.ledger.get("ig-held").related_event_ids
+    # And the team is told once, critical, naming who did it
+    [alert] = world.alerts()
+    assert (alert["stage"], alert["severity"], alert["reason"], alert["incident_id"]) == (
+        "tampered",
+        "critical",
+        "containment_tampered",
+        "ig-held",
+    )
+    assert "assumed-role/AdminRole/mallory" in alert["summary"]
+    assert alert["actions"][0].startswith("contained again")
+
+
+def test_a_change_reaching_a_quarantined_server_and_a_live_one_contains_one_again_and_opens_the_other(
+    world: World,
+) -> None:
+    # Given two immutable servers in one group, one of them held in quarantine
+    held, live = world.immutable_ids
+    _quarantine(world, held, "ig-held")
+    # When port 22 is opened to the world on that group (source: events/cloudtrail-authorize-sg-ingress-
+    # ssh-world.json)
+    with contain_requests(world) as sent:
+        result = world.process(
+            world.event("cloudtrail-authorize-sg-ingress-ssh-world.json"), contain_function=CONTAIN_FUNCTION
+        )
+    # Then the held one is contained again and the live one gets an incident of its own
+    outcomes = {i["instance_id"]: (i["outcome"], i["incident_id"]) for i in result["instances"]}
+    assert outcomes[held] == ("contained_again", "ig-held")
+    assert outcomes[live][0] == "opened" and outcomes[live][1] != "ig-held"
+    assert [r["Payload"]["contain_again"]["instance_id"] for r in sent] == [held]
+    assert world.executions() == [outcomes[live][1]]
+
+
+@pytest.mark.parametrize("mode", [Mode.DRY_RUN, Mode.NOTIFY_ONLY])
+def test_in_dry_run_and_notify_only_a_change_to_a_quarantined_server_is_alerted_and_nothing_changed(
+    world: World, mode: Mode
+) -> None:
+    instance = world.immutable_ids[0]
+    _quarantine(world, instance, "ig-held")
+    with contain_requests(world) as sent:
+        result = world.process(
+            world.event("cloudtrail-send-ssh-public-key.json", instance),
+            mode=mode,
+            contain_function=CONTAIN_FUNCTION,
+        )
+    assert [i["outcome"] for i in result["instances"]] == ["tampered"]
+    assert sent == []
+    [alert] = world.alerts()
+    assert (alert["reason"], alert["mode"]) == ("containment_tampered", mode.value)
+    assert alert["actions"][0].startswith(f"{mode.value}: nothing was changed")
+
+
+def test_an_allow_listed_principal_changing_a_quarantined_server_is_not_tampering(world: World) -> None:
+    # Given a quarantined server and the allow-listed pipeline (e.g. a responder's role) changing it
+    instance = world.immutable_ids[0]
+    _quarantine(world, instance, "ig-held")
+    with contain_requests(world) as sent:
+        result = world.process(
+            world.event("benign-allow-listed-principal.json", instance), contain_function=CONTAIN_FUNCTION
+        )
+    # Then nothing is contained again and nobody is alerted
+    assert (result["decision"], result["reason"]) == ("ignore", "allow_listed_principal")
+    assert sent == [] and world.alerts() == []
+
+
+def test_a_refused_request_to_contain_again_is_made_again_by_the_retried_delivery(world: World) -> None:
+    instance = world.immutable_ids[0]
+    _quarantine(world, instance, "ig-held")
+    event = world.event("cloudtrail-send-ssh-public-key.json", instance)
+    # Given Lambda refuses Detect's request (after the SDK's retries)
+    with contain_requests(world, refuse=True), pytest.raises(AwsCallFailed):
+        world.process(event, contain_function=CONTAIN_FUNCTION)
+    # When EventBridge delivers the event again
+    with contain_requests(world) as sent:
+        result = world.process(event, contain_function=CONTAIN_FUNCTION)
+    # Then the request is made and the team told
+    assert [i["outcome"] for i in result["instances"]] == ["contained_again"]
+    assert len(sent) == 1
+    assert [a["reason"] for a in world.alerts()] == ["containment_tampered"]
+
+
 @contextmanager
 def sns_down(world: World) -> Iterator[None]:
     """SNS refuses every Publish (after the SDK's own retries) until the block ends."""

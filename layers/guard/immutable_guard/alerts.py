@@ -34,6 +34,7 @@ _UNCUT_FIELDS = frozenset({"schema_version", "truncated"})
 # What each stage means to the reader, in the words of the alert's first line.
 STAGE_HEADLINES = {
     "detected": "Mutation detected on an immutable server",
+    "tampered": "Quarantine undone by someone else: the server is contained again",
     "contained": "Compromised server isolated",
     "manual_replacement": "Server isolated; it has no owner that can replace it: replace it by hand",
     "closed": "Incident closed: evidence preserved, server replaced",

@@ -131,7 +131,15 @@ def process_event(
     if judgement.decision is Decision.REMEDIATE:
         # The ledger's client now, so that the lock's write and the first response's reads leave together.
         _ = clients.dynamodb
-    triage = Triage(settings, memory, clients.sns, clients.stepfunctions, mode=mode, responder=responder)
+    triage = Triage(
+        settings,
+        memory,
+        clients.sns,
+        clients.stepfunctions,
+        mode=mode,
+        responder=responder,
+        lambda_client=at_first_use(lambda: clients.lambda_),
+    )
     # Single-account mode, enforce: the first record of an in-scope instance asks Contain for its VPCs'
     # isolation groups, so that the first incident there is isolated by Detect (issue 15). Dry-run and
     # notify-only change nothing in the account: their records ask for nothing, and the first record in

@@ -161,6 +161,9 @@ class DetectSettings(StepSettings, GuardIdentity, OrganizationSettings):
     # Single-account mode: the function that makes the isolation groups of a VPC where Detect first sees an
     # in-scope instance (Contain; first_response.prepare_ahead). Empty: no preparation ahead of time.
     isolation_groups_function: str = ""
+    # The function that contains a quarantined server again when someone else changed it (Contain;
+    # remediation/contain_again.py). Empty: such a change is alerted, nothing is changed.
+    contain_function: str = ""
 
     # Empty lists are legal; CloudFormation's !Join of an empty list still sets the variable.
     optional_env: ClassVar[frozenset[str]] = frozenset(
@@ -175,6 +178,7 @@ class DetectSettings(StepSettings, GuardIdentity, OrganizationSettings):
             "org_storm_accounts",
             "org_storm_window_minutes",
             "isolation_groups_function",
+            "contain_function",
             "guard_stack_name",
             "guard_inventory_association_id",
             *OrganizationSettings.optional_env,

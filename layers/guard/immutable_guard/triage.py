@@ -22,6 +22,7 @@ from immutable_guard.alerts import Alert, console_links, publish_alert
 from immutable_guard.errors import AwsCallFailed
 from immutable_guard.ledger import Breaker, Cap, Incident, IncidentLedger, Status, Storm, caps_for, now_iso
 from immutable_guard.model import Decision, Finding, Mode
+from immutable_guard.remediation.contain_again import CONTAIN_AGAIN, CONTAINMENT_TAMPERED
 from immutable_guard.remediation.first_response import (
     STAGE_ISOLATED,
     FirstResponse,
@@ -32,6 +33,7 @@ from immutable_guard.remediation.first_response import (
 )
 
 if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -98,8 +100,11 @@ class Triage:
         stepfunctions: SFNClient,
         mode: Mode | None = None,
         responder: Responder | None = None,
+        lambda_client: LambdaClient | None = None,
     ) -> None:
         self._settings = settings
+        # Asks Contain to contain a quarantined server again (settings.contain_function); None: alert only.
+        self._lambda = lambda_client
         # Detect's first response (isolation right after the lock); None leaves isolation to the workflow.
         self._responder = responder
         self._ledger = ledger
@@ -124,6 +129,8 @@ class Triage:
             return result
         if judgement.decision is Decision.ALERT:
             return self._alert_only(finding, result)
+        if judgement.contain_again:
+            self._contain_again(judgement, result)
         storm = self._storm(finding) if judgement.instances_in_scope else None
         for instance in judgement.instances_in_scope:
             result.instances.append(self._open(finding, instance.instance_id, result, storm))
@@ -162,6 +169,94 @@ class Triage:
             raise
         result.alerted = True
         return result
+
+    # ------------------------------------------------------------------ containment tampered with
+    def _contain_again(self, judgement: Judgement, result: TriageResult) -> None:
+        """Someone other than the guard changed servers it holds in quarantine: each change joins the open
+        incident's related events; in enforce, Contain is asked (asynchronously) to put each server back
+        into containment; the team is told once per event, critical. No incident is opened, so no cap is
+        counted: these servers are already within the blast radius of their incidents."""
+        finding = judgement.finding
+        sighting = f"{finding.event_id}#contain-again"
+        if not self._ledger.first_sighting(sighting):
+            logger.info("duplicate delivery of a change to a quarantined server", extra={"event": sighting})
+            return
+        try:
+            held = {
+                instance_id: incident_id
+                for instance_id in judgement.contain_again
+                # None: the incident ended since the judge read the lock (released or nuked).
+                if (incident_id := self._ledger.open_incident_for(instance_id)) is not None
+            }
+            ask = bool(self._mode is Mode.ENFORCE and self._settings.contain_function and self._lambda)
+            for instance_id, incident_id in held.items():
+                self._ledger.add_related_event(incident_id, finding.event_id)
+                if ask:
+                    self._ask_contain_again(finding, instance_id, incident_id)
+                result.instances.append(
+                    InstanceOutcome(
+                        instance_id=instance_id,
+                        incident_id=incident_id,
+                        outcome="contained_again" if ask else "tampered",
+                        mode=self._mode.value,
+                    )
+                )
+            if held:
+                self._tampered_alert(finding, held, contained_again=ask)
+                result.alerted = True
+        except Exception:
+            self._ledger.forget_sighting(sighting)  # the retried delivery must do it all again
+            raise
+
+    def _ask_contain_again(self, finding: Finding, instance_id: str, incident_id: str) -> None:
+        # Asynchronous (InvocationType Event: Lambda queues it and retries a failed run twice,
+        # https://docs.aws.amazon.com/lambda/latest/dg/invocation-async.html); a refused request raises, so
+        # the event is delivered again.
+        assert self._lambda is not None
+        request = {
+            CONTAIN_AGAIN: {
+                "incident_id": incident_id,
+                "instance_id": instance_id,
+                "account": finding.account,
+                "region": finding.region,
+                "finding": finding.model_dump(mode="json"),
+            }
+        }
+        try:
+            self._lambda.invoke(
+                FunctionName=self._settings.contain_function,
+                InvocationType="Event",
+                Payload=json.dumps(request).encode(),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsCallFailed(f"cannot ask Contain to contain {instance_id} again: {exc}") from exc
+        logger.warning("containment tampered with: contained again", extra={"incident_id": incident_id})
+
+    def _tampered_alert(self, finding: Finding, held: dict[str, str], *, contained_again: bool) -> None:
+        first_incident = next(iter(held.values()))
+        alert = self._alert(
+            finding, "tampered", first_incident, list(held), Decision.REMEDIATE.value, self._mode.value
+        )
+        alert.severity = "critical"
+        alert.reason = CONTAINMENT_TAMPERED
+        who = finding.actor.principal_arn or finding.actor.session_issuer_arn or "an unknown principal"
+        alert.summary = (
+            f"Containment tampered with by {who}: {finding.summary} It reaches "
+            f"{', '.join(held)}, held in quarantine by Immutable Guard."
+        )
+        alert.details = {"incidents": held}
+        alert.actions = (
+            [
+                "contained again: interfaces back on the isolation group (its rules repaired), the rule this "
+                "change added revoked, an instance profile attached since detached"
+            ]
+            if contained_again
+            else [
+                f"{self._mode.value}: nothing was changed; the quarantine may be undone: a person must "
+                "check the instance's groups and the isolation group's rules"
+            ]
+        )
+        publish_alert(self._sns, self._settings.alert_topic_arn, alert)
 
     # ------------------------------------------------------------------ one incident per instance
     def _open(

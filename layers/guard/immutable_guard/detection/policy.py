@@ -69,6 +69,7 @@ class Reason:
     TAGS_ONLY: Final = "tags_only"
     SCOPE_TAMPERED: Final = "scope_tampered"
     FORGED_QUARANTINE_MARKER: Final = "forged_quarantine_marker"
+    CONTAINMENT_TAMPERED: Final = "containment_tampered"
     NOT_GUARD_WIRING: Final = "not_guard_wiring"
     GOLDEN_IMAGE_AT_RISK: Final = "golden_image_at_risk"
     CONFIG_NOT_A_CHANGE: Final = "config_not_a_change"
@@ -111,6 +112,9 @@ class Judgement(BaseModel):
     # and instances an exempt principal took out of scope.
     seen_in_scope: tuple[str, ...] = ()
     left_scope: tuple[str, ...] = ()
+    # Instances the guard holds in quarantine that someone else's change reached: contained again
+    # (Reason.CONTAINMENT_TAMPERED; triage.Triage.contain_again).
+    contain_again: tuple[str, ...] = ()
 
 
 def principal_key(arn: str) -> str:
@@ -468,8 +472,23 @@ def _judge_scope(
     marked = tuple(info for info in in_scope if (info.tags or {}).get(QUARANTINE_TAG) == QUARANTINED)
     quarantined = tuple(info for info in marked if _quarantine_trusted(info, memory))
     forged = tuple(info for info in marked if info not in quarantined)
+    # Someone changed a server the guard holds in quarantine: not the guard, an allow-listed principal or
+    # CloudFormation (judged before this). A rule added to the isolation group, an interface moved back to
+    # its groups or a profile attached again undoes the containment while the server waits for its
+    # replacement or a person: it is contained again, and the team told. Config's report of the same
+    # change names no actor: "already quarantined", as the guard's own echo is.
+    contain_again = (
+        tuple(info.instance_id for info in quarantined) if finding.source is Source.CLOUDTRAIL else ()
+    )
     if in_scope and len(quarantined) == len(in_scope):
         ids = ", ".join(info.instance_id for info in quarantined)
+        if contain_again:
+            return verdict(
+                Decision.REMEDIATE,
+                Reason.CONTAINMENT_TAMPERED,
+                f"{finding.summary} It reaches {ids}, quarantined by Immutable Guard: containment tampered "
+                "with, contained again.",
+            ).model_copy(update={"contain_again": contain_again})
         return verdict(
             Decision.IGNORE, Reason.ALREADY_QUARANTINED, f"{ids} is already quarantined by Immutable Guard."
         )
@@ -488,13 +507,13 @@ def _judge_scope(
             f"{finding.summary} It reaches immutable instance(s) {ids}; {forgers} carries a quarantine "
             "marker that no open incident backs: a forged marker, judged as if it were absent.",
             in_scope,
-        )
+        ).model_copy(update={"contain_again": contain_again})
     return verdict(
         Decision.REMEDIATE,
         Reason.MUTATION_OF_IMMUTABLE_INSTANCE,
         f"{finding.summary} It reaches immutable instance(s) {ids}.",
         in_scope,
-    )
+    ).model_copy(update={"contain_again": contain_again})
 
 
 def scope_observations(
