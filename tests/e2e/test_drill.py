@@ -27,6 +27,7 @@ SCENARIOS = {
     "forged-quarantine-tag",
     "scale-out",
     "released",
+    "quarantine-undone",
     "pipeline-via-config",
 }
 

@@ -681,6 +681,80 @@ class Drill:
             ", ".join(f"{a.get('incident_id')}/{a.get('stage')}" for a in others) or "none",
         )
 
+    def quarantine_undone(self, report: ScenarioReport) -> None:
+        guard = self.enforcing()
+        attacker = guard.attacks.attacker()
+        instance_id = self.hand_launched(attacker)
+        poll(
+            lambda: self.instance(instance_id)["State"]["Name"],
+            lambda state: state == "running",
+            guard.pace.execution_seconds,
+            guard.pace.poll_seconds,
+        )
+        self.volumes(instance_id)
+        guard.attacks.push_ssh_key(instance_id)
+        incidents = guard.wait_for_incidents([instance_id])[instance_id]
+        if not report.expect("one incident opened", len(incidents) == 1, f"{len(incidents)} incident(s)"):
+            return
+        incident_id = incidents[0].incident_id
+        report.incidents.append(incident_id)
+        execution = guard.wait_for_execution(incident_id)
+        isolation = self.groups_of(instance_id)
+        if not report.expect(
+            "contained and left for a person (no group or stack replaces it)",
+            execution["status"] == "SUCCEEDED" and len(isolation) == 1,
+            f"execution {execution['status']}, groups {isolation}",
+        ):
+            return
+        alerts_before = len(guard.alerts())
+        incidents_before = self.incident_ids(guard)
+        # The attacker undoes the quarantine with their own credentials: SSH opened on the isolation group
+        # (every quarantined server of the VPC sits in it), and the interface moved back to the workload's
+        # group.
+        ec2 = attacker.client("ec2")
+        ec2.authorize_security_group_ingress(
+            GroupId=isolation[0],
+            IpPermissions=[
+                {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+            ],
+        )
+        [eni] = self.instance(instance_id)["NetworkInterfaces"]
+        ec2.modify_network_interface_attribute(
+            NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=[self.workload.security_group_id]
+        )
+
+        def isolation_rules() -> int:
+            group = self.clients.ec2.describe_security_groups(GroupIds=isolation)["SecurityGroups"][0]
+            return len(group["IpPermissions"]) + len(group["IpPermissionsEgress"])
+
+        contained = poll(
+            lambda: (self.groups_of(instance_id), isolation_rules()),
+            lambda seen: seen == (isolation, 0),
+            guard.pace.execution_seconds,
+            guard.pace.poll_seconds,
+        )
+        report.expect(
+            "contained again: only the isolation group, which has no rule again (read from EC2)",
+            contained == (isolation, 0),
+            f"groups {contained[0]}, {contained[1]} rule(s) on the isolation group",
+        )
+        new_incidents = self.incident_ids(guard) - incidents_before
+        report.expect(
+            "no other incident opened", not new_incidents, ", ".join(sorted(new_incidents)) or "none"
+        )
+        alerts = guard.wait_for_alerts(
+            lambda received: sum(a.get("stage") == "tampered" for a in received[alerts_before:]) >= 2
+        )
+        tampered = [a for a in alerts[alerts_before:] if a.get("stage") == "tampered"]
+        report.expect(
+            "the team was told, critical, once per change",
+            len(tampered) == 2
+            and all(
+                a.get("severity") == "critical" and a.get("incident_id") == incident_id for a in tampered
+            ),
+            ", ".join(f"{a.get('event', {}).get('name')}/{a.get('severity')}" for a in tampered) or "none",
+        )
+
     def pipeline_via_config(self, report: ScenarioReport) -> None:
         guard = self.enforcing()
         pipeline = guard.attacks.pipeline()
@@ -729,6 +803,11 @@ class Drill:
         ),
         ("scale-out", "a new server joins the group (Config discovers it): nothing happens", "scale_out"),
         ("released", "a released server (Config reports the release) is not quarantined again", "released"),
+        (
+            "quarantine-undone",
+            "an attacker opens SSH on the isolation group and moves the interface back: contained again",
+            "quarantine_undone",
+        ),
         (
             "pipeline-via-config",
             "the allow-listed pipeline changes a server's groups, and Config reports it: nothing happens",
