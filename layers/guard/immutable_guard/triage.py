@@ -19,10 +19,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
 from immutable_guard.alerts import Alert, console_links, publish_alert
+from immutable_guard.detection.policy import Reason
 from immutable_guard.errors import AwsCallFailed
 from immutable_guard.ledger import Breaker, Cap, Incident, IncidentLedger, Status, Storm, caps_for, now_iso
 from immutable_guard.model import Decision, Finding, Mode
-from immutable_guard.remediation.contain_again import CONTAIN_AGAIN, CONTAINMENT_TAMPERED
 from immutable_guard.remediation.first_response import (
     STAGE_ISOLATED,
     FirstResponse,
@@ -31,6 +31,7 @@ from immutable_guard.remediation.first_response import (
     isolate,
     read_for_isolation,
 )
+from immutable_guard.remediation.quarantine import CONTAIN_AGAIN
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -238,7 +239,7 @@ class Triage:
             finding, "tampered", first_incident, list(held), Decision.REMEDIATE.value, self._mode.value
         )
         alert.severity = "critical"
-        alert.reason = CONTAINMENT_TAMPERED
+        alert.reason = Reason.CONTAINMENT_TAMPERED
         who = finding.actor.principal_arn or finding.actor.session_issuer_arn or "an unknown principal"
         alert.summary = (
             f"Containment tampered with by {who}: {finding.summary} It reaches "

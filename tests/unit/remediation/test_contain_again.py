@@ -15,12 +15,11 @@ from immutable_guard.errors import InvalidEvent
 from immutable_guard.ledger import IncidentLedger
 from immutable_guard.model import Kind
 from immutable_guard.remediation.contain_again import (
-    CONTAIN_AGAIN,
     STAGE_CONTAINED_AGAIN,
     contain_again,
     contain_again_request,
 )
-from immutable_guard.remediation.quarantine import GROUP_NAMES, quarantine_instance
+from immutable_guard.remediation.quarantine import CONTAIN_AGAIN, GROUP_NAMES, quarantine_instance
 from remediation_world import FakeLambdaContext, GoldenWorkload, load_function, make_finding
 
 OpenIncident = Callable[[str, dict[str, Any]], str]
@@ -171,3 +170,25 @@ def test_the_contain_function_takes_the_request(
     result = app.handler(request, lambda_context)
     assert result["isolation_group_ids"] == [isolation]
     assert _groups_of_enis(aws, w.instance_id)[w.second_eni_id] == [isolation]
+
+
+def _termination_protected(aws: Clients, instance_id: str) -> bool:
+    attribute = aws.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="disableApiTermination")
+    return bool(attribute["DisableApiTermination"]["Value"])
+
+
+def test_termination_protection_turned_off_is_turned_on_again_until_the_evidence_is_complete(
+    aws: Clients, ledger: IncidentLedger, quarantined: tuple[GoldenWorkload, str]
+) -> None:
+    w, incident_id = quarantined
+    # Given someone turned termination protection off while the evidence is still being taken
+    aws.ec2.modify_instance_attribute(InstanceId=w.instance_id, DisableApiTermination={"Value": False})
+    # When
+    contain_again(aws, ledger, incident_id, w.instance_id, make_finding(Kind.INSTANCE_MODIFIED))
+    # Then it is on again
+    assert _termination_protected(aws, w.instance_id)
+    # But once the evidence is complete, Nuke may turn it off to terminate: it is left to Nuke
+    ledger.record_stage(incident_id, "evidence_complete")
+    aws.ec2.modify_instance_attribute(InstanceId=w.instance_id, DisableApiTermination={"Value": False})
+    contain_again(aws, ledger, incident_id, w.instance_id, make_finding(Kind.INSTANCE_MODIFIED))
+    assert not _termination_protected(aws, w.instance_id)

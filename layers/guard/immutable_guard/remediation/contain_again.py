@@ -5,11 +5,12 @@ Detect asks Contain, asynchronously, to contain it again (triage.Triage, Reason.
 
 Only the containment is done again, with the code of the first quarantine: both isolation groups repaired
 (rules back to what their role says) and every owned interface back on the isolation group by the two-step
-swap, then verified; the rule the change added revoked; an instance profile attached since detached. The
-prior state stays what the first containment recorded (so `release` still restores the server as it was
-before the attack), and evidence protection, load balancers and the Auto Scaling group are the workflow's
-(running them again could race its later steps). Nothing is done once the incident has ended (its lock is
-released or expired): the server was released or nuked meanwhile.
+swap, then verified; the rule the change added revoked; an instance profile attached since detached;
+termination protection and a shutdown that stops set again while the evidence is still being taken (after
+that, Nuke turns protection off to terminate: setting it again would race it). The prior state stays what
+the first containment recorded (so `release` still restores the server as it was before the attack), and
+load balancers and the Auto Scaling group are the workflow's. Nothing is done once the incident has ended
+(its lock is released or expired): the server was released or nuked meanwhile.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from immutable_guard.errors import InvalidEvent
+from immutable_guard.remediation.evidence import STAGE_EVIDENCE_COMPLETE
 from immutable_guard.remediation.offending_rules import offending_rules, revoke_offending_rules
 from immutable_guard.remediation.quarantine import (
+    CONTAIN_AGAIN,
     ContainRequest,
     detach_instance_profile,
     isolate_network_interfaces,
     observe_instance,
+    protect_evidence,
     verify_isolated,
 )
 
@@ -31,10 +35,6 @@ if TYPE_CHECKING:
     from immutable_guard.clients import Clients
     from immutable_guard.ledger import IncidentLedger
 
-# Detect's request to Contain: {"contain_again": <the fields of a ContainRequest>}.
-CONTAIN_AGAIN: Final = "contain_again"
-# The reason code of the judgement and of the alert (detection.policy.Reason.CONTAINMENT_TAMPERED).
-CONTAINMENT_TAMPERED: Final = "containment_tampered"
 # The incident's timeline stage (with details) each time it is done.
 STAGE_CONTAINED_AGAIN: Final = "contained_again"
 
@@ -92,6 +92,10 @@ def contain_again(
     verify_isolated(ec2, instance_id, isolation_by_vpc)
     revoke_offending_rules(ec2, offending_rules(finding), actions)
     detach_instance_profile(ec2, observed, actions)
+    if STAGE_EVIDENCE_COMPLETE not in incident.timeline:
+        # Termination protection and a shutdown that stops, again, while the evidence is still being
+        # taken (someone may have turned them off first). Not after: Nuke turns protection off to terminate.
+        protect_evidence(ec2, incident_id, observed, actions)
     details = {"event_id": finding.get("event_id"), "actions": actions}
     ledger.record_stage(incident_id, STAGE_CONTAINED_AGAIN, details=details)
     return {"instance_id": instance_id, "isolation_group_ids": sorted(isolation_by_vpc.values()), **details}

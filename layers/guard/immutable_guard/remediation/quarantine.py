@@ -630,6 +630,9 @@ def _get_or_create_group(
 
 # The input of Contain's group preparation (issue 15): {"prepare_isolation_groups": {"vpc_ids": [...]}}.
 PREPARE_ISOLATION_GROUPS = "prepare_isolation_groups"
+# Detect's request to contain a quarantined server again (remediation/contain_again.py):
+# {"contain_again": <the fields of a ContainRequest>}.
+CONTAIN_AGAIN = "contain_again"
 # A VPC id: "vpc-" then 8 or 17 hexadecimal digits
 # (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Vpc.html, VpcId).
 _VPC_ID = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
