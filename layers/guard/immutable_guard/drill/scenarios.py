@@ -745,14 +745,20 @@ class Drill:
         alerts = guard.wait_for_alerts(
             lambda received: sum(a.get("stage") == "tampered" for a in received[alerts_before:]) >= 2
         )
+        # One alert per change; the isolation group is shared by every quarantined server of the VPC, so
+        # that change's alert may name other incidents' servers too.
         tampered = [a for a in alerts[alerts_before:] if a.get("stage") == "tampered"]
         report.expect(
             "the team was told, critical, once per change",
             len(tampered) == 2
             and all(
-                a.get("severity") == "critical" and a.get("incident_id") == incident_id for a in tampered
+                a.get("severity") == "critical" and instance_id in a.get("instance_ids", []) for a in tampered
             ),
-            ", ".join(f"{a.get('event', {}).get('name')}/{a.get('severity')}" for a in tampered) or "none",
+            ", ".join(
+                f"{a.get('event', {}).get('name')}/{a.get('severity')}/{','.join(a.get('instance_ids', []))}"
+                for a in tampered
+            )
+            or "none",
         )
 
     def pipeline_via_config(self, report: ScenarioReport) -> None:
