@@ -11,7 +11,8 @@ manifest (a call outside it fails the test), and test_least_privilege.py holds t
 manifest plus the grants below (nothing more, nothing less).
 
 Regenerate the manifest after a change of what a function calls: ``make observed-calls`` (it runs the
-RECORDING_SOURCES below with ``pytest --record-calls``), then grant exactly the difference in template.yaml.
+RECORDING_SOURCES below with ``pytest --record-calls``), then grant exactly the difference in template.yaml
+(a member role's, in organization/member-roles.yaml).
 """
 
 from __future__ import annotations
@@ -38,10 +39,6 @@ RECORDING_SOURCES = (
 _NO_LOAD_BALANCER = "the golden workload's servers are in no target group (no run has a load balancer)"
 NOT_OBSERVED: dict[str, dict[str, str]] = {
     "DetectFunction": {
-        "dynamodb:DeleteItem": (
-            "triage forgets an account-level event whose alert could not be published, so that its "
-            "redelivery alerts again; only a failed Publish reaches it (tests/unit/test_pipeline.py)"
-        ),
         "ec2:DescribeInstanceConnectEndpoints": (
             "tells apart two VPCs that hold a tunnel's private address by the endpoint's VPC "
             "(detection/paths/shell.py); every recorded world has one VPC"
