@@ -154,7 +154,8 @@ def _hold_to_manifest(observed: _ObservedCalls, entries: list[Entry]) -> None:
     if unexpected:
         pytest.fail(
             "AWS calls that tests/security/observed_calls.json does not hold (regenerate it with "
-            "`make observed-calls`, then grant them in template.yaml):\n  " + "\n  ".join(unexpected),
+            "`make observed-calls`, then grant them in template.yaml, a member role's in "
+            "organization/member-roles.yaml):\n  " + "\n  ".join(unexpected),
             pytrace=False,
         )
 
