@@ -33,9 +33,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
-## Re-record tests/security/observed_calls.json, the IAM actions each function and state machine was seen
-## using (the drill, the e2e tests, the fault matrix's clean runs, every sample event through Detect); the
-## suite then holds template.yaml to it. Run it after changing what a function calls.
+## Re-record tests/security/observed_calls.json, the IAM actions each function and state machine (and each
+## member role they act through) was seen using (the drill, the e2e tests, the fault matrix's clean runs,
+## every sample event through Detect); the suite then holds template.yaml and organization/member-roles.yaml
+## to it. Run it after changing what a function calls.
 observed-calls: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --record-calls -q
 

@@ -1,5 +1,6 @@
 """Test-wide environment: no real AWS is ever reachable from the suite, and every call a function or state
-machine of template.yaml makes on the local runtime is held to tests/security/observed_calls.json."""
+machine of template.yaml makes on the local runtime (with its own role, or with a member role of
+organization/member-roles.yaml) is held to tests/security/observed_calls.json."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from immutable_guard.local.call_log import CALL_LOG_VARIABLE, CallLogReader, Entry
+from immutable_guard.local.call_log import CALL_LOG_VARIABLE, CallLogReader, Entry, member_roles_template
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DIR = REPO_ROOT / "events"
@@ -101,7 +102,12 @@ class _ObservedCalls:
 
     def __init__(self, recording: bool) -> None:
         self.recording = recording
-        self.reader = CallLogReader(_CALL_LOG_DIR / "calls.jsonl", REPO_ROOT / "template.yaml")
+        # template.yaml's principals, and the member roles its functions act through in member accounts
+        self.reader = CallLogReader(
+            _CALL_LOG_DIR / "calls.jsonl",
+            REPO_ROOT / "template.yaml",
+            member_roles_template(REPO_ROOT / "template.yaml"),
+        )
         self.manifest = call_manifest.load_manifest()
         self.entries: list[Entry] = []
         self.sources: list[str] = []
@@ -148,7 +154,8 @@ def _hold_to_manifest(observed: _ObservedCalls, entries: list[Entry]) -> None:
     if unexpected:
         pytest.fail(
             "AWS calls that tests/security/observed_calls.json does not hold (regenerate it with "
-            "`make observed-calls`, then grant them in template.yaml):\n  " + "\n  ".join(unexpected),
+            "`make observed-calls`, then grant them in template.yaml, a member role's in "
+            "organization/member-roles.yaml):\n  " + "\n  ".join(unexpected),
             pytrace=False,
         )
 

@@ -91,3 +91,33 @@ def test_the_log_holds_each_action_of_a_named_principal_once_and_the_reader_read
     assert all(
         json.loads(line)["template"] == str(template.resolve()) for line in log.path.read_text().splitlines()
     )
+
+
+def test_a_call_made_through_a_member_role_is_logged_as_that_member_roles(tmp_path: Path) -> None:
+    # Given a function of template.yaml named to the log, and organization/member-roles.yaml beside it
+    template = tmp_path / "template.yaml"
+    template.write_text("{}")
+    member_roles = tmp_path / "organization" / "member-roles.yaml"
+    member_roles.parent.mkdir()
+    member_roles.write_text("{}")
+    name_principal("stack-QuarantineFunction-1", template, "QuarantineFunction")
+    log = CallLog(tmp_path / "calls.jsonl")
+    central_only = CallLogReader(tmp_path / "calls.jsonl", template)
+    both = CallLogReader(tmp_path / "calls.jsonl", template, member_roles)
+    model = boto3.Session(region_name="us-east-1").client("ec2").meta.service_model
+    # When it calls with its own role, and with a member role's credentials (lambda_runner names that call
+    # "<function name>@<member role name>"), and an unnamed function calls through the member role too
+    log("stack-QuarantineFunction-1", model.operation_model("DescribeInstances"), {})
+    member_call = "stack-QuarantineFunction-1@ImmutableGuard-Member-Quarantine"
+    log(member_call, model.operation_model("ModifyNetworkInterfaceAttribute"), {})
+    log("somebody-else@ImmutableGuard-Member-Quarantine", model.operation_model("TerminateInstances"), {})
+    # Then the member role's call is that role's, a principal of member-roles.yaml named by its role name
+    assert [(e.principal, e.action) for e in both.new_entries()] == [
+        ("QuarantineFunction", "ec2:DescribeInstances"),
+        ("ImmutableGuard-Member-Quarantine", "ec2:ModifyNetworkInterfaceAttribute"),
+    ]
+    assert json.loads(log.path.read_text().splitlines()[1])["template"] == str(member_roles.resolve())
+    # And a reader of template.yaml alone does not count it as the function's
+    assert [(e.principal, e.action) for e in central_only.new_entries()] == [
+        ("QuarantineFunction", "ec2:DescribeInstances")
+    ]

@@ -2,9 +2,11 @@
 on the local runtime: every call is mapped to the IAM actions AWS authorizes for it, and each new
 (principal, action) is appended to the file named by ``IMMUTABLE_GUARD_CALL_LOG`` (JSON lines).
 
-The test suite sets that variable and holds template.yaml to what the log saw (tests/security); the log is
-off otherwise. A principal is a function or a state machine, named by its logical id in the template it
-was deployed from (the local deployer names each one here).
+The test suite sets that variable and holds template.yaml and organization/member-roles.yaml to what the
+log saw (tests/security); the log is off otherwise. A principal is a function or a state machine, named by
+its logical id in the template it was deployed from (the local deployer names each one here), or a member
+role of organization/member-roles.yaml that such a function acted through in a member account, named by
+its role name (``ImmutableGuard-Member-Quarantine``: the name AWS's AccessDenied would give).
 """
 
 from __future__ import annotations
@@ -106,10 +108,20 @@ def iam_actions(
 
 @dataclass(frozen=True)
 class Principal:
-    """A function or state machine of a deployed template."""
+    """A function or state machine of a deployed template (``name``: its logical id), or a member role of
+    organization/member-roles.yaml (``name``: its role name)."""
 
     template: Path
-    logical_id: str
+    name: str
+
+
+# The member roles template.yaml's functions act through in member accounts, relative to template.yaml.
+MEMBER_ROLES_TEMPLATE = Path("organization") / "member-roles.yaml"
+
+
+def member_roles_template(template: Path) -> Path:
+    """organization/member-roles.yaml of the repository ``template`` (template.yaml) is in."""
+    return (Path(template).parent / MEMBER_ROLES_TEMPLATE).resolve()
 
 
 _principals: dict[str, Principal] = {}
@@ -124,8 +136,18 @@ def name_principal(key: str, template: Path, logical_id: str) -> None:
 
 
 def principal(key: str) -> Principal | None:
+    """Whose call a call made as ``key`` is. lambda_runner names a call made with a member role's credentials
+    ``<function name>@<member role name>``: that call is the member role's (the function's own role needs
+    only sts:AssumeRole for it), counted when the function is named. (A Lambda function name holds no "@".)"""
     with _principals_lock:
-        return _principals.get(key)
+        found = _principals.get(key)
+        if found is not None or "@" not in key:
+            return found
+        function_key, role_name = key.split("@", 1)
+        function = _principals.get(function_key)
+    if function is None:
+        return None
+    return Principal(member_roles_template(function.template), role_name)
 
 
 # ---------------------------------------------------------------------- the log
@@ -161,10 +183,10 @@ class CallLog:
         lines = []
         with self._lock:
             for action in sorted(actions):
-                seen = (str(who.template), who.logical_id, action)
+                seen = (str(who.template), who.name, action)
                 if seen not in self._seen:
                     self._seen.add(seen)
-                    entry = Entry(str(who.template), who.logical_id, action, operation)
+                    entry = Entry(str(who.template), who.name, action, operation)
                     lines.append(json.dumps(vars(entry)) + "\n")
             if lines:
                 with self.path.open("a", encoding="utf-8") as log:
@@ -178,19 +200,19 @@ def log_from_environment() -> CallLog | None:
 
 
 class CallLogReader:
-    """Reads the entries of one template's principals from a log, each entry once.
+    """Reads the entries of some templates' principals from a log, each entry once.
 
     Parameters
     ----------
     path:
         The log (it need not exist yet).
-    template:
-        Only the calls of principals deployed from this template are read.
+    templates:
+        Only the calls of principals of these templates are read.
     """
 
-    def __init__(self, path: Path, template: Path) -> None:
+    def __init__(self, path: Path, *templates: Path) -> None:
         self.path = Path(path)
-        self.template = str(Path(template).resolve())
+        self.templates = {str(Path(template).resolve()) for template in templates}
         self._offset = 0
 
     def new_entries(self) -> list[Entry]:
@@ -205,7 +227,7 @@ class CallLogReader:
         entries = [
             Entry(**json.loads(line)) for line in complete.decode("utf-8").splitlines() if line.strip()
         ]
-        return [entry for entry in entries if entry.template == self.template]
+        return [entry for entry in entries if entry.template in self.templates]
 
 
 def actions_by_principal(entries: Iterable[Entry]) -> dict[str, list[str]]:

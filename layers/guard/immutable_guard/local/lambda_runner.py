@@ -164,7 +164,7 @@ def _hear(client: Any, operation_name: str, api_params: dict[str, Any]) -> None:
     if member_role:
         # Made with a member role's credentials (organisation mode): the member role's call, which the
         # function's own role does not need (it needs sts:AssumeRole only). Listeners see it as
-        # "<principal>@<role name>", which the call log does not count as the function's.
+        # "<principal>@<role name>", which the call log counts as the member role's.
         principal = f"{principal}@{member_role}"
     model = client.meta.service_model.operation_model(operation_name)
     for listener in listeners:
