@@ -113,6 +113,24 @@ def _status(item: dict[str, Any]) -> str:
     return str(item["detail"]["configurationItem"]["configurationItemStatus"])
 
 
+def _attacked_and_contained(world: ConfigWorld, instance_id: str) -> Incident:
+    """An SSH key pushed to the server by an attacker, and the guard's workflow run to its end."""
+    world.trail.emit(
+        Actor(),
+        "ec2-instance-connect.amazonaws.com",
+        "SendSSHPublicKey",
+        {
+            "instanceId": instance_id,
+            "instanceOSUser": "ec2-user",
+            "sshPublicKey": "ssh-ed25519 AAAA attacker",
+        },
+        response_elements={"requestId": "local", "success": True},
+    )
+    [incident] = world.incidents_for(instance_id)
+    world.finished(incident.incident_id)
+    return incident
+
+
 def _related(item: dict[str, Any]) -> list[str]:
     return list(item["detail"]["configurationItem"]["relatedEvents"])
 
@@ -146,19 +164,7 @@ def test_the_guards_quarantine_and_release_are_echoed_by_config_and_judged_as_th
     groups_before = _groups(world.clients, instance_id)
     # When someone pushes an SSH key to it, and the guard contains it (a standalone server: no one
     # replaces it automatically, so it stays quarantined)
-    world.trail.emit(
-        Actor(),
-        "ec2-instance-connect.amazonaws.com",
-        "SendSSHPublicKey",
-        {
-            "instanceId": instance_id,
-            "instanceOSUser": "ec2-user",
-            "sshPublicKey": "ssh-ed25519 AAAA attacker",
-        },
-        response_elements={"requestId": "local", "success": True},
-    )
-    [incident] = world.incidents_for(instance_id)
-    world.finished(incident.incident_id)
+    incident = _attacked_and_contained(world, instance_id)
     # Then Config reported the quarantine (tags changed), naming the Contain function's calls
     quarantine_role = world.role("QuarantineFunctionRole")
     echoes = [
@@ -233,19 +239,7 @@ def test_someone_undoing_a_quarantine_has_it_contained_again(world: ConfigWorld)
     instance_id = world.launch()
     world.recorder.observe()
     wait_for_async_invocations()
-    world.trail.emit(
-        Actor(),
-        "ec2-instance-connect.amazonaws.com",
-        "SendSSHPublicKey",
-        {
-            "instanceId": instance_id,
-            "instanceOSUser": "ec2-user",
-            "sshPublicKey": "ssh-ed25519 AAAA attacker",
-        },
-        response_elements={"requestId": "local", "success": True},
-    )
-    [incident] = world.incidents_for(instance_id)
-    world.finished(incident.incident_id)
+    incident = _attacked_and_contained(world, instance_id)
     isolation = _groups(world.clients, instance_id)
     [eni] = [
         e["NetworkInterfaceId"]

@@ -271,37 +271,6 @@ def test_a_malformed_event_is_parked_with_its_reason_not_lost(world: World, even
     assert world.executions() == []
 
 
-def test_config_reporting_our_own_quarantine_opens_nothing(world: World) -> None:
-    # Given an instance we quarantined (Config reports the group swap later, with no actor): its incident
-    # is open in the ledger, which is what makes the marker tag trusted
-    instance = world.immutable_ids[0]
-    world.ledger.open_incident(
-        Incident(
-            incident_id="ig-ours",
-            instance_id=instance,
-            mode="enforce",
-            decision="remediate",
-            kind="port_opened",
-            severity="critical",
-            account=ACCOUNT,
-            region="us-east-1",
-            created_at=now_iso(),
-        )
-    )
-    world.aws.ec2.create_tags(
-        Resources=[instance],
-        Tags=[
-            {"Key": "immutable-guard:state", "Value": "quarantined"},
-            {"Key": "immutable-guard:incident", "Value": "ig-ours"},
-        ],
-    )
-    # When
-    result = world.process(world.event("config-instance-changed.json", instance))
-    # Then
-    assert (result["decision"], result["reason"]) == ("ignore", "already_quarantined")
-    assert world.executions() == []
-
-
 # ---------------------------------------------------------------- containment tampered with
 CONTAIN_FUNCTION = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:immutable-guard-QuarantineFunction-X"
 
@@ -329,6 +298,18 @@ def _quarantine(world: World, instance: str, incident_id: str) -> None:
             {"Key": "immutable-guard:incident", "Value": incident_id},
         ],
     )
+
+
+def test_config_reporting_our_own_quarantine_opens_nothing(world: World) -> None:
+    # Given an instance we quarantined (Config reports the group swap later, with no actor): its incident
+    # is open in the ledger, which is what makes the marker tag trusted
+    instance = world.immutable_ids[0]
+    _quarantine(world, instance, "ig-ours")
+    # When
+    result = world.process(world.event("config-instance-changed.json", instance))
+    # Then
+    assert (result["decision"], result["reason"]) == ("ignore", "already_quarantined")
+    assert world.executions() == []
 
 
 @contextmanager

@@ -606,8 +606,9 @@ class Drill:
         self.touched.add(instance_id)  # the account's cleanup terminates it
         return instance_id
 
-    def released(self, report: ScenarioReport) -> None:
-        guard = self.enforcing()
+    def contained_by_hand(self, report: ScenarioReport, guard: Guard) -> tuple[str, str, list[str]] | None:
+        """A server launched by hand gets an SSH key pushed and is contained, left for a person (no group
+        or stack replaces it): (instance, incident, its groups before), or None when that failed."""
         instance_id = self.hand_launched(guard.attacks.attacker())
         poll(
             lambda: self.instance(instance_id)["State"]["Name"],
@@ -617,10 +618,10 @@ class Drill:
         )
         groups_before = self.groups_of(instance_id)
         self.volumes(instance_id)
-        guard.attacks.push_ssh_key(instance_id)  # which the team will judge a false positive
+        guard.attacks.push_ssh_key(instance_id)
         incidents = guard.wait_for_incidents([instance_id])[instance_id]
         if not report.expect("one incident opened", len(incidents) == 1, f"{len(incidents)} incident(s)"):
-            return
+            return None
         incident_id = incidents[0].incident_id
         report.incidents.append(incident_id)
         execution = guard.wait_for_execution(incident_id)
@@ -630,7 +631,15 @@ class Drill:
             "contained" in contained.timeline and execution["status"] == "SUCCEEDED",
             f"{contained.status.value}, execution {execution['status']}",
         ):
+            return None
+        return instance_id, incident_id, groups_before
+
+    def released(self, report: ScenarioReport) -> None:
+        guard = self.enforcing()
+        contained = self.contained_by_hand(report, guard)  # the team will judge it a false positive
+        if contained is None:
             return
+        instance_id, incident_id, groups_before = contained
         alerts_before = len(guard.alerts())
         executions_before = set(guard.executions())
         incidents_before = self.incident_ids(guard)
@@ -683,29 +692,12 @@ class Drill:
 
     def quarantine_undone(self, report: ScenarioReport) -> None:
         guard = self.enforcing()
+        contained = self.contained_by_hand(report, guard)
+        if contained is None:
+            return
+        instance_id, _, _ = contained
+        isolation = self.groups_of(instance_id)  # the isolation group alone
         attacker = guard.attacks.attacker()
-        instance_id = self.hand_launched(attacker)
-        poll(
-            lambda: self.instance(instance_id)["State"]["Name"],
-            lambda state: state == "running",
-            guard.pace.execution_seconds,
-            guard.pace.poll_seconds,
-        )
-        self.volumes(instance_id)
-        guard.attacks.push_ssh_key(instance_id)
-        incidents = guard.wait_for_incidents([instance_id])[instance_id]
-        if not report.expect("one incident opened", len(incidents) == 1, f"{len(incidents)} incident(s)"):
-            return
-        incident_id = incidents[0].incident_id
-        report.incidents.append(incident_id)
-        execution = guard.wait_for_execution(incident_id)
-        isolation = self.groups_of(instance_id)
-        if not report.expect(
-            "contained and left for a person (no group or stack replaces it)",
-            execution["status"] == "SUCCEEDED" and len(isolation) == 1,
-            f"execution {execution['status']}, groups {isolation}",
-        ):
-            return
         alerts_before = len(guard.alerts())
         incidents_before = self.incident_ids(guard)
         # The attacker undoes the quarantine with their own credentials: SSH opened on the isolation group
@@ -727,7 +719,7 @@ class Drill:
             group = self.clients.ec2.describe_security_groups(GroupIds=isolation)["SecurityGroups"][0]
             return len(group["IpPermissions"]) + len(group["IpPermissionsEgress"])
 
-        contained = poll(
+        after = poll(
             lambda: (self.groups_of(instance_id), isolation_rules()),
             lambda seen: seen == (isolation, 0),
             guard.pace.execution_seconds,
@@ -735,8 +727,8 @@ class Drill:
         )
         report.expect(
             "contained again: only the isolation group, which has no rule again (read from EC2)",
-            contained == (isolation, 0),
-            f"groups {contained[0]}, {contained[1]} rule(s) on the isolation group",
+            after == (isolation, 0),
+            f"groups {after[0]}, {after[1]} rule(s) on the isolation group",
         )
         new_incidents = self.incident_ids(guard) - incidents_before
         report.expect(
