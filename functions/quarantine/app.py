@@ -55,13 +55,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return _contain_again(again, context)
     request = parse_step_input(ContainRequest, event, metrics)
     logger.append_keys(instance_id=request.instance_id)
-    settings, clients, members = dependencies()
-    ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
-    # In the incident's account and region: through the member role when that is not where this runs.
-    account, region = checked_place(request, request.incident_id, ledger)
-    here = FunctionPlace.of_arn(context.invoked_function_arn)
+    settings = dependencies()[0]
+    clients, ledger = _where_the_incident_is(request, context)
     result = quarantine_instance(
-        members.clients_for(here, account, region, request.incident_id),
+        clients,
         ledger,
         request.incident_id,
         request.instance_id,
@@ -73,20 +70,23 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return result
 
 
-def _contain_again(request: ContainRequest, context: LambdaContext) -> dict[str, Any]:
-    """Detect's asynchronous request when someone else changed a server the guard holds in quarantine:
-    its containment done again (remediation/contain_again.py), nothing else."""
-    logger.append_keys(incident_id=request.incident_id, instance_id=request.instance_id)
+def _where_the_incident_is(request: ContainRequest, context: LambdaContext) -> tuple[Clients, IncidentLedger]:
+    """Clients in the incident's account and region (through the member role when that is not where this
+    runs), checked against the ledger, and the ledger."""
     settings, clients, members = dependencies()
     ledger = IncidentLedger(clients.dynamodb, settings.ledger_table)
     account, region = checked_place(request, request.incident_id, ledger)
     here = FunctionPlace.of_arn(context.invoked_function_arn)
+    return members.clients_for(here, account, region, request.incident_id), ledger
+
+
+def _contain_again(request: ContainRequest, context: LambdaContext) -> dict[str, Any]:
+    """Detect's asynchronous request when someone else changed a server the guard holds in quarantine:
+    its containment done again (remediation/contain_again.py), nothing else."""
+    logger.append_keys(incident_id=request.incident_id, instance_id=request.instance_id)
+    clients, ledger = _where_the_incident_is(request, context)
     result = contain_again(
-        members.clients_for(here, account, region, request.incident_id),
-        ledger,
-        request.incident_id,
-        request.instance_id,
-        request.finding.model_dump(mode="json"),
+        clients, ledger, request.incident_id, request.instance_id, request.finding.model_dump(mode="json")
     )
     if "skipped" not in result:
         metrics.add_metric(name="InstancesContainedAgain", unit=MetricUnit.Count, value=1)
