@@ -376,6 +376,22 @@ def test_someone_changing_a_quarantined_server_has_it_contained_again_and_the_te
     assert alert["actions"][0].startswith("contained again")
 
 
+def test_a_quarantined_server_stripped_of_its_scope_tag_is_still_contained_again(world: World) -> None:
+    # Given a quarantined server whose scope tag is gone and which the scope memory does not hold (the
+    # attacker removed the tag, and a Config echo naming one of the guard's calls cleared the memory)
+    instance = world.immutable_ids[0]
+    _quarantine(world, instance, "ig-held")
+    world.aws.ec2.delete_tags(Resources=[instance], Tags=[{"Key": "immutable"}])
+    # When someone pushes an SSH key to it
+    with contain_requests(world) as sent:
+        result = world.process(
+            world.event("cloudtrail-send-ssh-public-key.json", instance), contain_function=CONTAIN_FUNCTION
+        )
+    # Then it is still the guard's concern: contained again, not "out of scope"
+    assert (result["decision"], result["reason"]) == ("remediate", "containment_tampered")
+    assert [r["Payload"]["contain_again"]["instance_id"] for r in sent] == [instance]
+
+
 def test_a_change_reaching_a_quarantined_server_and_a_live_one_contains_one_again_and_opens_the_other(
     world: World,
 ) -> None:

@@ -391,6 +391,10 @@ def _tampered_tags(
     return tampered
 
 
+def _held_in_quarantine(info: InstanceInfo, memory: DetectionMemory) -> bool:
+    return (info.tags or {}).get(QUARANTINE_TAG) == QUARANTINED and _quarantine_trusted(info, memory)
+
+
 def _quarantine_trusted(info: InstanceInfo, memory: DetectionMemory) -> bool:
     """A quarantine marker is the guard's own only while the ledger holds the matching open incident."""
     holder = memory.open_incident_for(info.instance_id)
@@ -456,6 +460,10 @@ def _judge_scope(
         if policy.scope.in_scope_at_change(
             info, tags_before(info.tags, changes) if changes and info.tags is not None else None, memory
         )
+        # A server the guard holds in quarantine stays its concern whatever its tags say now (the scope tag
+        # removed by the attacker, and the scope memory cleared by a Config echo that also named one of
+        # the guard's calls): a change to it must not pass as out of scope.
+        or _held_in_quarantine(info, memory)
     )
     if finding.kind in ALERT_ONLY_KINDS and in_scope:
         return verdict(
