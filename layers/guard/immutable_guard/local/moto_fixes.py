@@ -1189,7 +1189,7 @@ def transactions_back_up_only_their_items(set_attribute: Setter = setattr) -> No
             table.items[hash_key][range_key] = item
 
     def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
-        saved = []
+        saved: list[tuple[Any, Any, Any, Any]] = []
         for entry in transact_items[:100]:  # moto refuses more before writing any
             named = named_item(self, entry)
             if named is not None:
