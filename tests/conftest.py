@@ -132,58 +132,9 @@ _OBSERVED_CALLS = pytest.StashKey[_ObservedCalls]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_OBSERVED_CALLS] = _ObservedCalls(bool(config.getoption("--record-calls")))
-    _tests_one_at_a_time(config)
-
-
-# ---------------------------------------------------------------------- pytest-xdist: the long tests first
-
-# The tests that take a minute or more of a worker, longest first (node ID prefixes; `--durations=40`).
-# With pytest-xdist's default `--dist load` a test starts when a worker asks for more, in collection order:
-# one of these collected late started in the run's last minutes and ran alone while the other workers
-# idled. Started first, they overlap with everything else.
-LONG_TESTS = (
-    "tests/e2e/test_drill_organization.py::test_every_organisation_scenario_passes_and_each_account_shows_it",
-    "tests/e2e/test_drill.py::test_every_scenario_passes_on_the_embedded_local_aws",
-    "tests/e2e/test_canary.py::test_the_cli_tells_a_failed_first_shift_and_a_failed_rollback_apart",
-    "tests/e2e/test_drill_organization.py",
-    "tests/security/test_least_privilege.py::test_every_sample_event_through_detect_calls_only_what",
-    "tests/reliability/test_load.py",
-    "tests/e2e/test_drill.py",
-    "tests/e2e/test_drill_account.py::test_an_enforcing_stack_is_drilled_on_its_own_workload",
-    "tests/e2e/test_canary_sam.py",
-    "tests/e2e/test_local_config.py::test_a_config_echo_judged_alone_fails_the_pipeline_scenario",
-    "tests/infrastructure/test_template.py::test_cfn_lint_is_clean",
-)
-
-
-def _long_first(items: list[pytest.Item], workers: int) -> None:
-    """The long tests first, longest first; the rest keep their order. xdist starts each worker with two
-    tests (then one at a time, see below), so the first ``workers`` long tests go with a short one each:
-    every worker starts on a long test, instead of the first worker on two."""
-
-    def rank(item: pytest.Item) -> int:
-        ranks = (n for n, prefix in enumerate(LONG_TESTS) if item.nodeid.startswith(prefix))
-        return next(ranks, len(LONG_TESTS))
-
-    long = sorted((i for i in items if rank(i) < len(LONG_TESTS)), key=rank)
-    rest = [i for i in items if rank(i) == len(LONG_TESTS)]
-    start = [i for pair in zip(long[:workers], rest, strict=False) for i in pair]
-    items[:] = start + long[len(start) // 2 :] + rest[len(start) // 2 :]
-
-
-def _tests_one_at_a_time(config: pytest.Config) -> None:
-    """`--dist load` hands each worker a chunk of consecutive tests (a quarter of its share at first), so
-    the long tests, collected first, would all go to the first worker. `--maxschedchunk 1` ("send tests to
-    workers one by one - might be useful for a small number of slow tests", pytest-xdist's --help; its
-    changelog, 3.2.0: https://github.com/pytest-dev/pytest-xdist/blob/master/CHANGELOG.rst) gives each
-    worker the next test when it is free. Unless the command line sets it."""
-    if config.pluginmanager.hasplugin("xdist") and config.getoption("maxschedchunk", None) is None:
-        config.option.maxschedchunk = 1
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if hasattr(config, "workerinput"):  # a pytest-xdist worker (all of them collect the same order)
-        _long_first(items, int(config.workerinput["workercount"]))
     observed = config.stash[_OBSERVED_CALLS]
     observed.sources = [i.nodeid for i in items if i.nodeid.startswith(call_manifest.RECORDING_SOURCES)]
     if observed.recording:
