@@ -71,6 +71,19 @@ def _one_botocore_loader() -> None:
 _one_botocore_loader()
 
 
+def _transactions_copy_only_their_items() -> None:
+    """moto deep-copies every table a DynamoDB transaction names, once per item, to undo a failed one; the
+    ledger's lock is such a transaction on a table that grows with each event, so runs that open many
+    incidents spent most of their time copying it. The local runtime backs up only the items a transaction
+    names (moto_fixes.transactions_back_up_only_their_items); the suite's in-process moto does the same."""
+    from immutable_guard.local.moto_fixes import transactions_back_up_only_their_items
+
+    transactions_back_up_only_their_items()
+
+
+_transactions_copy_only_their_items()
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT

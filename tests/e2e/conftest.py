@@ -15,9 +15,11 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from canary_rollouts import Rollout
+from drill_runs import every_scenario_once
 from immutable_guard.canary.demo import deploy_target, publish_version
 from immutable_guard.local import Deployment, EventRouter, LocalAws, LocalSession
 
@@ -220,3 +222,17 @@ def rollout(
         yield Rollout(target, "1", new, clients, canary_machine, alert_queue, ledger)
     finally:
         stop()
+
+
+# ------------------------------------------------------------------ the drill (test_drill, test_local_config)
+
+
+@pytest.fixture(scope="session")
+def every_scenario(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[int, dict[str, Any]]:
+    """The exit code and report of one `drill --json` with every scenario, shared by the tests that read it
+    (across pytest-xdist's workers too: the run's temporary directory is the parent of each worker's)."""
+    if not hasattr(request.config, "workerinput"):  # one process: the fixture's own cache shares it
+        return every_scenario_once(None)
+    return every_scenario_once(tmp_path_factory.getbasetemp().parent / "every-scenario.json")

@@ -4,12 +4,10 @@ broken. Each run is its own process: the drill owns its embedded AWS from start 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import pytest
+from drill_runs import run_drill
 
 pytestmark = pytest.mark.slow
 
@@ -32,23 +30,9 @@ SCENARIOS = {
 }
 
 
-def run_drill(*args: str, prelude: str = "") -> tuple[int, dict[str, Any]]:
-    script = textwrap.dedent(prelude) + textwrap.dedent(
-        f"""
-        import sys
-        from immutable_guard.cli import main
-        sys.exit(main(["drill", "--json", *{list(args)!r}]))
-        """
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
-    )
-    return run.returncode, json.loads(run.stdout)
-
-
-def test_every_scenario_passes_on_the_embedded_local_aws() -> None:
-    # When
-    code, report = run_drill()
+def test_every_scenario_passes_on_the_embedded_local_aws(every_scenario: tuple[int, dict[str, Any]]) -> None:
+    # When (one run of every scenario, shared with test_local_config's reading of its Config scenarios)
+    code, report = every_scenario
     # Then
     assert code == 0, json.dumps([s for s in report["scenarios"] if not s["passed"]], indent=1)
     assert report["passed"] is True
