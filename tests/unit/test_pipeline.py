@@ -444,6 +444,26 @@ def test_an_allow_listed_principal_changing_a_quarantined_server_is_not_tamperin
     assert sent == [] and world.alerts() == []
 
 
+def test_a_declared_stacks_own_change_to_a_quarantined_server_is_not_tampering(world: World) -> None:
+    # Given a quarantined server of a stack declared in ScopeStackNames (as is the other server in its
+    # group), and CloudFormation changing that group (source: events/benign-cloudformation-change.json,
+    # CloudFormation in invokedBy and sourceIPAddress as CloudTrail records it)
+    instance = world.immutable_ids[0]
+    _quarantine(world, instance, "ig-held")
+    world.aws.ec2.create_tags(
+        Resources=world.immutable_ids, Tags=[{"Key": "aws:cloudformation:stack-name", "Value": "web"}]
+    )
+    with contain_requests(world) as sent:
+        result = world.process(
+            world.event("benign-cloudformation-change.json"),
+            contain_function=CONTAIN_FUNCTION,
+            scope_stack_names=("web",),
+        )
+    # Then it is the stack's own change: nothing contained again, nobody alerted
+    assert (result["decision"], result["reason"]) == ("ignore", "cloudformation_change")
+    assert sent == [] and world.alerts() == []
+
+
 def test_a_refused_request_to_contain_again_is_made_again_by_the_retried_delivery(world: World) -> None:
     instance = world.immutable_ids[0]
     _quarantine(world, instance, "ig-held")
