@@ -376,6 +376,28 @@ def test_someone_changing_a_quarantined_server_has_it_contained_again_and_the_te
     assert alert["actions"][0].startswith("contained again")
 
 
+def test_an_interface_moved_back_to_open_groups_is_contained_again(world: World) -> None:
+    # Given a quarantined server, and someone moving its interface to another group (sample:
+    # events/cloudtrail-modify-network-interface-attribute.json; its request parameters are the API's
+    # NetworkInterfaceId and SecurityGroupId.N, https://docs.aws.amazon.com/AWSEC2/latest/APIReference/
+    # API_ModifyNetworkInterfaceAttribute.html, in CloudTrail's query-API form groupSet.items[].groupId
+    # like the other EC2 samples; no published record of this call was found. The sample's interface is
+    # replaced by the server's own)
+    instance = world.immutable_ids[0]
+    _quarantine(world, instance, "ig-held")
+    [eni] = world.aws.ec2.describe_network_interfaces(
+        Filters=[{"Name": "attachment.instance-id", "Values": [instance]}]
+    )["NetworkInterfaces"]
+    event = world.event("cloudtrail-modify-network-interface-attribute.json")
+    event["detail"]["requestParameters"]["networkInterfaceId"] = eni["NetworkInterfaceId"]
+    # When Detect judges it
+    with contain_requests(world) as sent:
+        result = world.process(event, contain_function=CONTAIN_FUNCTION)
+    # Then the server is contained again, not ignored as already quarantined
+    assert (result["decision"], result["reason"]) == ("remediate", "containment_tampered")
+    assert [r["Payload"]["contain_again"]["instance_id"] for r in sent] == [instance]
+
+
 def test_a_quarantined_server_stripped_of_its_scope_tag_is_still_contained_again(world: World) -> None:
     # Given a quarantined server whose scope tag is gone and which the scope memory does not hold (the
     # attacker removed the tag, and a Config echo naming one of the guard's calls cleared the memory)
